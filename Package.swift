@@ -1,0 +1,108 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, bottom to top (see docs/architecture.md):
+//   CLMDB, CAuthzProto (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
+//   →  AuthzEngine  →  AuthzWire (the only protobuf-c user)  →  AuthzServer, AuthzClient  →  authzd, authzctl
+let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "authzd",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "authzd", targets: ["authzd"]),
+        .executable(name: "authzctl", targets: ["authzctl"]),
+        .library(name: "AuthzClient", targets: ["AuthzClient"]),
+        .library(name: "AuthzEngine", targets: ["AuthzEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .target(
+            name: "CAuthzProto",
+            cSettings: [.unsafeFlags(["-Wno-everything"])],
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        .target(name: "AuthzModel", swiftSettings: swift5),
+        .target(name: "AuthzStore", dependencies: ["CLMDB", "AuthzModel"], swiftSettings: swift5),
+        .target(name: "AuthzIndex", dependencies: ["AuthzModel"], swiftSettings: swift5),
+        .target(
+            name: "AuthzEngine",
+            dependencies: [
+                "AuthzModel", "AuthzStore", "AuthzIndex",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: swift5
+        ),
+        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel", "AuthzEngine"], swiftSettings: swift5),
+        .target(
+            name: "AuthzServer",
+            dependencies: [
+                "AuthzEngine", "AuthzWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift5
+        ),
+        .target(
+            name: "AuthzClient",
+            dependencies: [
+                "AuthzWire", "AuthzModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swift5
+        ),
+        .executableTarget(
+            name: "authzd",
+            dependencies: [
+                "AuthzServer", "AuthzEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift5
+        ),
+        .executableTarget(
+            name: "authzctl",
+            dependencies: [
+                "AuthzClient", "AuthzModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swift5
+        ),
+        .executableTarget(
+            name: "authzbench",
+            dependencies: [
+                "AuthzEngine", "AuthzModel", "AuthzWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/Sources/authzbench",
+            swiftSettings: swift5
+        ),
+        .testTarget(
+            name: "AuthzCoreTests",
+            dependencies: ["AuthzModel", "AuthzStore", "AuthzIndex", "AuthzEngine"],
+            swiftSettings: swift5
+        ),
+        .testTarget(
+            name: "AuthzDaemonTests",
+            dependencies: [
+                "AuthzWire", "AuthzServer", "AuthzClient", "AuthzEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swift5
+        ),
+    ]
+)
