@@ -1,0 +1,472 @@
+import AuthzModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a write reaches the disk.
+public enum SyncMode: String, Sendable, CaseIterable {
+    /// Default. A write is acknowledged after LMDB's commit has fsynced: it survives `kill -9`
+    /// and power loss.
+    case full
+    /// `MDB_NOSYNC`: commits are not fsynced. A write survives a crash of the process (the
+    /// kernel holds it) but the last writes before a power loss or kernel crash may be lost.
+    case nosync
+}
+
+/// Options of the LMDB environment.
+public struct StoreOptions: Sendable {
+    /// Initial map size in bytes. The map grows (doubling) when full.
+    public var mapSize: Int = 1 << 30
+    /// Ceiling for growth; a write that needs more fails with RESOURCE_EXHAUSTED.
+    public var maxMapSize: Int = 1 << 40
+    /// LMDB reader slots (LMDB's default of 126 is too few for a busy daemon).
+    public var maxReaders: UInt32 = 1024
+    public var sync: SyncMode = .full
+
+    public init() {}
+}
+
+/// Secondary-key tags in the `refs` database.
+enum RefTag: UInt8 {
+    case userRoleBinding = 0x75        // 'u': user → role binding
+    case roleRoleBinding = 0x72        // 'r': role → role binding
+    case rolePermissionBinding = 0x70  // 'p': role → permission binding
+    case permissionBinding = 0x71      // 'q': permission → permission binding
+    case userCredential = 0x63         // 'c': user → platform credential
+    case tenant = 0x54                 // 'T': (nil tenant) → tenant
+}
+
+/// Counts of records, for ServerInfo.
+public struct StoreCounts: Sendable, Equatable {
+    public var byKind: [EntityKind: Int] = [:]
+}
+
+/// The result of an acknowledged write.
+public struct WriteOutcome: Sendable {
+    /// The revision the batch created.
+    public var revision: UInt64
+    /// Every record the batch touched, as it is now.
+    public var changed: [Entity]
+}
+
+/// authzd's persistent store: one LMDB environment in a data directory. The only code that
+/// touches LMDB.
+///
+/// Keys put every record under its tenant (`tenant_id ‖ kind ‖ id`), so a scan of one tenant
+/// never reads another's records. Secondary keys: names (unique per tenant, tenants' names
+/// unique in the daemon), a global id → (tenant, kind) map, and parent → child references
+/// (a user's role bindings, a role's bindings, a user's credentials).
+///
+/// Thread safety: reads may run on any thread concurrently; writes are serialised by the store
+/// and each runs start to finish on the calling thread (LMDB write transactions are bound to
+/// their thread). A write blocks while it commits (and fsyncs, in `.full` sync mode).
+public final class Store: @unchecked Sendable {
+    /// The data-directory format this build writes and reads (see docs/migrations.md).
+    public static let formatVersion: UInt32 = 1
+
+    let env: LMDBEnvironment
+    let records: UInt32
+    let ids: UInt32
+    let names: UInt32
+    let refs: UInt32
+    let meta: UInt32
+    let options: StoreOptions
+    private var resizeLock = pthread_rwlock_t()
+    private var writeLock = pthread_mutex_t()
+    private let lockFD: Int32
+    public let directory: String
+
+    /// Opens (creating if needed) the store in `directory`.
+    ///
+    /// Takes an exclusive lock on `directory/authzd.lock`: a second process opening the same
+    /// directory fails with FAILED_PRECONDITION. Clears reader slots of dead processes.
+    /// Refuses, with FAILED_PRECONDITION and both versions named, a directory written by a newer
+    /// format; refuses a file that is not an LMDB environment with DATA_LOSS.
+    public init(directory: String, options: StoreOptions = StoreOptions()) throws {
+        self.directory = directory
+        self.options = options
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw AuthzError(.failedPrecondition, "cannot create data directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        let fd = open(directory + "/authzd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw AuthzError(.failedPrecondition, "cannot open \(directory)/authzd.lock: \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw AuthzError(.failedPrecondition, "data directory \(directory) is in use by another authzd process (lock \(directory)/authzd.lock is held)")
+        }
+        lockFD = fd
+        do {
+            env = try LMDBEnvironment(path: directory, mapSize: options.mapSize, maxReaders: options.maxReaders,
+                                      maxDatabases: 8, noSync: options.sync == .nosync)
+        } catch let e as LMDBError {
+            close(fd)
+            if e == .invalid || e == .versionMismatch {
+                throw AuthzError(.dataLoss, "\(directory)/data.mdb is not an authzd LMDB environment (\(e)); refusing to start rather than reset it")
+            }
+            throw AuthzError(.failedPrecondition, "cannot open LMDB environment in \(directory): \(e)")
+        }
+        _ = env.clearStaleReaders()
+        pthread_rwlock_init(&resizeLock, nil)
+        pthread_mutex_init(&writeLock, nil)
+        do {
+            let txn = try LMDBTransaction(env: env, readOnly: false)
+            records = try txn.openDatabase("records", create: true)
+            ids = try txn.openDatabase("ids", create: true)
+            names = try txn.openDatabase("names", create: true)
+            refs = try txn.openDatabase("refs", create: true)
+            meta = try txn.openDatabase("meta", create: true)
+            let format = try txn.get(meta, Array("format".utf8)) { raw -> UInt32 in
+                raw.count == 4 ? raw.loadUnaligned(as: UInt32.self).littleEndian : 0
+            }
+            if let format {
+                if format > Store.formatVersion {
+                    throw AuthzError(.failedPrecondition, "data directory \(directory) has format version \(format), newer than this authzd (format version \(Store.formatVersion)); upgrade authzd")
+                }
+            } else {
+                if try txn.count(records) != 0 {
+                    throw AuthzError(.dataLoss, "data directory \(directory) holds records but no format version; refusing to guess")
+                }
+                var v = Store.formatVersion.littleEndian
+                try txn.put(meta, Array("format".utf8), withUnsafeBytes(of: &v) { Array($0) })
+            }
+            try txn.commit()
+        } catch let e as LMDBError {
+            close(fd)
+            throw AuthzError(.dataLoss, "cannot open the databases in \(directory): \(e)")
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit {
+        if options.sync == .nosync { try? env.sync() }
+        close(lockFD)
+    }
+
+    /// Flushes everything to disk (meaningful in `.nosync` mode; a no-op cost otherwise).
+    public func sync() throws {
+        do { try env.sync() } catch { throw AuthzError.internalError("mdb_env_sync: \(error)") }
+    }
+
+    // MARK: reads
+
+    /// Runs `body` in a read transaction: a consistent snapshot of the whole store. The reader
+    /// must not escape `body`. Throws UNAVAILABLE when LMDB's reader slots are exhausted.
+    public func read<T>(_ body: (StoreReader) throws -> T) throws -> T {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        let txn: LMDBTransaction
+        do {
+            txn = try LMDBTransaction(env: env, readOnly: true)
+        } catch let e as LMDBError {
+            if e == .readersFull {
+                throw AuthzError(.unavailable, "all \(options.maxReaders) LMDB reader slots are in use; retry")
+            }
+            throw AuthzError.internalError("mdb_txn_begin: \(e)")
+        }
+        defer { txn.abort() }
+        return try mapped { try body(StoreReader(store: self, txn: txn)) }
+    }
+
+    /// The last committed revision (0 for an empty store).
+    public func revision() throws -> UInt64 {
+        try read { try $0.revision() }
+    }
+
+    // MARK: writes
+
+    /// Applies `ops` atomically in one write transaction and returns the new revision.
+    ///
+    /// Checks every rule of the spec against the state the batch leaves: field formats, names
+    /// unique per tenant (tenant names in the daemon), references to existing records of the
+    /// same tenant, scopes allowed by the referenced role or permission, an acyclic inheritance
+    /// graph. Any failure changes nothing and throws: INVALID_ARGUMENT (format), NOT_FOUND
+    /// (a missing reference or record), ALREADY_EXISTS (a name or an id taken),
+    /// FAILED_PRECONDITION (cycle, cross-tenant reference, scope not allowed),
+    /// RESOURCE_EXHAUSTED (map at its ceiling or disk full).
+    ///
+    /// The map grows when full. Blocks until the commit is durable (per `SyncMode`).
+    /// An empty batch is INVALID_ARGUMENT.
+    public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now()) throws -> WriteOutcome {
+        if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        while true {
+            do {
+                pthread_rwlock_rdlock(&resizeLock)
+                defer { pthread_rwlock_unlock(&resizeLock) }
+                return try mapped {
+                    let txn = try LMDBTransaction(env: env, readOnly: false)
+                    let batch = WriteBatch(store: self, txn: txn, now: now)
+                    let outcome = try batch.apply(ops)
+                    try txn.commit()
+                    return outcome
+                }
+            } catch let e as AuthzError where e.field == "lmdb.map_full" {
+                try grow()
+            }
+        }
+    }
+
+    private func grow() throws {
+        pthread_rwlock_wrlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        let next = min(env.mapSize * 2, options.maxMapSize)
+        if next <= env.mapSize {
+            throw AuthzError(.resourceExhausted, "the store is full: map size \(env.mapSize) bytes is at its ceiling (max_map_size)")
+        }
+        do { try env.setMapSize(next) } catch {
+            throw AuthzError(.resourceExhausted, "cannot grow the map to \(next) bytes: \(error)")
+        }
+    }
+
+    /// Map size and bytes in use.
+    public func mapUsage() -> (size: Int, used: Int) { (env.mapSize, env.usedBytes()) }
+
+    /// A compacting, consistent copy of the environment into the empty directory `path`, taken
+    /// while the store serves. The C function is `mdb_env_copy2(MDB_CP_COMPACT)`.
+    public func backup(to path: String) throws {
+        do { try env.copy(to: path) } catch {
+            throw AuthzError(.failedPrecondition, "backup to \(path) failed: \(error)")
+        }
+    }
+
+    /// Translates LMDB failures into `AuthzError`s. MAP_FULL is tagged for the retry loop.
+    func mapped<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let e as LMDBError {
+            switch e {
+            case .mapFull: throw AuthzError(.resourceExhausted, "map full", field: "lmdb.map_full")
+            case .noSpace: throw AuthzError(.resourceExhausted, "no space left on the device holding \(directory)")
+            case .readersFull: throw AuthzError(.unavailable, "all LMDB reader slots are in use; retry")
+            default: throw AuthzError.internalError("LMDB: \(e)")
+            }
+        }
+    }
+
+    // MARK: keys
+
+    static func recordKey(_ tenant: ID, _ kind: EntityKind, _ id: ID) -> [UInt8] {
+        var k: [UInt8] = []
+        k.reserveCapacity(33)
+        appendID(tenant, to: &k)
+        k.append(kind.rawValue)
+        appendID(id, to: &k)
+        return k
+    }
+
+    static func nameKey(_ tenant: ID, _ kind: EntityKind, _ name: String) -> [UInt8] {
+        var k: [UInt8] = []
+        appendID(kind == .tenant ? .zero : tenant, to: &k)
+        k.append(kind.rawValue)
+        k.append(contentsOf: name.utf8)
+        return k
+    }
+
+    static func credentialKey(_ c: PlatformCredential) -> [UInt8] {
+        var k: [UInt8] = []
+        appendID(c.fields.tenantId, to: &k)
+        k.append(EntityKind.platformCredential.rawValue)
+        appendID(c.ownerUserId, to: &k)
+        k.append(contentsOf: c.platform.utf8)
+        k.append(0)
+        k.append(contentsOf: c.externalAccountId.utf8)
+        return k
+    }
+
+    static func refKey(_ tenant: ID, _ tag: RefTag, _ parent: ID, _ child: ID) -> [UInt8] {
+        var k = refPrefix(tenant, tag, parent)
+        appendID(child, to: &k)
+        return k
+    }
+
+    static func refPrefix(_ tenant: ID, _ tag: RefTag, _ parent: ID) -> [UInt8] {
+        var k: [UInt8] = []
+        k.reserveCapacity(49)
+        appendID(tenant, to: &k)
+        k.append(tag.rawValue)
+        appendID(parent, to: &k)
+        return k
+    }
+
+    static func idKey(_ id: ID) -> [UInt8] {
+        var k: [UInt8] = []
+        appendID(id, to: &k)
+        return k
+    }
+}
+
+/// A consistent read view of the store, valid only inside `Store.read`'s closure (or a write
+/// batch). Every method names its tenant: no method returns a record of another tenant.
+public final class StoreReader {
+    let store: Store
+    let txn: LMDBTransaction
+
+    init(store: Store, txn: LMDBTransaction) {
+        self.store = store
+        self.txn = txn
+    }
+
+    /// The last committed revision.
+    public func revision() throws -> UInt64 {
+        try txn.get(store.meta, Array("revision".utf8)) { raw in
+            raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0
+        } ?? 0
+    }
+
+    /// The record of `kind` with `id` in `tenant`, or nil.
+    public func entity(_ kind: EntityKind, tenant: ID, id: ID) throws -> Entity? {
+        try txn.get(store.records, Store.recordKey(tenant, kind, id)) { try RecordCodec.decode($0) }
+    }
+
+    public func entity(_ ref: RecordRef) throws -> Entity? {
+        try entity(ref.kind, tenant: ref.tenantId, id: ref.id)
+    }
+
+    /// Where an id lives: its tenant and kind, whatever the tenant. Used to explain a
+    /// cross-tenant or wrong-kind reference; never to return the record.
+    public func locate(_ id: ID) throws -> (tenant: ID, kind: EntityKind)? {
+        try txn.get(store.ids, Store.idKey(id)) { raw -> (ID, EntityKind)? in
+            guard raw.count == 17, let kind = EntityKind(rawValue: raw[16]) else { return nil }
+            return (readID(raw, at: 0), kind)
+        } ?? nil
+    }
+
+    /// The id of the record of `kind` named `name` in `tenant` (tenants: `tenant` is ignored).
+    public func id(named name: String, kind: EntityKind, tenant: ID) throws -> ID? {
+        try txn.get(store.names, Store.nameKey(tenant, kind, name)) { raw -> ID? in
+            raw.count == 16 ? readID(raw, at: 0) : nil
+        } ?? nil
+    }
+
+    func children(_ tenant: ID, _ tag: RefTag, _ parent: ID) throws -> [ID] {
+        var out: [ID] = []
+        try txn.scan(store.refs, prefix: Store.refPrefix(tenant, tag, parent)) { key, _ in
+            out.append(readID(key, at: 33))
+            return true
+        }
+        return out
+    }
+
+    /// A user's role bindings, active or not.
+    public func roleBindings(ofUser user: ID, tenant: ID) throws -> [RoleBinding] {
+        try children(tenant, .userRoleBinding, user).compactMap {
+            if case .roleBinding(let b)? = try entity(.roleBinding, tenant: tenant, id: $0) { return b }
+            return nil
+        }
+    }
+
+    /// A role's role bindings (the users bound to it), active or not.
+    public func roleBindings(ofRole role: ID, tenant: ID) throws -> [RoleBinding] {
+        try children(tenant, .roleRoleBinding, role).compactMap {
+            if case .roleBinding(let b)? = try entity(.roleBinding, tenant: tenant, id: $0) { return b }
+            return nil
+        }
+    }
+
+    /// A role's permission bindings, active or not.
+    public func permissionBindings(ofRole role: ID, tenant: ID) throws -> [PermissionBinding] {
+        try children(tenant, .rolePermissionBinding, role).compactMap {
+            if case .permissionBinding(let b)? = try entity(.permissionBinding, tenant: tenant, id: $0) { return b }
+            return nil
+        }
+    }
+
+    /// A permission's bindings, active or not.
+    public func permissionBindings(ofPermission permission: ID, tenant: ID) throws -> [PermissionBinding] {
+        try children(tenant, .permissionBinding, permission).compactMap {
+            if case .permissionBinding(let b)? = try entity(.permissionBinding, tenant: tenant, id: $0) { return b }
+            return nil
+        }
+    }
+
+    /// A user's platform credentials, active or not.
+    public func credentials(ofUser user: ID, tenant: ID) throws -> [PlatformCredential] {
+        try children(tenant, .userCredential, user).compactMap {
+            if case .platformCredential(let c)? = try entity(.platformCredential, tenant: tenant, id: $0) { return c }
+            return nil
+        }
+    }
+
+    /// Every tenant's id, in id order.
+    public func tenantIDs() throws -> [ID] {
+        try children(.zero, .tenant, .zero)
+    }
+
+    /// Up to `limit` records of `kind` in `tenant` with id > `after`, in id order. For tenants,
+    /// `tenant` is ignored and every tenant is listed.
+    public func list(_ kind: EntityKind, tenant: ID, after: ID?, limit: Int) throws -> [Entity] {
+        if kind == .tenant {
+            var out: [Entity] = []
+            for t in try tenantIDs() where after.map({ t > $0 }) ?? true {
+                if let e = try entity(.tenant, tenant: t, id: t) { out.append(e) }
+                if out.count >= limit { break }
+            }
+            return out
+        }
+        var prefix: [UInt8] = []
+        appendID(tenant, to: &prefix)
+        prefix.append(kind.rawValue)
+        var from: [UInt8]? = nil
+        if let after {
+            from = Store.recordKey(tenant, kind, after)
+            from!.append(0)  // strictly after
+        }
+        var out: [Entity] = []
+        try txn.scan(store.records, prefix: prefix, from: from) { _, value in
+            out.append(try RecordCodec.decode(value))
+            return out.count < limit
+        }
+        return out
+    }
+
+    /// Visits every record of `tenant` (the tenant record first, then by kind and id).
+    public func forEachRecord(tenant: ID, _ body: (Entity) throws -> Void) throws {
+        var prefix: [UInt8] = []
+        appendID(tenant, to: &prefix)
+        try txn.scan(store.records, prefix: prefix) { _, value in
+            try body(try RecordCodec.decode(value))
+            return true
+        }
+    }
+
+    /// Visits every role binding of `tenant` reading only the fields the index needs:
+    /// `(isActive, userId, roleId, scope)`. Much cheaper than `forEachRecord` on large tenants.
+    public func forEachRoleBinding(tenant: ID, _ body: (Bool, ID, ID, Scope) throws -> Void) throws {
+        var prefix: [UInt8] = []
+        appendID(tenant, to: &prefix)
+        prefix.append(EntityKind.roleBinding.rawValue)
+        try txn.scan(store.records, prefix: prefix) { _, value in
+            if let (active, user, role, scope) = try RecordCodec.peekRoleBinding(value) {
+                try body(active, user, role, scope)
+            }
+            return true
+        }
+    }
+
+    /// Visits the id and active flag of every user of `tenant`, without decoding the rest.
+    public func forEachUser(tenant: ID, _ body: (ID, Bool) throws -> Void) throws {
+        var prefix: [UInt8] = []
+        appendID(tenant, to: &prefix)
+        prefix.append(EntityKind.user.rawValue)
+        try txn.scan(store.records, prefix: prefix) { key, value in
+            guard value.count >= 4 else { throw ByteReader.corrupt }
+            try body(readID(key, at: 17), value[3] & 1 != 0)
+            return true
+        }
+    }
+
+    /// Counts of records per kind, over all tenants.
+    public func counts() throws -> StoreCounts {
+        var c = StoreCounts()
+        try txn.scan(store.ids, prefix: []) { _, value in
+            if value.count == 17, let k = EntityKind(rawValue: value[16]) { c.byKind[k, default: 0] += 1 }
+            return true
+        }
+        return c
+    }
+}

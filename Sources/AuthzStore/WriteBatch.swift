@@ -1,0 +1,236 @@
+import AuthzModel
+
+/// Applies one batch of write operations inside one LMDB write transaction, then validates
+/// every touched record against the state the batch leaves. Throwing leaves the transaction
+/// to be aborted by its owner: nothing of the batch is kept.
+final class WriteBatch {
+    let store: Store
+    let txn: LMDBTransaction
+    let reader: StoreReader
+    let now: Int64
+    /// Touched records in first-touch order, by id.
+    private var touched: [ID] = []
+    private var touchedRefs: [ID: RecordRef] = [:]
+
+    init(store: Store, txn: LMDBTransaction, now: Int64) {
+        self.store = store
+        self.txn = txn
+        self.reader = StoreReader(store: store, txn: txn)
+        self.now = now
+    }
+
+    func apply(_ ops: [WriteOp]) throws -> WriteOutcome {
+        for (i, op) in ops.enumerated() {
+            do {
+                try apply(op)
+            } catch var e as AuthzError where e.code != .internal && e.field != "lmdb.map_full" {
+                if ops.count > 1 { e.message = "ops[\(i)]: " + e.message }
+                throw e
+            }
+        }
+        var changed: [Entity] = []
+        changed.reserveCapacity(touched.count)
+        for id in touched {
+            let ref = touchedRefs[id]!
+            guard let e = try reader.entity(ref) else { throw AuthzError.internalError("touched record vanished") }
+            do {
+                try validateReferences(e)
+            } catch var err as AuthzError {
+                if ops.count > 1 { err.message = "\(e.kind.name) \(e.id): " + err.message }
+                throw err
+            }
+            changed.append(e)
+        }
+        let revision = try reader.revision() + 1
+        var v = revision.littleEndian
+        try txn.put(store.meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
+        return WriteOutcome(revision: revision, changed: changed)
+    }
+
+    private func touch(_ e: Entity) {
+        if touchedRefs[e.id] == nil {
+            touched.append(e.id)
+            touchedRefs[e.id] = RecordRef(kind: e.kind, tenantId: e.tenantId, id: e.id)
+        }
+    }
+
+    private func apply(_ op: WriteOp) throws {
+        switch op {
+        case .upsert(var entity):
+            try entity.validate()
+            let existing = try existingRecord(for: entity.kind, tenant: entity.tenantId, id: entity.id)
+            var f = entity.fields
+            f.createdAt = existing?.fields.createdAt ?? now
+            f.updatedAt = now
+            f.schemaVersion = RecordFields.currentSchemaVersion
+            entity.fields = f
+            if case .platformCredential(var c) = entity, c.secretsRedacted {
+                // A redacted read written back keeps the stored secrets.
+                guard case .platformCredential(let old)? = existing else {
+                    throw AuthzError.invalid("platform_credential.secrets_redacted", "is set but no stored credential exists to take the tokens from")
+                }
+                c.accessToken = old.accessToken
+                c.refreshToken = old.refreshToken
+                c.secretsRedacted = false
+                entity = .platformCredential(c)
+            }
+            try put(entity, replacing: existing)
+        case .deactivate(let ref), .activate(let ref):
+            var activate = false
+            if case .activate = op { activate = true }
+            guard ref.id != .zero else { throw AuthzError.invalid("ref.id", "must be a UUID other than the nil UUID") }
+            let tenant = ref.kind == .tenant ? ref.id : ref.tenantId
+            guard let existing = try existingRecord(for: ref.kind, tenant: tenant, id: ref.id) else {
+                throw AuthzError.notFound("\(ref.kind.name) \(ref.id) does not exist in tenant \(tenant)", field: "ref.id")
+            }
+            var e = existing
+            e.fields.isActive = activate
+            e.fields.updatedAt = now
+            try put(e, replacing: existing)
+        }
+    }
+
+    /// The stored record with `id`, after checking that the id is not used by a record of
+    /// another kind or tenant.
+    private func existingRecord(for kind: EntityKind, tenant: ID, id: ID) throws -> Entity? {
+        guard let (t, k) = try reader.locate(id) else { return nil }
+        if k != kind {
+            throw AuthzError(.alreadyExists, "\(kind.name).id \(id) is already used by a \(k.name)", field: "\(kind.name).id")
+        }
+        if t != tenant {
+            throw AuthzError(.alreadyExists, "\(kind.name).id \(id) is already used in another tenant", field: "\(kind.name).id")
+        }
+        return try reader.entity(kind, tenant: tenant, id: id)
+    }
+
+    private func put(_ e: Entity, replacing old: Entity?) throws {
+        let t = e.tenantId
+        // Names.
+        if let (newKey, field) = uniqueKey(e) {
+            let oldKey = old.flatMap { uniqueKey($0)?.0 }
+            if oldKey != newKey {
+                if let holder = try txn.get(store.names, newKey, { raw in readID(raw, at: 0) }), holder != e.id {
+                    throw AuthzError(.alreadyExists, "\(field) \(uniqueLabel(e)) is already used by \(e.kind.name) \(holder)", field: field)
+                }
+                if let oldKey { try txn.delete(store.names, oldKey) }
+                try txn.put(store.names, newKey, Store.idKey(e.id))
+            }
+        }
+        // References.
+        let oldRefs = old.map(refKeys) ?? []
+        let newRefs = refKeys(e)
+        for k in oldRefs where !newRefs.contains(k) { try txn.delete(store.refs, k) }
+        for k in newRefs where !oldRefs.contains(k) { try txn.put(store.refs, k, []) }
+        if old == nil {
+            var v = Store.idKey(t)
+            v.append(e.kind.rawValue)
+            try txn.put(store.ids, Store.idKey(e.id), v)
+        }
+        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), RecordCodec.encode(e))
+        touch(e)
+    }
+
+    private func uniqueKey(_ e: Entity) -> ([UInt8], String)? {
+        switch e {
+        case .tenant(let x): return (Store.nameKey(x.fields.id, .tenant, x.name), "tenant.name")
+        case .role(let x): return (Store.nameKey(x.fields.tenantId, .role, x.name), "role.name")
+        case .permission(let x): return (Store.nameKey(x.fields.tenantId, .permission, x.name), "permission.name")
+        case .platformCredential(let c): return (Store.credentialKey(c), "platform_credential.external_account_id")
+        default: return nil
+        }
+    }
+
+    private func uniqueLabel(_ e: Entity) -> String {
+        switch e {
+        case .tenant(let x): return "\"\(x.name)\""
+        case .role(let x): return "\"\(x.name)\""
+        case .permission(let x): return "\"\(x.name)\""
+        case .platformCredential(let c): return "\"\(c.externalAccountId)\" on \(c.platform) for user \(c.ownerUserId)"
+        default: return ""
+        }
+    }
+
+    private func refKeys(_ e: Entity) -> [[UInt8]] {
+        let t = e.tenantId
+        switch e {
+        case .tenant(let x): return [Store.refKey(.zero, .tenant, .zero, x.fields.id)]
+        case .roleBinding(let b):
+            return [Store.refKey(t, .userRoleBinding, b.userId, b.fields.id), Store.refKey(t, .roleRoleBinding, b.roleId, b.fields.id)]
+        case .permissionBinding(let b):
+            return [Store.refKey(t, .rolePermissionBinding, b.roleId, b.fields.id), Store.refKey(t, .permissionBinding, b.permissionId, b.fields.id)]
+        case .platformCredential(let c): return [Store.refKey(t, .userCredential, c.ownerUserId, c.fields.id)]
+        default: return []
+        }
+    }
+
+    // MARK: validation against the resulting state
+
+    /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`.
+    private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws -> Entity {
+        guard let (t, k) = try reader.locate(id) else {
+            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
+        }
+        if t != tenant {
+            throw AuthzError(.failedPrecondition, "\(field) \(id) belongs to another tenant; references must stay in tenant \(tenant)", field: field)
+        }
+        if k != kind {
+            throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
+        }
+        guard let e = try reader.entity(kind, tenant: tenant, id: id) else {
+            throw AuthzError.internalError("index names \(id) but the record is missing")
+        }
+        return e
+    }
+
+    private func validateReferences(_ e: Entity) throws {
+        let t = e.tenantId
+        if e.kind != .tenant {
+            _ = try referenced(.tenant, t, tenant: t, field: "\(e.kind.name).tenant_id")
+        }
+        switch e {
+        case .tenant, .user:
+            break
+        case .role(let r):
+            for (i, parent) in r.inherits.enumerated() {
+                _ = try referenced(.role, parent, tenant: t, field: "role.inherits[\(i)]")
+            }
+            try checkAcyclic(from: r)
+            for b in try reader.roleBindings(ofRole: r.fields.id, tenant: t) where !r.scopes.contains(b.scope) {
+                throw AuthzError(.failedPrecondition, "role.scopes \(r.scopes) of role \"\(r.name)\" must include scope \"\(b.scope)\" of its role_binding \(b.fields.id)", field: "role.scopes")
+            }
+        case .permission(let p):
+            for b in try reader.permissionBindings(ofPermission: p.fields.id, tenant: t) where !p.scopes.contains(b.scope) {
+                throw AuthzError(.failedPrecondition, "permission.scopes \(p.scopes) of permission \"\(p.name)\" must include scope \"\(b.scope)\" of its permission_binding \(b.fields.id)", field: "permission.scopes")
+            }
+        case .roleBinding(let b):
+            _ = try referenced(.user, b.userId, tenant: t, field: "role_binding.user_id")
+            guard case .role(let role) = try referenced(.role, b.roleId, tenant: t, field: "role_binding.role_id") else { return }
+            if !role.scopes.contains(b.scope) {
+                throw AuthzError(.failedPrecondition, "role_binding.scope \"\(b.scope)\" is not in role \"\(role.name)\".scopes \(role.scopes)", field: "role_binding.scope")
+            }
+        case .permissionBinding(let b):
+            _ = try referenced(.role, b.roleId, tenant: t, field: "permission_binding.role_id")
+            guard case .permission(let p) = try referenced(.permission, b.permissionId, tenant: t, field: "permission_binding.permission_id") else { return }
+            if !p.scopes.contains(b.scope) {
+                throw AuthzError(.failedPrecondition, "permission_binding.scope \"\(b.scope)\" is not in permission \"\(p.name)\".scopes \(p.scopes)", field: "permission_binding.scope")
+            }
+        case .platformCredential(let c):
+            _ = try referenced(.user, c.ownerUserId, tenant: t, field: "platform_credential.owner_user_id")
+        }
+    }
+
+    /// Depth-first search from `role` along `inherits`: reaching `role` again is a cycle.
+    private func checkAcyclic(from role: Role) throws {
+        let t = role.fields.tenantId
+        var visited: Set<ID> = []
+        var stack: [(ID, [String])] = role.inherits.map { ($0, [role.name]) }
+        while let (id, path) = stack.popLast() {
+            guard case .role(let r)? = try reader.entity(.role, tenant: t, id: id) else { continue }
+            if id == role.fields.id {
+                throw AuthzError(.failedPrecondition, "role.inherits of role \"\(role.name)\" makes an inheritance cycle: \((path + [role.name]).joined(separator: " → "))", field: "role.inherits")
+            }
+            if !visited.insert(id).inserted { continue }
+            for parent in r.inherits { stack.append((parent, path + [r.name])) }
+        }
+    }
+}
