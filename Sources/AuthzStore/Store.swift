@@ -45,8 +45,9 @@ public struct StoreCounts: Sendable, Equatable {
 public struct WriteOutcome: Sendable {
     /// The revision the batch created.
     public var revision: UInt64
-    /// Every record the batch touched, as it is now.
-    public var changed: [Entity]
+    /// Every record the batch touched: as it was before the batch (nil when new) and as it is
+    /// now, in the order the batch first touched them.
+    public var changes: [(before: Entity?, after: Entity)]
 }
 
 /// authzd's persistent store: one LMDB environment in a data directory. The only code that
@@ -190,7 +191,8 @@ public final class Store: @unchecked Sendable {
     ///
     /// The map grows when full. Blocks until the commit is durable (per `SyncMode`).
     /// An empty batch is INVALID_ARGUMENT.
-    public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now()) throws -> WriteOutcome {
+    public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now(),
+                      label: (Int) -> String = { "ops[\($0)]" }) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
@@ -201,7 +203,7 @@ public final class Store: @unchecked Sendable {
                 return try mapped {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
-                    let outcome = try batch.apply(ops)
+                    let outcome = try batch.apply(ops, label: label)
                     try txn.commit()
                     return outcome
                 }
@@ -313,9 +315,7 @@ public final class StoreReader {
 
     /// The last committed revision.
     public func revision() throws -> UInt64 {
-        try txn.get(store.meta, Array("revision".utf8)) { raw in
-            raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0
-        } ?? 0
+        try counter("revision")
     }
 
     /// The record of `kind` with `id` in `tenant`, or nil.
@@ -460,13 +460,16 @@ public final class StoreReader {
         }
     }
 
-    /// Counts of records per kind, over all tenants.
+    func counter(_ key: String) throws -> UInt64 {
+        try txn.get(store.meta, Array(key.utf8)) { raw in
+            raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0
+        } ?? 0
+    }
+
+    /// Counts of records per kind (active or not), over all tenants. O(1): kept by writes.
     public func counts() throws -> StoreCounts {
         var c = StoreCounts()
-        try txn.scan(store.ids, prefix: []) { _, value in
-            if value.count == 17, let k = EntityKind(rawValue: value[16]) { c.byKind[k, default: 0] += 1 }
-            return true
-        }
+        for k in EntityKind.allCases { c.byKind[k] = Int(try counter("count." + k.name)) }
         return c
     }
 }

@@ -11,6 +11,10 @@ final class WriteBatch {
     /// Touched records in first-touch order, by id.
     private var touched: [ID] = []
     private var touchedRefs: [ID: RecordRef] = [:]
+    private var before: [ID: Entity] = [:]
+    private var firstOp: [ID: Int] = [:]
+    private var currentOp = 0
+    private var created: [EntityKind: Int] = [:]
 
     init(store: Store, txn: LMDBTransaction, now: Int64) {
         self.store = store
@@ -19,38 +23,51 @@ final class WriteBatch {
         self.now = now
     }
 
-    func apply(_ ops: [WriteOp]) throws -> WriteOutcome {
+    /// Applies `ops`; an error's message is prefixed with `label(i)` of the op it concerns
+    /// (when the batch has more than one op).
+    func apply(_ ops: [WriteOp], label: (Int) -> String) throws -> WriteOutcome {
         for (i, op) in ops.enumerated() {
+            currentOp = i
             do {
                 try apply(op)
             } catch var e as AuthzError where e.code != .internal && e.field != "lmdb.map_full" {
-                if ops.count > 1 { e.message = "ops[\(i)]: " + e.message }
+                if ops.count > 1 { e.message = label(i) + ": " + e.message }
                 throw e
             }
         }
-        var changed: [Entity] = []
-        changed.reserveCapacity(touched.count)
+        var changes: [(before: Entity?, after: Entity)] = []
+        changes.reserveCapacity(touched.count)
         for id in touched {
             let ref = touchedRefs[id]!
             guard let e = try reader.entity(ref) else { throw AuthzError.internalError("touched record vanished") }
             do {
                 try validateReferences(e)
-            } catch var err as AuthzError {
-                if ops.count > 1 { err.message = "\(e.kind.name) \(e.id): " + err.message }
+            } catch var err as AuthzError where err.code != .internal {
+                if ops.count > 1 { err.message = label(firstOp[id] ?? 0) + ": " + err.message }
                 throw err
             }
-            changed.append(e)
+            changes.append((before[id], e))
         }
         let revision = try reader.revision() + 1
-        var v = revision.littleEndian
-        try txn.put(store.meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
-        return WriteOutcome(revision: revision, changed: changed)
+        try putCounter("revision", revision)
+        for (kind, n) in created {
+            try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
+        }
+        return WriteOutcome(revision: revision, changes: changes)
     }
 
-    private func touch(_ e: Entity) {
+    private func putCounter(_ key: String, _ value: UInt64) throws {
+        var v = value.littleEndian
+        try txn.put(store.meta, Array(key.utf8), withUnsafeBytes(of: &v) { Array($0) })
+    }
+
+    private func touch(_ e: Entity, old: Entity?) {
         if touchedRefs[e.id] == nil {
             touched.append(e.id)
             touchedRefs[e.id] = RecordRef(kind: e.kind, tenantId: e.tenantId, id: e.id)
+            before[e.id] = old
+            firstOp[e.id] = currentOp
+            if old == nil { created[e.kind, default: 0] += 1 }
         }
     }
 
@@ -127,7 +144,7 @@ final class WriteBatch {
             try txn.put(store.ids, Store.idKey(e.id), v)
         }
         try txn.put(store.records, Store.recordKey(t, e.kind, e.id), RecordCodec.encode(e))
-        touch(e)
+        touch(e, old: old)
     }
 
     private func uniqueKey(_ e: Entity) -> ([UInt8], String)? {

@@ -1,0 +1,373 @@
+import Atomics
+import AuthzIndex
+import AuthzModel
+import AuthzStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options of an `Engine`.
+public struct EngineOptions: Sendable {
+    public var store = StoreOptions()
+
+    public init() {}
+}
+
+/// Why a check was allowed: the role binding, the role chain (R0 first) and the permission
+/// binding that granted it. Empty ids when the decision is a deny.
+public struct Explanation: Sendable, Equatable {
+    public var decision: Decision
+    public var roleBindingId: ID?
+    public var roleBindingScope: Scope?
+    public var roleChain: [ID] = []
+    public var roleChainNames: [String] = []
+    public var permissionBindingId: ID?
+    public var permissionBindingScope: Scope?
+}
+
+/// Summary figures for ServerInfo and metrics.
+public struct EngineInfo: Sendable {
+    public var revision: UInt64
+    public var counts: [EntityKind: Int]
+    public var indexBytes: Int
+    public var mapSize: Int
+    public var mapUsed: Int
+}
+
+/// The authorization engine: the store plus the compiled index, kept in step.
+///
+/// Checks read an immutable `IndexSnapshot` through an atomic reference: they never wait for
+/// a writer, never touch LMDB and allocate nothing. Writes are serialised: each commits to
+/// LMDB, recompiles only what it touched, then publishes a new snapshot before it returns, so
+/// every acknowledged write is visible to every check that starts afterwards.
+///
+/// Thread safety: every method may be called from any thread. Writes block for the LMDB
+/// commit (an fsync in the default sync mode): call them off event loops.
+public final class Engine: @unchecked Sendable {
+    public let store: Store
+    private let current: ManagedAtomic<IndexSnapshot>
+    private var compilers: [ID: TenantCompiler] = [:]
+    private var writeLock = pthread_mutex_t()
+
+    /// Opens the store in `directory` and compiles every tenant's index from it.
+    /// Throws what `Store.init` throws.
+    public init(directory: String, options: EngineOptions = EngineOptions()) throws {
+        store = try Store(directory: directory, options: options.store)
+        pthread_mutex_init(&writeLock, nil)
+        var tenants: [ID: TenantIndex] = [:]
+        var compilers: [ID: TenantCompiler] = [:]
+        let revision: UInt64 = try store.read { r in
+            for t in try r.tenantIDs() {
+                let c = try Engine.compile(tenant: t, from: r)
+                compilers[t] = c
+                tenants[t] = c.publish()
+            }
+            return try r.revision()
+        }
+        self.compilers = compilers
+        current = ManagedAtomic(IndexSnapshot(revision: revision, tenants: tenants))
+    }
+
+    /// Builds one tenant's compiler from the store (used at open and by consistency checks).
+    static func compile(tenant: ID, from r: StoreReader) throws -> TenantCompiler {
+        var users: [(ID, Bool)] = []
+        try r.forEachUser(tenant: tenant) { users.append(($0, $1)) }
+        let c = TenantCompiler(tenantId: tenant, expectedUsers: users.count)
+        if case .tenant(let t)? = try r.entity(.tenant, tenant: tenant, id: tenant) { c.setTenant(active: t.fields.isActive) }
+        var after: ID? = nil
+        func each(_ kind: EntityKind, _ body: (Entity) -> Void) throws {
+            after = nil
+            while true {
+                let page = try r.list(kind, tenant: tenant, after: after, limit: 4096)
+                page.forEach(body)
+                if page.count < 4096 { break }
+                after = page.last!.id
+            }
+        }
+        try each(.permission) { if case .permission(let p) = $0 { c.upsertPermission(id: p.fields.id, name: p.name, active: p.fields.isActive) } }
+        try each(.role) { if case .role(let x) = $0 { c.upsertRole(id: x.fields.id, active: x.fields.isActive, inherits: x.inherits) } }
+        try each(.permissionBinding) {
+            if case .permissionBinding(let b) = $0 {
+                c.upsertPermissionBinding(id: b.fields.id, role: b.roleId, permission: b.permissionId, scope: b.scope, active: b.fields.isActive)
+            }
+        }
+        for (u, active) in users { c.upsertUser(id: u, active: active) }
+        var bindings: [ID: [(role: ID, scope: Scope)]] = [:]
+        bindings.reserveCapacity(users.count)
+        try r.forEachRoleBinding(tenant: tenant) { active, user, role, scope in
+            if active { bindings[user, default: []].append((role, scope)) }
+        }
+        for (u, list) in bindings { c.setUserBindings(user: u, bindings: list) }
+        return c
+    }
+
+    // MARK: decisions
+
+    /// The current snapshot. Lock-free; safe from any thread.
+    @inline(__always)
+    public var snapshot: IndexSnapshot { current.load(ordering: .acquiring) }
+
+    /// The revision of the current snapshot: every write acknowledged so far.
+    public var revision: UInt64 { snapshot.revision }
+
+    /// `check(tenant, user, permission, scope)` per the spec. An unknown tenant, user or
+    /// permission is a deny with its reason. With `minRevision` above the current revision it
+    /// throws UNAVAILABLE ("not yet at revision"); callers that want to wait retry (the daemon
+    /// retries up to its bound). Allocates nothing on success; never touches LMDB.
+    @inline(__always)
+    public func check(tenant: ID, user: ID, permission: String, scope: Scope, minRevision: UInt64 = 0) throws -> Decision {
+        let s = snapshot
+        if minRevision > s.revision { throw Engine.notYetAt(minRevision, s.revision) }
+        return s.decide(tenant: tenant, user: user, permission: permission, scope: scope)
+    }
+
+    /// The error for a minimum revision not yet reached.
+    public static func notYetAt(_ wanted: UInt64, _ current: UInt64) -> AuthzError {
+        AuthzError(.unavailable, "min_revision \(wanted) is not yet reached (at revision \(current))", field: "min_revision")
+    }
+
+    /// Explains a decision from the stored records: the role binding, role chain (shortest,
+    /// through active roles only) and permission binding that grant it. Reads LMDB (explain is
+    /// not on the check path). The decision it carries follows the spec from the stored state.
+    public func explain(tenant: ID, user: ID, permission: String, scope: Scope, minRevision: UInt64 = 0) throws -> Explanation {
+        if minRevision > revision { throw Engine.notYetAt(minRevision, revision) }
+        return try store.read { r in
+            let rev = try r.revision()
+            func deny(_ reason: Reason) -> Explanation { Explanation(decision: Decision(reason: reason, revision: rev)) }
+            guard case .tenant(let t)? = try r.entity(.tenant, tenant: tenant, id: tenant) else { return deny(.unknownTenant) }
+            if !t.fields.isActive { return deny(.inactiveTenant) }
+            guard case .user(let u)? = try r.entity(.user, tenant: tenant, id: user) else { return deny(.unknownUser) }
+            if !u.fields.isActive { return deny(.inactiveUser) }
+            guard let pid = try r.id(named: permission, kind: .permission, tenant: tenant),
+                  case .permission(let p)? = try r.entity(.permission, tenant: tenant, id: pid) else { return deny(.unknownPermission) }
+            if !p.fields.isActive { return deny(.inactivePermission) }
+            var roles: [ID: Role] = [:]
+            func role(_ id: ID) throws -> Role? {
+                if let x = roles[id] { return x }
+                guard case .role(let x)? = try r.entity(.role, tenant: tenant, id: id) else { return nil }
+                roles[id] = x
+                return x
+            }
+            let bindings = try r.roleBindings(ofUser: user, tenant: tenant)
+                .filter { $0.fields.isActive && $0.scope >= scope }
+                .sorted { ($0.scope, $1.fields.id) > ($1.scope, $0.fields.id) }
+            for rb in bindings {
+                guard let r0 = try role(rb.roleId), r0.fields.isActive else { continue }
+                // Breadth-first over active roles: the first hit has the shortest chain.
+                var queue: [[ID]] = [[r0.fields.id]]
+                var seen: Set<ID> = [r0.fields.id]
+                var head = 0
+                while head < queue.count {
+                    let chain = queue[head]
+                    head += 1
+                    let rk = chain.last!
+                    for pb in try r.permissionBindings(ofRole: rk, tenant: tenant)
+                    where pb.fields.isActive && pb.permissionId == pid && pb.scope >= scope {
+                        var e = Explanation(decision: Decision(reason: .granted, revision: rev))
+                        e.roleBindingId = rb.fields.id
+                        e.roleBindingScope = rb.scope
+                        e.roleChain = chain
+                        e.roleChainNames = try chain.map { try role($0)?.name ?? "" }
+                        e.permissionBindingId = pb.fields.id
+                        e.permissionBindingScope = pb.scope
+                        return e
+                    }
+                    for parent in try role(rk)?.inherits ?? [] {
+                        guard let pr = try role(parent), pr.fields.isActive, seen.insert(parent).inserted else { continue }
+                        queue.append(chain + [parent])
+                    }
+                }
+            }
+            return deny(.noGrant)
+        }
+    }
+
+    /// A user's permissions with the highest scope each is held at, sorted by name, from the
+    /// compiled index; or the reason the list is empty.
+    public func permissions(tenant: ID, user: ID, minRevision: UInt64 = 0) throws -> (reason: Reason, permissions: [(String, Scope)], revision: UInt64) {
+        let s = snapshot
+        if minRevision > s.revision { throw Engine.notYetAt(minRevision, s.revision) }
+        guard let t = s.tenant(tenant) else { return (.unknownTenant, [], s.revision) }
+        let (reason, list) = t.permissions(of: user)
+        return (reason, list, s.revision)
+    }
+
+    /// Active users allowed `permission` at `scope`, sorted by id, ids > `after`, at most
+    /// `limit`. O(users in the tenant).
+    public func users(tenant: ID, permission: String, scope: Scope, after: ID? = nil, limit: Int = 1000,
+                      minRevision: UInt64 = 0) throws -> (users: [ID], revision: UInt64, more: Bool) {
+        let s = snapshot
+        if minRevision > s.revision { throw Engine.notYetAt(minRevision, s.revision) }
+        guard let t = s.tenant(tenant) else { return ([], s.revision, false) }
+        var all = t.users(with: permission, scope: scope)
+        if let after { all = all.filter { $0 > after } }
+        return (Array(all.prefix(limit)), s.revision, all.count > limit)
+    }
+
+    // MARK: writes
+
+    /// Applies `ops` atomically (see `Store.write` for the rules and errors), updates the
+    /// compiled index incrementally and publishes it. Returns the new revision. Blocks for the
+    /// commit; call off event loops.
+    @discardableResult
+    public func write(_ ops: [WriteOp], label: (Int) -> String = { "ops[\($0)]" }) throws -> UInt64 {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        let outcome = try store.write(ops, label: label)
+        try apply(outcome)
+        return outcome.revision
+    }
+
+    private func compiler(_ tenant: ID) -> TenantCompiler {
+        if let c = compilers[tenant] { return c }
+        let c = TenantCompiler(tenantId: tenant)
+        compilers[tenant] = c
+        return c
+    }
+
+    private func apply(_ outcome: WriteOutcome) throws {
+        var touched: Set<ID> = []
+        var dirtyUsers: [ID: Set<ID>] = [:]
+        // Order matters: permissions and roles before the bindings that name them.
+        let order: [EntityKind] = [.tenant, .permission, .role, .permissionBinding, .user, .roleBinding]
+        for kind in order {
+            for (before, after) in outcome.changes where after.kind == kind {
+                let t = after.tenantId
+                let c = compiler(t)
+                touched.insert(t)
+                switch after {
+                case .tenant(let x): c.setTenant(active: x.fields.isActive)
+                case .permission(let p): c.upsertPermission(id: p.fields.id, name: p.name, active: p.fields.isActive)
+                case .role(let x): c.upsertRole(id: x.fields.id, active: x.fields.isActive, inherits: x.inherits)
+                case .permissionBinding(let b):
+                    c.upsertPermissionBinding(id: b.fields.id, role: b.roleId, permission: b.permissionId, scope: b.scope, active: b.fields.isActive)
+                case .user(let u): c.upsertUser(id: u.fields.id, active: u.fields.isActive)
+                case .roleBinding(let b):
+                    dirtyUsers[t, default: []].insert(b.userId)
+                    if case .roleBinding(let old)? = before, old.userId != b.userId { dirtyUsers[t, default: []].insert(old.userId) }
+                case .platformCredential: break
+                }
+            }
+        }
+        if !dirtyUsers.isEmpty {
+            try store.read { r in
+                for (t, users) in dirtyUsers {
+                    let c = compiler(t)
+                    for u in users {
+                        let list = try r.roleBindings(ofUser: u, tenant: t).filter(\.fields.isActive).map { (role: $0.roleId, scope: $0.scope) }
+                        c.setUserBindings(user: u, bindings: list)
+                    }
+                }
+            }
+        }
+        let old = snapshot
+        var tenants = old.tenants
+        for t in touched { tenants[t] = compilers[t]!.publish() }
+        current.store(IndexSnapshot(revision: outcome.revision, tenants: tenants), ordering: .releasing)
+    }
+
+    // MARK: reads
+
+    /// The record named by `ref`. NOT_FOUND when absent. Platform-credential secrets are
+    /// redacted unless `includeSecrets`.
+    public func get(_ ref: RecordRef, includeSecrets: Bool = false) throws -> Entity {
+        let tenant = ref.kind == .tenant ? ref.id : ref.tenantId
+        guard let e = try store.read({ try $0.entity(ref.kind, tenant: tenant, id: ref.id) }) else {
+            throw AuthzError.notFound("\(ref.kind.name) \(ref.id) does not exist in tenant \(tenant)", field: "ref.id")
+        }
+        return includeSecrets ? e : e.redacted()
+    }
+
+    /// Up to `limit` records of `kind` in `tenant`, ids > `after`, in id order (tenants: every
+    /// tenant). Secrets redacted unless `includeSecrets`.
+    public func list(_ kind: EntityKind, tenant: ID, after: ID? = nil, limit: Int = 100, includeSecrets: Bool = false) throws -> [Entity] {
+        let page = try store.read { try $0.list(kind, tenant: tenant, after: after, limit: limit) }
+        return includeSecrets ? page : page.map { $0.redacted() }
+    }
+
+    // MARK: bulk
+
+    /// Imports the spec's JSON Lines atomically: a bad line (its number and reason in the
+    /// error) changes nothing. Lines may come in any order; importing twice is idempotent.
+    /// Returns the new revision and the number of records.
+    public func importJSONL(_ bytes: [UInt8]) throws -> (revision: UInt64, records: Int) {
+        var lines: [Int] = []
+        var entities: [Entity] = []
+        var lineNo = 0
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count, bytes[end] != 0x0A { end += 1 }
+            lineNo += 1
+            var line = Array(bytes[start..<end])
+            if line.last == 0x0D { line.removeLast() }
+            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                do {
+                    entities.append(try BulkFormat.decode(line: line))
+                    lines.append(lineNo)
+                } catch var e as AuthzError {
+                    e.message = "line \(lineNo): \(e.message)"
+                    throw e
+                }
+            }
+            start = end + 1
+        }
+        if entities.isEmpty { throw AuthzError.invalid("jsonl", "holds no records") }
+        let revision = try write(entities.map { .upsert($0) }, label: { "line \(lines[$0])" })
+        return (revision, entities.count)
+    }
+
+    /// Exports every record (of one tenant, or all) in the bulk format, one line each, tenant
+    /// records first. Secrets only with `includeSecrets`.
+    public func exportJSONL(tenant: ID? = nil, includeSecrets: Bool = false) throws -> (bytes: [UInt8], revision: UInt64) {
+        try store.read { r in
+            var out: [UInt8] = []
+            let tenants = try tenant.map { [$0] } ?? r.tenantIDs()
+            for t in tenants {
+                guard try r.entity(.tenant, tenant: t, id: t) != nil else {
+                    throw AuthzError.notFound("tenant \(t) does not exist", field: "tenant_id")
+                }
+                try r.forEachRecord(tenant: t) { e in
+                    out.append(contentsOf: BulkFormat.encode(e, includeSecrets: includeSecrets).utf8)
+                    out.append(0x0A)
+                }
+            }
+            return (out, try r.revision())
+        }
+    }
+
+    /// Figures for ServerInfo and metrics.
+    public func info() throws -> EngineInfo {
+        let counts = try store.read { try $0.counts() }
+        let s = snapshot
+        let usage = store.mapUsage()
+        return EngineInfo(revision: s.revision, counts: counts.byKind,
+                          indexBytes: s.allTenants.reduce(0) { $0 + $1.approximateBytes },
+                          mapSize: usage.size, mapUsed: usage.used)
+    }
+
+    /// Rebuilds every tenant's index from LMDB and reports whether each one decides exactly
+    /// like the live index (every user × permission × scope). For tests and `authzd verify`.
+    public func verifyIndex() throws -> [String] {
+        let live = snapshot
+        var problems: [String] = []
+        try store.read { r in
+            let tenantIDs = try r.tenantIDs()
+            if Set(tenantIDs) != Set(live.tenants.keys) { problems.append("tenant sets differ") }
+            for t in tenantIDs {
+                let rebuilt = try Engine.compile(tenant: t, from: r).publish()
+                guard let l = live.tenant(t) else { continue }
+                if rebuilt.isActive != l.isActive { problems.append("tenant \(t): active flag differs") }
+                let users = rebuilt.allUsers()
+                if users.count != l.userCount { problems.append("tenant \(t): \(users.count) users rebuilt, \(l.userCount) live") }
+                for (u, _) in users {
+                    let a = rebuilt.permissions(of: u), b = l.permissions(of: u)
+                    if a.0 != b.0 || a.1.map({ "\($0.0)@\($0.1)" }) != b.1.map({ "\($0.0)@\($0.1)" }) {
+                        problems.append("tenant \(t) user \(u): rebuilt \(a.1.map { "\($0.0)@\($0.1)" }) live \(b.1.map { "\($0.0)@\($0.1)" })")
+                    }
+                }
+            }
+        }
+        return problems
+    }
+}

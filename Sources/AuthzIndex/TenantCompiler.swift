@@ -1,0 +1,237 @@
+import AuthzModel
+
+/// The writer's side of one tenant's index: it takes record changes and publishes immutable
+/// `TenantIndex` snapshots.
+///
+/// Incremental by construction: a change to a user or a user's role bindings touches that
+/// user's shard only; a change to roles, permissions or permission bindings recompiles the
+/// tenant's role bitsets (O(roles × permissions / 64)), never the users. Not thread-safe:
+/// one writer at a time (the engine's write lock).
+public final class TenantCompiler {
+    struct RoleInfo {
+        var id: ID
+        var active: Bool
+        var inherits: [ID]
+    }
+
+    struct PermInfo {
+        var id: ID
+        var name: String
+        var active: Bool
+    }
+
+    struct BindingInfo {
+        var role: Int
+        var bit: Int
+        var scope: Scope
+        var active: Bool
+    }
+
+    public let tenantId: ID
+    var active = true
+    var roleIndex: [ID: Int] = [:]
+    var roles: [RoleInfo] = []
+    var permIndex: [ID: Int] = [:]
+    var perms: [PermInfo] = []
+    var permissionBits: [String: UInt32] = [:]
+    var permissionNames: [String] = []
+    var bindings: [ID: BindingInfo] = [:]
+    var rolesDirty = true
+    var roleBits: [UInt64] = []
+    var words = 1
+
+    var shards: [UserShard] = [UserShard()]
+    var copiedShards: Set<Int> = []
+    var userCount = 0
+
+    var pool = AppendOnlyBuffer(capacity: 1024)
+    var poolCount = 1  // offset 0 is the empty role set: [0]
+    var roleSets: [[UInt32]: (offset: UInt32, users: Int)] = [[]: (0, 0)]
+    var roleSetByOffset: [UInt32: [UInt32]] = [0: []]
+
+    /// A compiler for an empty tenant. `expectedUsers` sizes the user map up front.
+    public init(tenantId: ID, expectedUsers: Int = 0) {
+        self.tenantId = tenantId
+        pool.base[0] = 0
+        var shardCount = 1
+        while shardCount * 512 < expectedUsers { shardCount *= 2 }
+        shards = (0..<shardCount).map { _ in
+            let s = UserShard()
+            s.users.reserveCapacity(expectedUsers / shardCount + 1)
+            return s
+        }
+        copiedShards = Set(0..<shardCount)
+    }
+
+    public func setTenant(active: Bool) { self.active = active }
+
+    /// Adds or updates a role. `inherits` may name roles not yet known (they must arrive in
+    /// the same batch); unknown ones grant nothing.
+    public func upsertRole(id: ID, active: Bool, inherits: [ID]) {
+        if let i = roleIndex[id] {
+            roles[i].active = active
+            roles[i].inherits = inherits
+        } else {
+            roleIndex[id] = roles.count
+            roles.append(RoleInfo(id: id, active: active, inherits: inherits))
+        }
+        rolesDirty = true
+    }
+
+    /// Adds or updates a permission (names are unique per tenant; the store guarantees it).
+    public func upsertPermission(id: ID, name: String, active: Bool) {
+        let bit: Int
+        if let i = permIndex[id] {
+            bit = i
+            if perms[i].name != name {
+                permissionBits.removeValue(forKey: perms[i].name)
+                perms[i].name = name
+                permissionNames[i] = name
+            }
+            perms[i].active = active
+        } else {
+            bit = perms.count
+            permIndex[id] = bit
+            perms.append(PermInfo(id: id, name: name, active: active))
+            permissionNames.append(name)
+        }
+        permissionBits[name] = UInt32(bit) | (active ? 0 : inactivePermissionBit)
+        rolesDirty = true
+    }
+
+    /// Adds or updates a permission binding. Role and permission must be known.
+    public func upsertPermissionBinding(id: ID, role: ID, permission: ID, scope: Scope, active: Bool) {
+        guard let r = roleIndex[role], let p = permIndex[permission] else { return }
+        bindings[id] = BindingInfo(role: r, bit: p, scope: scope, active: active)
+        rolesDirty = true
+    }
+
+    private func shardIndex(_ user: ID) -> Int {
+        Int(truncatingIfNeeded: (user.lo ^ (user.hi >> 7)) & UInt64(shards.count - 1))
+    }
+
+    private func mutableShard(_ i: Int) -> UserShard {
+        if !copiedShards.contains(i) {
+            shards[i] = UserShard(users: shards[i].users)
+            copiedShards.insert(i)
+        }
+        return shards[i]
+    }
+
+    /// Adds a user (with no role bindings yet) or updates its active flag.
+    public func upsertUser(id: ID, active: Bool) {
+        let shard = mutableShard(shardIndex(id))
+        if let v = shard.users[id] {
+            shard.users[id] = active ? v & ~inactiveUserBit : v | inactiveUserBit
+        } else {
+            shard.users[id] = active ? 0 : inactiveUserBit
+            userCount += 1
+            roleSets[[]]!.users += 1
+            if userCount > shards.count * 2048 { reshard(shards.count * 4) }
+        }
+    }
+
+    /// Replaces a user's role set with its *active* role bindings. Bindings to unknown roles
+    /// are ignored. The user must have been added with `upsertUser`.
+    public func setUserBindings(user: ID, bindings list: [(role: ID, scope: Scope)]) {
+        var set: [UInt32] = []
+        set.reserveCapacity(list.count)
+        for (role, scope) in list {
+            guard let r = roleIndex[role] else { continue }
+            set.append(UInt32(r) << 2 | UInt32(scope.rawValue))
+        }
+        set.sort()
+        var deduped: [UInt32] = []
+        for e in set where deduped.last != e { deduped.append(e) }
+        let shard = mutableShard(shardIndex(user))
+        guard let old = shard.users[user] else { return }
+        let oldOffset = old & ~inactiveUserBit
+        let offset = intern(deduped)
+        if offset == oldOffset { release(offset); return }
+        release(oldOffset)
+        shard.users[user] = offset | (old & inactiveUserBit)
+    }
+
+    private func intern(_ set: [UInt32]) -> UInt32 {
+        if let found = roleSets[set] {
+            roleSets[set]!.users = found.users + 1
+            return found.offset
+        }
+        let offset = UInt32(poolCount)
+        var encoded = [UInt32(set.count)]
+        encoded.append(contentsOf: set)
+        encoded.withUnsafeBufferPointer { pool = pool.appending($0, at: poolCount) }
+        poolCount += encoded.count
+        roleSets[set] = (offset, 1)
+        roleSetByOffset[offset] = set
+        return offset
+    }
+
+    /// Drops a user's hold on a role set. Sets nobody holds stay in the pool (reclaimed on the
+    /// next rebuild, i.e. restart) but leave the intern table.
+    private func release(_ offset: UInt32) {
+        guard let set = roleSetByOffset[offset], let entry = roleSets[set] else { return }
+        if entry.users <= 1 && offset != 0 {
+            roleSets.removeValue(forKey: set)
+            roleSetByOffset.removeValue(forKey: offset)
+        } else {
+            roleSets[set]!.users = entry.users - 1
+        }
+    }
+
+    private func reshard(_ count: Int) {
+        var fresh = (0..<count).map { _ in UserShard() }
+        let per = userCount / count + 1
+        for s in fresh { s.users.reserveCapacity(per) }
+        for s in shards {
+            for (k, v) in s.users {
+                fresh[Int(truncatingIfNeeded: (k.lo ^ (k.hi >> 7)) & UInt64(count - 1))].users[k] = v
+            }
+        }
+        shards = fresh
+        copiedShards = Set(0..<count)
+        fresh = []
+    }
+
+    private func compileRoles() {
+        words = max(1, (perms.count + 63) / 64)
+        let n = roles.count
+        var own = [UInt64](repeating: 0, count: n * 3 * words)
+        for b in bindings.values where b.active && perms[b.bit].active && roles[b.role].active {
+            let w = b.bit >> 6, m = UInt64(1) << UInt64(b.bit & 63)
+            for s in 0...Int(b.scope.rawValue) { own[(b.role * 3 + s) * words + w] |= m }
+        }
+        var eff = [UInt64](repeating: 0, count: n * 3 * words)
+        var state = [UInt8](repeating: 0, count: n)  // 0 new, 1 in progress, 2 done
+        func visit(_ r: Int) {
+            if state[r] != 0 { return }
+            state[r] = 1
+            if roles[r].active {
+                let base = r * 3 * words
+                for i in 0..<(3 * words) { eff[base + i] = own[base + i] }
+                for parentID in roles[r].inherits {
+                    guard let p = roleIndex[parentID], roles[p].active else { continue }
+                    visit(p)
+                    if state[p] != 2 { continue }  // a cycle (the store rejects them); grant nothing through it
+                    let pbase = p * 3 * words
+                    for i in 0..<(3 * words) { eff[base + i] |= eff[pbase + i] }
+                }
+            }
+            state[r] = 2
+        }
+        for r in 0..<n { visit(r) }
+        roleBits = eff
+        rolesDirty = false
+    }
+
+    /// Publishes the current state as an immutable snapshot. Shards changed since the last
+    /// publish are handed over and will be copied before the next change.
+    public func publish() -> TenantIndex {
+        if rolesDirty { compileRoles() }
+        copiedShards.removeAll(keepingCapacity: true)
+        return TenantIndex(tenantId: tenantId, isActive: active, permissionBits: permissionBits,
+                           permissionNames: permissionNames, words: words, roleBits: roleBits, shards: shards,
+                           pool: pool, poolCount: poolCount, userCount: userCount, roleCount: roles.count,
+                           roleSetCount: roleSets.count)
+    }
+}
