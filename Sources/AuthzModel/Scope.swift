@@ -51,3 +51,7 @@ public struct ScopeSet: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "[" + scopes.map(\.name).joined(separator: ", ") + "]" }
 }
+
+extension ScopeSet: ExpressibleByArrayLiteral {
+    public init(arrayLiteral elements: Scope...) { self.init(elements) }
+}

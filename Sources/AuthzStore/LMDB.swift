@@ -39,19 +39,15 @@ final class LMDBEnvironment {
         guard let env = e else { throw LMDBError(code: ENOMEM) }
         self.env = env
         self.mapSize = mapSize
-        do {
-            try LMDBError.check(mdb_env_set_maxreaders(env, maxReaders))
-            try LMDBError.check(mdb_env_set_maxdbs(env, maxDatabases))
-            try LMDBError.check(mdb_env_set_mapsize(env, mapSize))
-            var flags = UInt32(MDB_NOTLS)
-            if noSync { flags |= UInt32(MDB_NOSYNC) }
-            try LMDBError.check(mdb_env_open(env, path, flags, 0o600))
-            var info = MDB_envinfo()
-            if mdb_env_info(env, &info) == 0 { self.mapSize = max(mapSize, info.me_mapsize) }
-        } catch {
-            mdb_env_close(env)
-            throw error
-        }
+        // From here on a throw runs deinit, which closes the environment.
+        try LMDBError.check(mdb_env_set_maxreaders(env, maxReaders))
+        try LMDBError.check(mdb_env_set_maxdbs(env, maxDatabases))
+        try LMDBError.check(mdb_env_set_mapsize(env, mapSize))
+        var flags = UInt32(MDB_NOTLS)
+        if noSync { flags |= UInt32(MDB_NOSYNC) }
+        try LMDBError.check(mdb_env_open(env, path, flags, 0o600))
+        var info = MDB_envinfo()
+        if mdb_env_info(env, &info) == 0 { self.mapSize = max(mapSize, info.me_mapsize) }
     }
 
     deinit { mdb_env_close(env) }

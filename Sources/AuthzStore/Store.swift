@@ -74,7 +74,7 @@ public final class Store: @unchecked Sendable {
     let options: StoreOptions
     private var resizeLock = pthread_rwlock_t()
     private var writeLock = pthread_mutex_t()
-    private let lockFD: Int32
+    private let lock: LockFile
     public let directory: String
 
     /// Opens (creating if needed) the store in `directory`.
@@ -89,20 +89,11 @@ public final class Store: @unchecked Sendable {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw AuthzError(.failedPrecondition, "cannot create data directory \(directory): \(String(cString: strerror(errno)))")
         }
-        let fd = open(directory + "/authzd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw AuthzError(.failedPrecondition, "cannot open \(directory)/authzd.lock: \(String(cString: strerror(errno)))")
-        }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            throw AuthzError(.failedPrecondition, "data directory \(directory) is in use by another authzd process (lock \(directory)/authzd.lock is held)")
-        }
-        lockFD = fd
+        lock = try LockFile(path: directory + "/authzd.lock")
         do {
             env = try LMDBEnvironment(path: directory, mapSize: options.mapSize, maxReaders: options.maxReaders,
                                       maxDatabases: 8, noSync: options.sync == .nosync)
         } catch let e as LMDBError {
-            close(fd)
             if e == .invalid || e == .versionMismatch {
                 throw AuthzError(.dataLoss, "\(directory)/data.mdb is not an authzd LMDB environment (\(e)); refusing to start rather than reset it")
             }
@@ -134,17 +125,12 @@ public final class Store: @unchecked Sendable {
             }
             try txn.commit()
         } catch let e as LMDBError {
-            close(fd)
             throw AuthzError(.dataLoss, "cannot open the databases in \(directory): \(e)")
-        } catch {
-            close(fd)
-            throw error
         }
     }
 
     deinit {
         if options.sync == .nosync { try? env.sync() }
-        close(lockFD)
     }
 
     /// Flushes everything to disk (meaningful in `.nosync` mode; a no-op cost otherwise).
@@ -300,6 +286,25 @@ public final class Store: @unchecked Sendable {
         appendID(id, to: &k)
         return k
     }
+}
+
+/// An exclusive `flock` on a file, held for the object's lifetime (and released by the kernel
+/// if the process dies).
+final class LockFile {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw AuthzError(.failedPrecondition, "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw AuthzError(.failedPrecondition, "data directory is in use by another authzd process (lock \(path) is held)")
+        }
+    }
+
+    deinit { close(fd) }
 }
 
 /// A consistent read view of the store, valid only inside `Store.read`'s closure (or a write
