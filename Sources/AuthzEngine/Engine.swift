@@ -23,6 +23,8 @@ public struct Explanation: Sendable, Equatable {
     public var roleChainNames: [String] = []
     public var permissionBindingId: ID?
     public var permissionBindingScope: Scope?
+
+    public init(decision: Decision) { self.decision = decision }
 }
 
 /// Summary figures for ServerInfo and metrics.

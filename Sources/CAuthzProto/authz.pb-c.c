@@ -2633,7 +2633,7 @@ const ProtobufCMessageDescriptor authz__v1__bool_value__descriptor =
   (ProtobufCMessageInit) authz__v1__bool_value__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__tenant__field_descriptors[7] =
+static const ProtobufCFieldDescriptor authz__v1__tenant__field_descriptors[8] =
 {
   {
     "id",
@@ -2719,6 +2719,18 @@ static const ProtobufCFieldDescriptor authz__v1__tenant__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tenant_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Tenant, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__tenant__field_indices_by_name[] = {
   3,   /* field[3] = created_at */
@@ -2727,12 +2739,13 @@ static const unsigned authz__v1__tenant__field_indices_by_name[] = {
   5,   /* field[5] = metadata */
   1,   /* field[1] = name */
   6,   /* field[6] = schema_version */
+  7,   /* field[7] = tenant_id */
   4,   /* field[4] = updated_at */
 };
 static const ProtobufCIntRange authz__v1__tenant__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor authz__v1__tenant__descriptor =
 {
@@ -2742,7 +2755,7 @@ const ProtobufCMessageDescriptor authz__v1__tenant__descriptor =
   "Authz__V1__Tenant",
   "authz.v1",
   sizeof(Authz__V1__Tenant),
-  7,
+  8,
   authz__v1__tenant__field_descriptors,
   authz__v1__tenant__field_indices_by_name,
   1,  authz__v1__tenant__number_ranges,

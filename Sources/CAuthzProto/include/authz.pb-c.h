@@ -342,6 +342,10 @@ struct  Authz__V1__Tenant
   char *id;
   char *name;
   /*
+   * always equals id; optional on write
+   */
+  char *tenant_id;
+  /*
    * absent on write = true
    */
   Authz__V1__BoolValue *is_active;
@@ -355,7 +359,7 @@ struct  Authz__V1__Tenant
 };
 #define AUTHZ__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Authz__V1__User

@@ -1,0 +1,287 @@
+internal import CAuthzProto
+import AuthzModel
+
+/// Field readers for decoding: each names the field it failed on.
+struct FieldReader {
+    let prefix: String
+
+    func string(_ p: UnsafeMutablePointer<CChar>?, _ name: String) throws -> String {
+        guard let s = swiftString(p) else { throw AuthzError.invalid(prefix + name, "must be valid UTF-8") }
+        return s
+    }
+
+    func optionalString(_ p: UnsafeMutablePointer<CChar>?, _ name: String) throws -> String? {
+        let s = try string(p, name)
+        return s.isEmpty ? nil : s
+    }
+
+    func id(_ p: UnsafeMutablePointer<CChar>?, _ name: String) throws -> ID {
+        let s = try string(p, name)
+        if s.isEmpty { throw AuthzError.invalid(prefix + name, "is required") }
+        guard let id = ID(s) else {
+            throw AuthzError.invalid(prefix + name, "must be a UUID in 8-4-4-4-12 form (got \(WireCodec.quote(s)))")
+        }
+        return id
+    }
+
+    func optionalID(_ p: UnsafeMutablePointer<CChar>?, _ name: String) throws -> ID? {
+        let s = try string(p, name)
+        if s.isEmpty { return nil }
+        guard let id = ID(s) else {
+            throw AuthzError.invalid(prefix + name, "must be a UUID in 8-4-4-4-12 form (got \(WireCodec.quote(s)))")
+        }
+        return id
+    }
+
+    func ids(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ name: String) throws -> [ID] {
+        guard n <= FieldLimits.maxListItems else { throw AuthzError.invalid(prefix + name, "must have at most \(FieldLimits.maxListItems) items") }
+        return try (0..<n).map { try id(p![$0], "\(name)[\($0)]") }
+    }
+
+    func strings(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ name: String) throws -> [String] {
+        guard n <= FieldLimits.maxListItems else { throw AuthzError.invalid(prefix + name, "must have at most \(FieldLimits.maxListItems) items") }
+        return try (0..<n).map { try string(p![$0], "\(name)[\($0)]") }
+    }
+
+    func scope(_ raw: UInt32, _ name: String) throws -> Scope {
+        guard raw >= 1 && raw <= 3 else {
+            throw AuthzError.invalid(prefix + name, raw == 0 ? "is required (SCOPE_SELF, SCOPE_TENANT or SCOPE_GLOBAL)" : "has unknown value \(raw); must be SCOPE_SELF, SCOPE_TENANT or SCOPE_GLOBAL")
+        }
+        return Scope(rawValue: UInt8(raw - 1))!
+    }
+
+    func scopes(_ n: Int, _ p: UnsafeMutablePointer<Authz__V1__Scope>?, _ name: String) throws -> ScopeSet {
+        if n == 0 { return .all }
+        guard n <= 3 else { throw AuthzError.invalid(prefix + name, "must have at most 3 items") }
+        var set = ScopeSet(mask: 0)
+        for i in 0..<n { set.mask |= 1 << (try scope(p![i].rawValue, "\(name)[\(i)]")).rawValue }
+        return set
+    }
+
+    func active(_ b: UnsafeMutablePointer<Authz__V1__BoolValue>?) -> Bool {
+        guard let b else { return true }
+        return b.pointee.value != 0
+    }
+
+    func metadata(_ p: UnsafeMutablePointer<CChar>?) throws -> String {
+        let s = try string(p, "metadata")
+        return s == "{}" ? "" : s
+    }
+}
+
+enum EntityCodec {
+    static func scopeValue(_ s: Scope) -> Authz__V1__Scope { Authz__V1__Scope(rawValue: UInt32(s.rawValue) + 1) }
+
+    static func kind(_ raw: UInt32, field: String) throws -> EntityKind {
+        guard let k = EntityKind(rawValue: UInt8(truncatingIfNeeded: raw)), raw <= 7 else {
+            throw AuthzError.invalid(field, raw == 0 ? "is required" : "has unknown value \(raw)")
+        }
+        return k
+    }
+
+    // MARK: decode
+
+    static func decode(_ e: UnsafeMutablePointer<Authz__V1__Entity>?, field: String) throws -> Entity {
+        guard let e else { throw AuthzError.invalid(field, "is required") }
+        switch e.pointee.entity_case {
+        case AUTHZ__V1__ENTITY__ENTITY_TENANT:
+            let m = e.pointee.tenant!.pointee
+            let r = FieldReader(prefix: "tenant.")
+            let id = try r.id(m.id, "id")
+            if let t = try r.optionalID(m.tenant_id, "tenant_id"), t != id {
+                throw AuthzError.invalid("tenant.tenant_id", "must equal the tenant's own id")
+            }
+            return .tenant(Tenant(id: id, name: try r.string(m.name, "name"), isActive: r.active(m.is_active), metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_USER:
+            let m = e.pointee.user!.pointee
+            let r = FieldReader(prefix: "user.")
+            return .user(User(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"),
+                              email: try r.optionalString(m.email, "email"), displayName: try r.optionalString(m.display_name, "display_name"),
+                              externalId: try r.optionalString(m.external_id, "external_id"), isActive: r.active(m.is_active),
+                              metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_ROLE:
+            let m = e.pointee.role!.pointee
+            let r = FieldReader(prefix: "role.")
+            return .role(Role(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"), name: try r.string(m.name, "name"),
+                              description: try r.string(m.description, "description"), scopes: try r.scopes(m.n_scopes, m.scopes, "scopes"),
+                              inherits: try r.ids(m.n_inherits, m.inherits, "inherits"), isActive: r.active(m.is_active),
+                              metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_PERMISSION:
+            let m = e.pointee.permission!.pointee
+            let r = FieldReader(prefix: "permission.")
+            return .permission(Permission(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"), name: try r.string(m.name, "name"),
+                                          service: try r.string(m.service, "service"), scopes: try r.scopes(m.n_scopes, m.scopes, "scopes"),
+                                          isActive: r.active(m.is_active), metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_ROLE_BINDING:
+            let m = e.pointee.role_binding!.pointee
+            let r = FieldReader(prefix: "role_binding.")
+            let user = try r.id(m.user_id, "user_id")
+            if let owner = try r.optionalID(m.owner_user_id, "owner_user_id"), owner != user {
+                throw AuthzError.invalid("role_binding.owner_user_id", "must equal user_id")
+            }
+            return .roleBinding(RoleBinding(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"), userId: user,
+                                            roleId: try r.id(m.role_id, "role_id"), scope: try r.scope(m.scope.rawValue, "scope"),
+                                            isActive: r.active(m.is_active), metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_PERMISSION_BINDING:
+            let m = e.pointee.permission_binding!.pointee
+            let r = FieldReader(prefix: "permission_binding.")
+            return .permissionBinding(PermissionBinding(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"),
+                                                        roleId: try r.id(m.role_id, "role_id"), permissionId: try r.id(m.permission_id, "permission_id"),
+                                                        scope: try r.scope(m.scope.rawValue, "scope"), isActive: r.active(m.is_active),
+                                                        metadata: try r.metadata(m.metadata)))
+        case AUTHZ__V1__ENTITY__ENTITY_PLATFORM_CREDENTIAL:
+            let m = e.pointee.platform_credential!.pointee
+            let r = FieldReader(prefix: "platform_credential.")
+            var c = PlatformCredential(id: try r.id(m.id, "id"), tenantId: try r.id(m.tenant_id, "tenant_id"),
+                                       ownerUserId: try r.id(m.owner_user_id, "owner_user_id"), platform: try r.string(m.platform, "platform"),
+                                       externalAccountId: try r.string(m.external_account_id, "external_account_id"),
+                                       accessToken: try r.string(m.access_token, "access_token"),
+                                       refreshToken: try r.string(m.refresh_token, "refresh_token"), tokenExpiresAt: m.token_expires_at,
+                                       oauthScopes: try r.strings(m.n_oauth_scopes, m.oauth_scopes, "oauth_scopes"),
+                                       isActive: r.active(m.is_active), metadata: try r.metadata(m.metadata))
+            c.secretsRedacted = m.secrets_redacted != 0
+            var entity = Entity.platformCredential(c)
+            entity.fields.createdAt = m.created_at
+            return entity
+        default:
+            throw AuthzError.invalid(field, "must hold one of tenant, user, role, permission, role_binding, permission_binding, platform_credential")
+        }
+    }
+
+    /// Decodes a record read back from the server (client side): server-owned fields kept.
+    static func decodeStored(_ e: UnsafeMutablePointer<Authz__V1__Entity>?) throws -> Entity {
+        var entity = try decode(e, field: "entity")
+        func common(_ created: Int64, _ updated: Int64, _ version: UInt32) {
+            entity.fields.createdAt = created
+            entity.fields.updatedAt = updated
+            entity.fields.schemaVersion = UInt16(truncatingIfNeeded: version)
+        }
+        let p = e!.pointee
+        switch p.entity_case {
+        case AUTHZ__V1__ENTITY__ENTITY_TENANT: common(p.tenant.pointee.created_at, p.tenant.pointee.updated_at, p.tenant.pointee.schema_version)
+        case AUTHZ__V1__ENTITY__ENTITY_USER: common(p.user.pointee.created_at, p.user.pointee.updated_at, p.user.pointee.schema_version)
+        case AUTHZ__V1__ENTITY__ENTITY_ROLE: common(p.role.pointee.created_at, p.role.pointee.updated_at, p.role.pointee.schema_version)
+        case AUTHZ__V1__ENTITY__ENTITY_PERMISSION: common(p.permission.pointee.created_at, p.permission.pointee.updated_at, p.permission.pointee.schema_version)
+        case AUTHZ__V1__ENTITY__ENTITY_ROLE_BINDING: common(p.role_binding.pointee.created_at, p.role_binding.pointee.updated_at, p.role_binding.pointee.schema_version)
+        case AUTHZ__V1__ENTITY__ENTITY_PERMISSION_BINDING: common(p.permission_binding.pointee.created_at, p.permission_binding.pointee.updated_at, p.permission_binding.pointee.schema_version)
+        default: common(p.platform_credential.pointee.created_at, p.platform_credential.pointee.updated_at, p.platform_credential.pointee.schema_version)
+        }
+        return entity
+    }
+
+    static func decodeRef(_ r: UnsafeMutablePointer<Authz__V1__Ref>?, field: String) throws -> RecordRef {
+        guard let r else { throw AuthzError.invalid(field, "is required") }
+        let reader = FieldReader(prefix: field + ".")
+        let kind = try kind(r.pointee.kind.rawValue, field: field + ".kind")
+        let id = try reader.id(r.pointee.id, "id")
+        let tenant = kind == .tenant ? (try reader.optionalID(r.pointee.tenant_id, "tenant_id") ?? id) : try reader.id(r.pointee.tenant_id, "tenant_id")
+        return RecordRef(kind: kind, tenantId: tenant, id: id)
+    }
+
+    // MARK: encode
+
+    static func boolValue(_ v: Bool, _ a: Arena) -> UnsafeMutablePointer<Authz__V1__BoolValue> {
+        a.make(Authz__V1__BoolValue.self) {
+            authz__v1__bool_value__init($0)
+            $0.pointee.value = v ? 1 : 0
+        }
+    }
+
+    static func encodeRef(_ ref: RecordRef, _ a: Arena) -> UnsafeMutablePointer<Authz__V1__Ref> {
+        a.make(Authz__V1__Ref.self) {
+            authz__v1__ref__init($0)
+            $0.pointee.kind = Authz__V1__Kind(rawValue: UInt32(ref.kind.rawValue))
+            $0.pointee.tenant_id = a.cString(ref.tenantId.description)
+            $0.pointee.id = a.cString(ref.id.description)
+        }
+    }
+
+    static func encode(_ entity: Entity, _ a: Arena) -> UnsafeMutablePointer<Authz__V1__Entity> {
+        let f = entity.fields
+        return a.make(Authz__V1__Entity.self) { e in
+            authz__v1__entity__init(e)
+            switch entity {
+            case .tenant(let t):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_TENANT
+                e.pointee.tenant = a.make(Authz__V1__Tenant.self) { m in
+                    authz__v1__tenant__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.name = a.cString(t.name)
+                }
+            case .user(let u):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_USER
+                e.pointee.user = a.make(Authz__V1__User.self) { m in
+                    authz__v1__user__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.email = a.cString(u.email ?? ""); m.pointee.display_name = a.cString(u.displayName ?? "")
+                    m.pointee.external_id = a.cString(u.externalId ?? "")
+                }
+            case .role(let r):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_ROLE
+                e.pointee.role = a.make(Authz__V1__Role.self) { m in
+                    authz__v1__role__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.name = a.cString(r.name); m.pointee.description = a.cString(r.description)
+                    let scopes = r.scopes.scopes
+                    let sp = a.array(Authz__V1__Scope.self, count: scopes.count)
+                    for (i, s) in scopes.enumerated() { sp[i] = scopeValue(s) }
+                    m.pointee.n_scopes = scopes.count; m.pointee.scopes = sp
+                    m.pointee.n_inherits = r.inherits.count; m.pointee.inherits = a.cStrings(r.inherits.map(\.description))
+                }
+            case .permission(let p):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_PERMISSION
+                e.pointee.permission = a.make(Authz__V1__Permission.self) { m in
+                    authz__v1__permission__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.name = a.cString(p.name); m.pointee.service = a.cString(p.service)
+                    let scopes = p.scopes.scopes
+                    let sp = a.array(Authz__V1__Scope.self, count: scopes.count)
+                    for (i, s) in scopes.enumerated() { sp[i] = scopeValue(s) }
+                    m.pointee.n_scopes = scopes.count; m.pointee.scopes = sp
+                }
+            case .roleBinding(let b):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_ROLE_BINDING
+                e.pointee.role_binding = a.make(Authz__V1__RoleBinding.self) { m in
+                    authz__v1__role_binding__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.user_id = a.cString(b.userId.description); m.pointee.role_id = a.cString(b.roleId.description)
+                    m.pointee.scope = scopeValue(b.scope); m.pointee.owner_user_id = a.cString(b.userId.description)
+                }
+            case .permissionBinding(let b):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_PERMISSION_BINDING
+                e.pointee.permission_binding = a.make(Authz__V1__PermissionBinding.self) { m in
+                    authz__v1__permission_binding__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.role_id = a.cString(b.roleId.description); m.pointee.permission_id = a.cString(b.permissionId.description)
+                    m.pointee.scope = scopeValue(b.scope)
+                }
+            case .platformCredential(let c):
+                e.pointee.entity_case = AUTHZ__V1__ENTITY__ENTITY_PLATFORM_CREDENTIAL
+                e.pointee.platform_credential = a.make(Authz__V1__PlatformCredential.self) { m in
+                    authz__v1__platform_credential__init(m)
+                    m.pointee.id = a.cString(f.id.description); m.pointee.tenant_id = a.cString(f.tenantId.description)
+                    m.pointee.is_active = boolValue(f.isActive, a); m.pointee.created_at = f.createdAt; m.pointee.updated_at = f.updatedAt
+                    m.pointee.metadata = a.cString(f.metadata); m.pointee.schema_version = UInt32(f.schemaVersion)
+                    m.pointee.owner_user_id = a.cString(c.ownerUserId.description); m.pointee.platform = a.cString(c.platform)
+                    m.pointee.external_account_id = a.cString(c.externalAccountId)
+                    m.pointee.access_token = a.cString(c.accessToken); m.pointee.refresh_token = a.cString(c.refreshToken)
+                    m.pointee.token_expires_at = c.tokenExpiresAt
+                    m.pointee.n_oauth_scopes = c.oauthScopes.count; m.pointee.oauth_scopes = a.cStrings(c.oauthScopes)
+                    m.pointee.secrets_redacted = c.secretsRedacted ? 1 : 0
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import AuthzEngine
+import AuthzIndex
+import AuthzModel
+
+/// The protocol version a client announces and ServerInfo reports.
+public let protocolVersion: UInt32 = 1
+
+/// One check, as the daemon receives it: ids parsed, scope known, permission non-empty.
+public struct CheckCall: Hashable, Sendable {
+    public var tenantId: ID
+    public var userId: ID
+    public var permission: String
+    public var scope: Scope
+    public var minRevision: UInt64
+
+    public init(tenantId: ID, userId: ID, permission: String, scope: Scope, minRevision: UInt64 = 0) {
+        self.tenantId = tenantId
+        self.userId = userId
+        self.permission = permission
+        self.scope = scope
+        self.minRevision = minRevision
+    }
+}
+
+/// Every call of the protocol, typed. See docs/protocol.md.
+public enum Call: Sendable {
+    case check(CheckCall)
+    /// Items that failed validation carry their own error; the batch still answers the rest.
+    case batchCheck([Result<CheckCall, AuthzError>], minRevision: UInt64)
+    case explain(CheckCall)
+    case listUserPermissions(tenantId: ID, userId: ID, minRevision: UInt64)
+    case listPermissionUsers(tenantId: ID, permission: String, scope: Scope, pageSize: Int, after: ID?, minRevision: UInt64)
+    case write([WriteOp])
+    case get(RecordRef, includeSecrets: Bool)
+    case list(EntityKind, tenantId: ID, pageSize: Int, after: ID?, includeSecrets: Bool)
+    case importJSONL([UInt8])
+    case export(tenantId: ID?, includeSecrets: Bool)
+    case serverInfo
+    case health
+
+    /// The call's name as in the proto service (`"Check"`), for logs and metrics.
+    public var name: String {
+        switch self {
+        case .check: return "Check"
+        case .batchCheck: return "BatchCheck"
+        case .explain: return "Explain"
+        case .listUserPermissions: return "ListUserPermissions"
+        case .listPermissionUsers: return "ListPermissionUsers"
+        case .write: return "Write"
+        case .get: return "Get"
+        case .list: return "List"
+        case .importJSONL: return "Import"
+        case .export: return "Export"
+        case .serverInfo: return "ServerInfo"
+        case .health: return "Health"
+        }
+    }
+}
+
+/// A decoded request frame. `call` is a failure when the message was malformed; the error
+/// names the field and the rule.
+public struct WireRequest: Sendable {
+    public var requestId: UInt64
+    public var deadlineMs: UInt32
+    public var call: Result<Call, AuthzError>
+
+    public init(requestId: UInt64, deadlineMs: UInt32 = 0, call: Result<Call, AuthzError>) {
+        self.requestId = requestId
+        self.deadlineMs = deadlineMs
+        self.call = call
+    }
+}
+
+/// ServerInfo's figures.
+public struct ServerInfo: Sendable, Equatable {
+    public var version: String
+    public var revision: UInt64
+    public var protocolVersion: UInt32
+    public var counts: [EntityKind: UInt64]
+
+    public init(version: String, revision: UInt64, protocolVersion: UInt32, counts: [EntityKind: UInt64]) {
+        self.version = version
+        self.revision = revision
+        self.protocolVersion = protocolVersion
+        self.counts = counts
+    }
+}
+
+/// The result of every call, typed.
+public enum Reply: Sendable {
+    case check(Decision)
+    case batchCheck([Result<Decision, AuthzError>], revision: UInt64)
+    case explain(Explanation)
+    case userPermissions(reason: Reason, permissions: [(String, Scope)], revision: UInt64)
+    case permissionUsers([ID], nextPageToken: String, revision: UInt64)
+    case write(revision: UInt64)
+    case get(Entity)
+    case list([Entity], nextPageToken: String)
+    case importResult(revision: UInt64, records: UInt64)
+    case export([UInt8], revision: UInt64)
+    case serverInfo(ServerInfo)
+    case health(serving: Bool)
+}
+
+/// A response frame: the request id it answers and a reply or an error.
+public struct WireResponse: Sendable {
+    public var requestId: UInt64
+    public var result: Result<Reply, AuthzError>
+
+    public init(requestId: UInt64, result: Result<Reply, AuthzError>) {
+        self.requestId = requestId
+        self.result = result
+    }
+}
