@@ -1,0 +1,219 @@
+import AuthzEngine
+import AuthzStore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon: the engine served over a Unix socket and/or TCP.
+///
+/// Lifecycle: `start()` opens the store (compiling the index), binds the listeners and
+/// returns; `shutdown()` stops accepting, lets every connection finish what it has in flight
+/// (bounded by `drainTimeout`), then closes LMDB. Not restartable.
+public final class AuthzServer: @unchecked Sendable {
+    public let config: ServerConfig
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    public private(set) var dispatcher: Dispatcher?
+    private var listeners: [Channel] = []
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
+    private let connectionCount = NIOLockedValueBox(0)
+    /// Refused connections (over `maxConnections`), for metrics.
+    public let refusedConnections = NIOLockedValueBox(0)
+
+    public init(config: ServerConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+    }
+
+    /// The TCP port actually bound (useful with port 0), or nil.
+    public var tcpPort: Int? {
+        listeners.compactMap { $0.localAddress?.port }.first
+    }
+
+    /// Opens the engine and binds. Throws `AuthzError` for store problems and `ConfigError`
+    /// for a bad address or a live socket already at `socketPath`.
+    public func start() throws {
+        if config.socketPath == nil && config.address == nil {
+            throw ConfigError("nothing to listen on: give --socket PATH and/or --address HOST:PORT")
+        }
+        var options = EngineOptions()
+        options.store.sync = config.sync
+        options.store.mapSize = config.mapSize
+        options.store.maxMapSize = config.maxMapSize
+        let started = NIODeadline.now()
+        let engine = try Engine(directory: config.dataDir, options: options)
+        let tenants = engine.snapshot.allTenants
+        logger.info("index compiled", metadata: [
+            "store.dir": "\(config.dataDir)", "store.revision": "\(engine.revision)", "index.tenants": "\(tenants.count)",
+            "index.users": "\(tenants.reduce(0) { $0 + $1.userCount })",
+            "index.compile_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
+        ])
+        let dispatcher = Dispatcher(engine: engine, config: config, logger: logger)
+        self.dispatcher = dispatcher
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.allocator, value: ByteBufferAllocator())
+            .childChannelInitializer { [self] channel in initialize(channel, dispatcher: dispatcher) }
+        do {
+            if let path = config.socketPath {
+                try prepareSocketPath(path)
+                let ch = try bootstrap.bind(unixDomainSocketPath: path).wait()
+                chmod(path, 0o660)
+                listeners.append(ch)
+                logger.info("listening", metadata: ["listen.unix": "\(path)"])
+            }
+            if let address = config.address {
+                let (host, port) = try AuthzServer.parse(address: address)
+                var bootstrapTCP = bootstrap
+                bootstrapTCP = bootstrapTCP.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                let ch = try bootstrapTCP.bind(host: host, port: port).wait()
+                listeners.append(ch)
+                logger.info("listening", metadata: ["listen.tcp": "\(ch.localAddress?.description ?? address)"])
+            }
+        } catch {
+            for l in listeners { try? l.close().wait() }
+            dispatcher.shutdown()
+            self.dispatcher = nil
+            if let e = error as? ConfigError { throw e }
+            throw ConfigError("cannot listen: \(error)")
+        }
+    }
+
+    private func initialize(_ channel: Channel, dispatcher: Dispatcher) -> EventLoopFuture<Void> {
+        let admitted = connectionCount.withLockedValue { n -> Bool in
+            if n >= config.maxConnections { return false }
+            n += 1
+            return true
+        }
+        if !admitted {
+            refusedConnections.withLockedValue { $0 += 1 }
+            logger.warning("refusing connection: max_connections reached", metadata: ["limit": "\(config.maxConnections)"])
+            return channel.close()
+        }
+        let id = ObjectIdentifier(channel)
+        connections.withLockedValue { $0[id] = channel }
+        channel.closeFuture.whenComplete { [self] _ in
+            connections.withLockedValue { _ = $0.removeValue(forKey: id) }
+            connectionCount.withLockedValue { $0 -= 1 }
+        }
+        return channel.eventLoop.makeCompletedFuture {
+            let sync = channel.pipeline.syncOperations
+            if config.idleTimeoutSeconds > 0 {
+                try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
+            }
+            try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: config.maxFrameSize)))
+            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger))
+        }
+    }
+
+    /// Replaces a stale socket file; refuses to steal one a live process is listening on.
+    private func prepareSocketPath(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw ConfigError("\(path) exists and is not a socket; refusing to replace it")
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw ConfigError("socket path \(path) is too long") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let live = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        if live { throw ConfigError("another process is listening on \(path); refusing to steal its socket") }
+        logger.info("replacing stale socket file", metadata: ["listen.unix": "\(path)"])
+        unlink(path)
+    }
+
+    /// Parses `host:port` (`[v6]:port` too).
+    static func parse(address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ConfigError("address \"\(address)\" must be HOST:PORT")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    /// Graceful shutdown: stop accepting, let connections drain (at most `drainTimeout`),
+    /// close LMDB. Blocks; call from a non-event-loop thread.
+    public func shutdown(drainTimeout: TimeAmount = .seconds(10)) {
+        for l in listeners { try? l.close().wait() }
+        listeners = []
+        if let path = config.socketPath { unlink(path) }
+        let open = connections.withLockedValue { Array($0.values) }
+        for ch in open { ch.pipeline.fireUserInboundEventTriggered(QuiesceEvent()) }
+        let deadline = NIODeadline.now() + drainTimeout
+        for ch in open {
+            let remaining = deadline - .now()
+            if remaining > .zero {
+                _ = try? ch.closeFuture.flatMap { ch.eventLoop.makeSucceededVoidFuture() }.wait(timeout: remaining)
+            }
+            ch.close(promise: nil)
+        }
+        dispatcher?.shutdown()
+        if let engine = dispatcher?.engine { try? engine.store.sync() }
+        dispatcher = nil
+        try? group.syncShutdownGracefully()
+        logger.info("stopped")
+    }
+}
+
+extension EventLoopFuture {
+    /// Waits at most `timeout`; throws on timeout.
+    func wait(timeout: TimeAmount) throws -> Value {
+        let sem = DispatchSemaphoreLike()
+        var result: Result<Value, Error>?
+        whenComplete { r in
+            result = r
+            sem.signal()
+        }
+        guard sem.wait(timeout: timeout) else { throw ChannelError.ioOnClosedChannel }
+        return try result!.get()
+    }
+}
+
+/// A minimal semaphore on pthreads (Dispatch is avoided in the daemon's core).
+final class DispatchSemaphoreLike: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var signalled = false
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    func signal() {
+        pthread_mutex_lock(&mutex)
+        signalled = true
+        pthread_cond_signal(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait(timeout: TimeAmount) -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let total = Int64(ts.tv_nsec) + timeout.nanoseconds
+        ts.tv_sec += Int(total / 1_000_000_000)
+        ts.tv_nsec = Int(total % 1_000_000_000)
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while !signalled {
+            if pthread_cond_timedwait(&cond, &mutex, &ts) != 0 { return signalled }
+        }
+        return true
+    }
+}

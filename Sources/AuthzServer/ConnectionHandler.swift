@@ -1,0 +1,159 @@
+import AuthzEngine
+import AuthzModel
+import AuthzWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Asks a connection to finish what it has in flight and close (graceful shutdown).
+struct QuiesceEvent {}
+
+/// One connection: decodes request frames, runs them (inline, on the reader pool or on the
+/// writer thread), writes responses as they complete — possibly out of order, each echoing its
+/// request id.
+///
+/// Backpressure: with `maxInFlight` requests pending, it stops reading the socket until one
+/// completes; nothing is buffered without bound. Responses computed inline are flushed once
+/// per read burst.
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let dispatcher: Dispatcher
+    private let logger: Logger
+    private var inFlight = 0
+    private var readPending = false
+    private var draining = false
+    private var needsFlush = false
+    private var scratch: ByteBuffer
+
+    init(dispatcher: Dispatcher, logger: Logger) {
+        self.dispatcher = dispatcher
+        self.logger = logger
+        scratch = ByteBufferAllocator().buffer(capacity: 256)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let request = frame.withUnsafeReadableBytes { WireCodec.decodeRequest($0) }
+        guard case .success(let call) = request.call else {
+            if case .failure(let e) = request.call { respond(context: context, id: request.requestId, result: .failure(e), flush: false) }
+            return
+        }
+        let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
+        switch Dispatcher.lane(call) {
+        case .inline:
+            let result = dispatcher.execute(call)
+            if case .failure(let e) = result, isNotYetAtRevision(e) {
+                waitForRevision(context: context, id: request.requestId, call: call,
+                                until: min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis))))
+            } else {
+                respond(context: context, id: request.requestId, result: result, flush: false)
+            }
+        case .reader, .writer:
+            let pool = Dispatcher.lane(call) == .writer ? dispatcher.writer : dispatcher.readers
+            inFlight += 1
+            let dispatcher = self.dispatcher
+            let future = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<Reply, AuthzError> in
+                if NIODeadline.now() > deadline { return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run")) }
+                return dispatcher.execute(call)
+            }
+            future.whenComplete { outcome in
+                self.inFlight -= 1
+                switch outcome {
+                case .success(let result): self.respond(context: context, id: request.requestId, result: result, flush: true)
+                case .failure: self.respond(context: context, id: request.requestId, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
+                }
+                self.afterCompletion(context: context)
+            }
+        }
+    }
+
+    private func isNotYetAtRevision(_ e: AuthzError) -> Bool { e.code == .unavailable && e.field == "min_revision" }
+
+    /// Re-runs an inline call every millisecond until the revision it names is reached or the
+    /// wait bound passes (then it answers UNAVAILABLE "not yet at revision").
+    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, until: NIODeadline) {
+        inFlight += 1
+        context.eventLoop.scheduleTask(in: .milliseconds(1)) {
+            self.inFlight -= 1
+            let result = self.dispatcher.execute(call)
+            if case .failure(let e) = result, self.isNotYetAtRevision(e), NIODeadline.now() < until {
+                self.waitForRevision(context: context, id: id, call: call, until: until)
+                return
+            }
+            self.respond(context: context, id: id, result: result, flush: true)
+            self.afterCompletion(context: context)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
+        guard context.channel.isActive else { return }
+        let payload = WireCodec.encodeResponse(WireResponse(requestId: id, result: result))
+        var out = context.channel.allocator.buffer(capacity: payload.count + 4)
+        out.writeFrame(payload)
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(out), promise: nil)
+            needsFlush = true
+        }
+    }
+
+    private func afterCompletion(context: ChannelHandlerContext) {
+        if draining && inFlight == 0 {
+            context.close(promise: nil)
+            return
+        }
+        if readPending && inFlight < dispatcher.config.maxInFlight {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if draining { return }
+        if inFlight >= dispatcher.config.maxInFlight {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is QuiesceEvent {
+            draining = true
+            if inFlight == 0 { context.close(promise: nil) }
+            return
+        }
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight == 0 {
+            logger.debug("closing idle connection")
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let tooLarge = error as? FrameDecoder.FrameTooLarge {
+            logger.info("refusing oversized frame", metadata: ["frame.length": "\(tooLarge.length)"])
+            let e = AuthzError(.resourceExhausted, "frame length \(tooLarge.length) exceeds max_frame_size \(tooLarge.maximum); closing the connection", field: "frame.length")
+            let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
+            var out = context.channel.allocator.buffer(capacity: payload.count + 4)
+            out.writeFrame(payload)
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,123 @@
+import AuthzEngine
+import AuthzIndex
+import AuthzModel
+import AuthzWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Where a call runs.
+enum Lane {
+    /// On the connection's event loop: checks and other index reads that never block.
+    case inline
+    /// On the reader pool: LMDB reads (explain, get, list, export) and O(users) listings.
+    case reader
+    /// On the single writer thread: LMDB write transactions, which block and fsync.
+    case writer
+}
+
+/// Executes calls against the engine. Thread-safe; shared by every connection.
+public final class Dispatcher: @unchecked Sendable {
+    public let engine: Engine
+    let config: ServerConfig
+    let logger: Logger
+    let readers: NIOThreadPool
+    let writer: NIOThreadPool
+    public static let version = "0.1.0"
+
+    init(engine: Engine, config: ServerConfig, logger: Logger) {
+        self.engine = engine
+        self.config = config
+        self.logger = logger
+        readers = NIOThreadPool(numberOfThreads: 2)
+        writer = NIOThreadPool(numberOfThreads: 1)
+        readers.start()
+        writer.start()
+    }
+
+    func shutdown() {
+        try? readers.syncShutdownGracefully()
+        try? writer.syncShutdownGracefully()
+    }
+
+    static func lane(_ call: Call) -> Lane {
+        switch call {
+        case .check, .batchCheck, .listUserPermissions, .serverInfo, .health: return .inline
+        case .explain, .get, .list, .export, .listPermissionUsers: return .reader
+        case .write, .importJSONL: return .writer
+        }
+    }
+
+    /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
+    /// an opaque INTERNAL (logged, never echoed).
+    func execute(_ call: Call) -> Result<Reply, AuthzError> {
+        do {
+            return .success(try run(call))
+        } catch let e as AuthzError {
+            if e.code == .internal {
+                logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
+                return .failure(AuthzError(.internal, "internal error; see the daemon's log"))
+            }
+            return .failure(e)
+        } catch {
+            logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(error)"])
+            return .failure(AuthzError(.internal, "internal error; see the daemon's log"))
+        }
+    }
+
+    private func run(_ call: Call) throws -> Reply {
+        switch call {
+        case .check(let c):
+            return .check(try engine.check(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope, minRevision: c.minRevision))
+        case .batchCheck(let items, let minRevision):
+            if items.count > config.maxBatchChecks {
+                throw AuthzError.invalid("batch_check.checks", "must have at most \(config.maxBatchChecks) items (got \(items.count))")
+            }
+            let snapshot = engine.snapshot
+            var needed = minRevision
+            for case .success(let c) in items { needed = max(needed, c.minRevision) }
+            if needed > snapshot.revision { throw Engine.notYetAt(needed, snapshot.revision) }
+            var out: [Result<Decision, AuthzError>] = []
+            out.reserveCapacity(items.count)
+            for item in items {
+                switch item {
+                case .success(let c): out.append(.success(snapshot.decide(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope)))
+                case .failure(let e): out.append(.failure(e))
+                }
+            }
+            return .batchCheck(out, revision: snapshot.revision)
+        case .explain(let c):
+            return .explain(try engine.explain(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope, minRevision: c.minRevision))
+        case .listUserPermissions(let t, let u, let minRevision):
+            let r = try engine.permissions(tenant: t, user: u, minRevision: minRevision)
+            return .userPermissions(reason: r.reason, permissions: r.permissions, revision: r.revision)
+        case .listPermissionUsers(let t, let p, let s, let size, let after, let minRevision):
+            let r = try engine.users(tenant: t, permission: p, scope: s, after: after, limit: size, minRevision: minRevision)
+            return .permissionUsers(r.users, nextPageToken: r.more ? (r.users.last?.description ?? "") : "", revision: r.revision)
+        case .write(let ops):
+            if ops.count > config.maxWriteOps {
+                throw AuthzError.invalid("write.ops", "must have at most \(config.maxWriteOps) operations (got \(ops.count))")
+            }
+            return .write(revision: try engine.write(ops))
+        case .get(let ref, let secrets):
+            return .get(try engine.get(ref, includeSecrets: secrets))
+        case .list(let kind, let t, let size, let after, let secrets):
+            let page = try engine.list(kind, tenant: t, after: after, limit: size + 1, includeSecrets: secrets)
+            let more = page.count > size
+            let items = Array(page.prefix(size))
+            return .list(items, nextPageToken: more ? (items.last?.id.description ?? "") : "")
+        case .importJSONL(let bytes):
+            let r = try engine.importJSONL(bytes)
+            return .importResult(revision: r.revision, records: UInt64(r.records))
+        case .export(let t, let secrets):
+            let r = try engine.exportJSONL(tenant: t, includeSecrets: secrets)
+            return .export(r.bytes, revision: r.revision)
+        case .serverInfo:
+            let info = try engine.info()
+            return .serverInfo(ServerInfo(version: Dispatcher.version, revision: info.revision, protocolVersion: protocolVersion,
+                                          counts: info.counts.mapValues { UInt64($0) }))
+        case .health:
+            return .health(serving: true)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import AuthzStore
+import Foundation
+import NIOCore
+
+/// Everything `authzd serve` can be told, with its documented default (docs/operations.md).
+/// Flags override the config file; the config file overrides the defaults.
+public struct ServerConfig: Sendable, Equatable {
+    /// LMDB data directory.
+    public var dataDir = "./data"
+    /// Unix socket path; nil = no Unix listener.
+    public var socketPath: String? = nil
+    /// TCP `host:port`; nil = no TCP listener. Port 0 picks a free port.
+    public var address: String? = nil
+    /// Event-loop threads (default: the number of cores).
+    public var threads = System.coreCount
+    /// Largest frame accepted, in bytes (the 4-byte length excluded). Larger lengths are refused
+    /// from the header alone and the connection is closed.
+    public var maxFrameSize = 16 * 1024 * 1024
+    /// Most checks in one BatchCheck.
+    public var maxBatchChecks = 10_000
+    /// Most operations in one Write.
+    public var maxWriteOps = 100_000
+    /// Most requests in flight per connection; past it the daemon stops reading that socket.
+    public var maxInFlight = 1024
+    /// Most open connections; further ones are closed on accept.
+    public var maxConnections = 4096
+    /// A connection idle this long (no bytes read, nothing in flight) is closed. 0 = never.
+    public var idleTimeoutSeconds = 300
+    /// How long a check naming a future `min_revision` waits before UNAVAILABLE.
+    public var revisionWaitMillis = 1000
+    /// Deadline of a request that names none.
+    public var defaultDeadlineMillis = 30_000
+    /// Durability of writes.
+    public var sync: SyncMode = .full
+    /// Initial LMDB map size and its growth ceiling.
+    public var mapSize = 1 << 30
+    public var maxMapSize = 1 << 40
+
+    public init() {}
+
+    /// Reads a config file of `key = value` lines (`#` comments, blank lines ignored). Keys are
+    /// the long flag names: data-dir, socket, address, threads, max-frame-size, max-batch-checks,
+    /// max-write-ops, max-in-flight, max-connections, idle-timeout, revision-wait-ms,
+    /// default-deadline-ms, sync, map-size, max-map-size. Unknown keys are an error.
+    public mutating func load(file path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError("cannot read config file \(path)")
+        }
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            guard let eq = line.firstIndex(of: "=") else { throw ConfigError("\(path):\(n + 1): expected key = value") }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+            var value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            try set(key, value, origin: "\(path):\(n + 1)")
+        }
+    }
+
+    /// Sets one setting by its flag name. Throws for an unknown key or a bad value.
+    public mutating func set(_ key: String, _ value: String, origin: String) throws {
+        func int() throws -> Int {
+            guard let v = Int(value), v >= 0 else { throw ConfigError("\(origin): \(key) must be a non-negative integer (got \"\(value)\")") }
+            return v
+        }
+        switch key {
+        case "data-dir": dataDir = value
+        case "socket": socketPath = value.isEmpty ? nil : value
+        case "address": address = value.isEmpty ? nil : value
+        case "threads": threads = max(1, try int())
+        case "max-frame-size": maxFrameSize = max(64, try int())
+        case "max-batch-checks": maxBatchChecks = max(1, try int())
+        case "max-write-ops": maxWriteOps = max(1, try int())
+        case "max-in-flight": maxInFlight = max(1, try int())
+        case "max-connections": maxConnections = max(1, try int())
+        case "idle-timeout": idleTimeoutSeconds = try int()
+        case "revision-wait-ms": revisionWaitMillis = try int()
+        case "default-deadline-ms": defaultDeadlineMillis = max(1, try int())
+        case "map-size": mapSize = max(1 << 20, try int())
+        case "max-map-size": maxMapSize = max(1 << 20, try int())
+        case "sync":
+            guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
+            sync = m
+        default:
+            throw ConfigError("\(origin): unknown setting \"\(key)\"")
+        }
+    }
+}
+
+/// A bad flag or config file entry.
+public struct ConfigError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
