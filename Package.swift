@@ -40,7 +40,7 @@ let package = Package(
             ],
             swiftSettings: swift5
         ),
-        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel", "AuthzEngine"], swiftSettings: swift5),
+        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel", "AuthzIndex"], swiftSettings: swift5),
         .target(
             name: "AuthzServer",
             dependencies: [
@@ -55,9 +55,10 @@ let package = Package(
         .target(
             name: "AuthzClient",
             dependencies: [
-                "AuthzWire", "AuthzModel",
+                "AuthzWire", "AuthzModel", "AuthzIndex",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swift5
         ),

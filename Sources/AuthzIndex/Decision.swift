@@ -41,3 +41,17 @@ public struct Decision: Hashable, Sendable {
 
     public var allowed: Bool { reason == .granted }
 }
+
+/// Why a check was allowed: the role binding, the role chain (R0 first) and the permission
+/// binding that granted it. Empty ids when the decision is a deny.
+public struct Explanation: Sendable, Equatable {
+    public var decision: Decision
+    public var roleBindingId: ID?
+    public var roleBindingScope: Scope?
+    public var roleChain: [ID] = []
+    public var roleChainNames: [String] = []
+    public var permissionBindingId: ID?
+    public var permissionBindingScope: Scope?
+
+    public init(decision: Decision) { self.decision = decision }
+}

@@ -1,5 +1,4 @@
 internal import CAuthzProto
-import AuthzEngine
 import AuthzIndex
 import AuthzModel
 #if canImport(Glibc)

@@ -1,4 +1,3 @@
-import AuthzEngine
 import AuthzIndex
 import AuthzModel
 

@@ -1,0 +1,252 @@
+import AuthzIndex
+import AuthzModel
+import AuthzWire
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Where the daemon listens.
+public enum Endpoint: Sendable, CustomStringConvertible {
+    case unix(String)
+    case tcp(host: String, port: Int)
+
+    /// Parses `unix:PATH`, a path containing `/`, or `HOST:PORT`.
+    public init?(_ text: String) {
+        if text.hasPrefix("unix:") { self = .unix(String(text.dropFirst(5))); return }
+        if text.contains("/") || text.hasSuffix(".sock") { self = .unix(text); return }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        self = .tcp(host: String(text[..<colon]), port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .unix(let p): return "unix:\(p)"
+        case .tcp(let h, let p): return "\(h):\(p)"
+        }
+    }
+}
+
+/// A client of authzd: a pool of connections, each pipelining many requests; per-call
+/// deadlines; typed errors (`AuthzError` with the server's code, message and field); lazy
+/// reconnect after a connection drops (calls in flight on it fail with UNAVAILABLE).
+///
+/// Thread-safe. Call `close()` when done.
+public final class AuthzClient: @unchecked Sendable {
+    public let endpoint: Endpoint
+    let group: EventLoopGroup
+    let ownsGroup: Bool
+    let maxFrameSize: Int
+    private let slots: [NIOLockedValueBox<ClientConnection?>]
+    private let next = NIOLockedValueBox(0)
+    /// Deadline of calls that name none.
+    public var defaultTimeout: TimeAmount = .seconds(30)
+
+    /// A client with `connections` pooled connections (opened on first use).
+    public init(endpoint: Endpoint, connections: Int = 1, group: EventLoopGroup? = nil, maxFrameSize: Int = 64 * 1024 * 1024) {
+        self.endpoint = endpoint
+        if let group {
+            self.group = group
+            ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            ownsGroup = true
+        }
+        self.maxFrameSize = maxFrameSize
+        slots = (0..<max(1, connections)).map { _ in NIOLockedValueBox(nil) }
+    }
+
+    /// Closes every connection (and the event loop group if the client made it).
+    public func close() {
+        for s in slots {
+            if let c = s.withLockedValue({ $0 }) { try? c.channel.close().wait() }
+        }
+        if ownsGroup { try? group.syncShutdownGracefully() }
+    }
+
+    private func connect(on loop: EventLoop) -> EventLoopFuture<ClientConnection> {
+        let handler = ClientHandler()
+        let maxFrame = maxFrameSize
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(ClientFrameDecoder(maxFrameSize: maxFrame)))
+                    try ch.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        let future: EventLoopFuture<Channel>
+        switch endpoint {
+        case .unix(let path): future = bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port):
+            future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        }
+        return future.map { ClientConnection(channel: $0, handler: handler) }
+    }
+
+    /// A live connection from the pool (round robin), connecting or reconnecting as needed.
+    func connection() -> EventLoopFuture<ClientConnection> {
+        let i = next.withLockedValue { n -> Int in
+            n = (n + 1) % slots.count
+            return n
+        }
+        let slot = slots[i]
+        if let c = slot.withLockedValue({ $0 }), c.channel.isActive { return c.channel.eventLoop.makeSucceededFuture(c) }
+        let loop = group.next()
+        return connect(on: loop).map { c in
+            slot.withLockedValue { $0 = c }
+            return c
+        }.flatMapErrorThrowing { error in
+            throw AuthzError(.unavailable, "cannot connect to authzd at \(self.endpoint): \(error)")
+        }
+    }
+
+    /// Sends one call and completes with its reply, or fails with an `AuthzError` (the
+    /// server's, DEADLINE_EXCEEDED after `timeout`, or UNAVAILABLE when the connection fails).
+    public func send(_ call: Call, timeout: TimeAmount? = nil) -> EventLoopFuture<Reply> {
+        let t = timeout ?? defaultTimeout
+        return connection().flatMap { c in c.send(call, timeout: t) }
+    }
+
+    /// `send` for async code.
+    public func call(_ call: Call, timeout: TimeAmount? = nil) async throws -> Reply {
+        try await send(call, timeout: timeout).get()
+    }
+
+    // MARK: typed calls
+
+    public func check(tenant: ID, user: ID, permission: String, scope: Scope, minRevision: UInt64 = 0) async throws -> Decision {
+        guard case .check(let d) = try await call(.check(CheckCall(tenantId: tenant, userId: user, permission: permission, scope: scope, minRevision: minRevision))) else {
+            throw AuthzError(.internal, "unexpected reply")
+        }
+        return d
+    }
+
+    public func batchCheck(_ checks: [CheckCall], minRevision: UInt64 = 0) async throws -> [Result<Decision, AuthzError>] {
+        guard case .batchCheck(let r, _) = try await call(.batchCheck(checks.map { .success($0) }, minRevision: minRevision)) else {
+            throw AuthzError(.internal, "unexpected reply")
+        }
+        return r
+    }
+
+    public func explain(tenant: ID, user: ID, permission: String, scope: Scope) async throws -> Explanation {
+        guard case .explain(let e) = try await call(.explain(CheckCall(tenantId: tenant, userId: user, permission: permission, scope: scope))) else {
+            throw AuthzError(.internal, "unexpected reply")
+        }
+        return e
+    }
+
+    @discardableResult
+    public func write(_ ops: [WriteOp]) async throws -> UInt64 {
+        guard case .write(let rev) = try await call(.write(ops)) else { throw AuthzError(.internal, "unexpected reply") }
+        return rev
+    }
+
+    public func get(_ ref: RecordRef, includeSecrets: Bool = false) async throws -> Entity {
+        guard case .get(let e) = try await call(.get(ref, includeSecrets: includeSecrets)) else { throw AuthzError(.internal, "unexpected reply") }
+        return e
+    }
+}
+
+/// One connection: request ids → pending promises. All state lives on the channel's event loop.
+final class ClientConnection: @unchecked Sendable {
+    let channel: Channel
+    let handler: ClientHandler
+
+    init(channel: Channel, handler: ClientHandler) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    func send(_ call: Call, timeout: TimeAmount) -> EventLoopFuture<Reply> {
+        let loop = channel.eventLoop
+        if loop.inEventLoop { return handler.send(call, timeout: timeout, channel: channel) }
+        return loop.flatSubmit { self.handler.send(call, timeout: timeout, channel: self.channel) }
+    }
+}
+
+final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private var pending: [UInt64: (EventLoopPromise<Reply>, Scheduled<Void>?)] = [:]
+    private var nextId: UInt64 = 1
+    private var closed = false
+
+    func send(_ call: Call, timeout: TimeAmount, channel: Channel) -> EventLoopFuture<Reply> {
+        let promise = channel.eventLoop.makePromise(of: Reply.self)
+        if closed {
+            promise.fail(AuthzError(.unavailable, "connection closed"))
+            return promise.futureResult
+        }
+        let id = nextId
+        nextId &+= 1
+        let timer = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            if let (p, _) = self?.pending.removeValue(forKey: id) {
+                p.fail(AuthzError(.deadlineExceeded, "no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+            }
+        }
+        pending[id] = (promise, timer)
+        let payload = WireCodec.encodeRequest(WireRequest(requestId: id, deadlineMs: UInt32(clamping: timeout.nanoseconds / 1_000_000), call: .success(call)))
+        var buf = channel.allocator.buffer(capacity: payload.count + 4)
+        buf.writeInteger(UInt32(payload.count))
+        buf.writeBytes(payload)
+        channel.writeAndFlush(buf, promise: nil)
+        return promise.futureResult
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let response: WireResponse
+        do {
+            response = try frame.withUnsafeReadableBytes { try WireCodec.decodeResponse($0) }
+        } catch {
+            failAll(AuthzError(.internal, "undecodable response: \(error)"))
+            context.close(promise: nil)
+            return
+        }
+        if response.requestId == 0, case .failure(let e) = response.result {
+            // A connection-level error (e.g. an oversized frame): every pending call gets it.
+            failAll(e)
+            return
+        }
+        guard let (promise, timer) = pending.removeValue(forKey: response.requestId) else { return }
+        timer?.cancel()
+        switch response.result {
+        case .success(let reply): promise.succeed(reply)
+        case .failure(let e): promise.fail(e)
+        }
+    }
+
+    private func failAll(_ e: AuthzError) {
+        let all = pending
+        pending = [:]
+        for (_, (p, t)) in all {
+            t?.cancel()
+            p.fail(e)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        failAll(AuthzError(.unavailable, "connection to authzd closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Frames from the server: 4-byte big-endian length, then a `Response`.
+struct ClientFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+    let maxFrameSize: Int
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+        if Int(length) > maxFrameSize { throw AuthzError(.resourceExhausted, "response frame of \(length) bytes exceeds the client's maximum") }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        return .continue
+    }
+}

@@ -1,0 +1,337 @@
+import ArgumentParser
+import AuthzClient
+import AuthzIndex
+import AuthzModel
+import AuthzWire
+import Foundation
+
+/// `authzctl`: the command-line client of authzd.
+@main
+struct Authzctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authzctl",
+        abstract: "Command-line client of authzd.",
+        discussion: "Exit status: 0 success (check: allow), 1 check denied, 2 error.",
+        subcommands: [Check.self, Explain.self, Permissions.self, Users.self, Import.self, Export.self,
+                      Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self]
+    )
+}
+
+struct Connection: ParsableArguments {
+    @Option(name: .long, help: "Unix socket of the daemon (default ./authzd.sock).")
+    var socket: String?
+    @Option(name: .long, help: "TCP HOST:PORT of the daemon.")
+    var address: String?
+    @Option(name: .long, help: "Deadline of each call in milliseconds.")
+    var timeoutMs: Int = 30_000
+
+    func client() throws -> AuthzClient {
+        let endpoint: Endpoint
+        if let address {
+            guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT") }
+            endpoint = e
+        } else {
+            endpoint = .unix(socket ?? "./authzd.sock")
+        }
+        let c = AuthzClient(endpoint: endpoint)
+        c.defaultTimeout = .milliseconds(Int64(timeoutMs))
+        return c
+    }
+}
+
+/// Runs `body` with a client; prints an `AuthzError` as `error: CODE: message` and exits 2.
+func withClient<T>(_ conn: Connection, _ body: (AuthzClient) async throws -> T) async throws -> T {
+    let client = try conn.client()
+    defer { client.close() }
+    do {
+        return try await body(client)
+    } catch let e as AuthzError {
+        FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+/// Prints `error: INVALID_ARGUMENT: message` and returns the exit status 2 to throw.
+func usageError(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("error: INVALID_ARGUMENT: \(message)\n".utf8))
+    return ExitCode(2)
+}
+
+func parseID(_ s: String, _ name: String) throws -> ID {
+    guard let id = ID(s) else { throw usageError("\(name) must be a UUID in 8-4-4-4-12 form (got \"\(s)\")") }
+    return id
+}
+
+func parseScope(_ s: String) throws -> Scope {
+    guard let scope = Scope(name: s) else { throw usageError("SCOPE must be self, tenant or global (got \"\(s)\")") }
+    return scope
+}
+
+func parseKind(_ s: String) throws -> EntityKind {
+    guard let k = EntityKind(name: s) else {
+        throw usageError("KIND must be one of tenant, user, role, permission, role_binding, permission_binding, platform_credential (got \"\(s)\")")
+    }
+    return k
+}
+
+func decisionLine(_ d: Decision) -> String {
+    "{\"decision\":\"\(d.allowed ? "allow" : "deny")\",\"reason\":\"\(d.reason.name)\",\"revision\":\(d.revision)}"
+}
+
+func errorLine(_ e: AuthzError) -> String {
+    var s = "{\"error\":{\"code\":\"\(e.code.name)\",\"message\":"
+    JSONWriter.writeString(e.message, into: &s)
+    return s + "}}"
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check one permission (exit 0 allow, 1 deny, 2 error), or a JSON Lines file of checks with --file.")
+    @OptionGroup var conn: Connection
+    @Option(name: .long, help: "JSON Lines of {tenant_id, user_id, permission, scope}; answers one a line, same order.")
+    var file: String?
+    @Option(name: .long, help: "Evaluate at this revision or later.")
+    var minRevision: UInt64 = 0
+    @Argument(help: "TENANT_ID USER_ID PERMISSION SCOPE") var args: [String] = []
+
+    func run() async throws {
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw usageError("cannot read \(file)") }
+            var items: [Result<CheckCall, AuthzError>] = []
+            for (i, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) { continue }
+                do {
+                    let c = try CheckLine.decode(line: Array(line))
+                    items.append(.success(CheckCall(tenantId: c.tenantId, userId: c.userId, permission: c.permission, scope: c.scope, minRevision: minRevision)))
+                } catch var e as AuthzError {
+                    e.message = "line \(i + 1): \(e.message)"
+                    items.append(.failure(e))
+                }
+            }
+            try await withClient(conn) { client in
+                var answers = [Result<Decision, AuthzError>?](repeating: nil, count: items.count)
+                let valid = items.enumerated().compactMap { i, r -> (Int, CheckCall)? in
+                    if case .success(let c) = r { return (i, c) }
+                    answers[i] = r.map { _ in Decision(reason: .noGrant, revision: 0) }
+                    return nil
+                }
+                for chunk in stride(from: 0, to: valid.count, by: 10_000) {
+                    let part = Array(valid[chunk..<min(chunk + 10_000, valid.count)])
+                    let results = try await client.batchCheck(part.map(\.1), minRevision: minRevision)
+                    for (k, r) in results.enumerated() { answers[part[k].0] = r }
+                }
+                for a in answers {
+                    switch a! {
+                    case .success(let d): print(decisionLine(d))
+                    case .failure(let e): print(errorLine(e))
+                    }
+                }
+            }
+            return
+        }
+        guard args.count == 4 else { throw usageError("usage: authzctl check TENANT_ID USER_ID PERMISSION SCOPE (or --file FILE.jsonl)") }
+        let d = try await withClient(conn) {
+            try await $0.check(tenant: try parseID(args[0], "TENANT_ID"), user: try parseID(args[1], "USER_ID"), permission: args[2],
+                               scope: try parseScope(args[3]), minRevision: minRevision)
+        }
+        print(decisionLine(d))
+        if !d.allowed { throw ExitCode(1) }
+    }
+}
+
+struct Explain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Explain a decision: the role binding, role chain and permission binding that grant it.")
+    @OptionGroup var conn: Connection
+    @Argument var tenant: String
+    @Argument var user: String
+    @Argument var permission: String
+    @Argument var scope: String
+
+    func run() async throws {
+        let e = try await withClient(conn) {
+            try await $0.explain(tenant: try parseID(tenant, "TENANT_ID"), user: try parseID(user, "USER_ID"), permission: permission, scope: try parseScope(scope))
+        }
+        var s = "{\"decision\":\"\(e.decision.allowed ? "allow" : "deny")\",\"reason\":\"\(e.decision.reason.name)\",\"revision\":\(e.decision.revision)"
+        if let rb = e.roleBindingId {
+            s += ",\"role_binding_id\":\"\(rb)\",\"role_binding_scope\":\"\(e.roleBindingScope?.name ?? "")\""
+            s += ",\"role_chain\":[" + e.roleChainNames.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+            s += ",\"role_chain_ids\":[" + e.roleChain.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+            s += ",\"permission_binding_id\":\"\(e.permissionBindingId?.description ?? "")\",\"permission_binding_scope\":\"\(e.permissionBindingScope?.name ?? "")\""
+        }
+        print(s + "}")
+        if !e.decision.allowed { throw ExitCode(1) }
+    }
+}
+
+struct Permissions: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List a user's permissions with the highest scope of each.")
+    @OptionGroup var conn: Connection
+    @Argument var tenant: String
+    @Argument var user: String
+
+    func run() async throws {
+        let reply = try await withClient(conn) {
+            try await $0.call(.listUserPermissions(tenantId: try parseID(tenant, "TENANT_ID"), userId: try parseID(user, "USER_ID"), minRevision: 0))
+        }
+        guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
+        if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
+        for (name, scope) in list { print("{\"permission\":\"\(name)\",\"scope\":\"\(scope.name)\"}") }
+    }
+}
+
+struct Users: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the users holding a permission at a scope (every page).")
+    @OptionGroup var conn: Connection
+    @Argument var tenant: String
+    @Argument var permission: String
+    @Argument var scope: String
+
+    func run() async throws {
+        try await withClient(conn) { client in
+            var after: ID? = nil
+            repeat {
+                guard case .permissionUsers(let users, let token, _) = try await client.call(
+                    .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
+                                         pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
+                for u in users { print(u) }
+                after = token.isEmpty ? nil : ID(token)
+            } while after != nil
+        }
+    }
+}
+
+struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Import a JSON Lines file atomically.")
+    @OptionGroup var conn: Connection
+    @Argument var file: String
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw usageError("cannot read \(file)") }
+        let reply = try await withClient(conn) { try await $0.call(.importJSONL(Array(data))) }
+        guard case .importResult(let rev, let n) = reply else { throw ExitCode(2) }
+        print("{\"records\":\(n),\"revision\":\(rev)}")
+    }
+}
+
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Export records as JSON Lines (secrets redacted unless --include-secrets).")
+    @OptionGroup var conn: Connection
+    @Option(name: .long) var tenant: String?
+    @Flag(name: .long) var includeSecrets = false
+
+    func run() async throws {
+        let reply = try await withClient(conn) {
+            try await $0.call(.export(tenantId: try tenant.map { try parseID($0, "--tenant") }, includeSecrets: includeSecrets))
+        }
+        guard case .export(let bytes, _) = reply else { throw ExitCode(2) }
+        FileHandle.standardOutput.write(Data(bytes))
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print one record as a JSON line: KIND TENANT_ID ID.")
+    @OptionGroup var conn: Connection
+    @Flag(name: .long) var includeSecrets = false
+    @Argument var kind: String
+    @Argument var tenant: String
+    @Argument var id: String
+
+    func run() async throws {
+        let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
+        let e = try await withClient(conn) { try await $0.get(ref, includeSecrets: includeSecrets) }
+        print(BulkFormat.encode(e, includeSecrets: includeSecrets))
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List records of a kind in a tenant (every page), as JSON lines.")
+    @OptionGroup var conn: Connection
+    @Argument var kind: String
+    @Argument var tenant: String?
+
+    func run() async throws {
+        let k = try parseKind(kind)
+        let t = try tenant.map { try parseID($0, "TENANT_ID") } ?? .zero
+        if k != .tenant && t == .zero { throw usageError("TENANT_ID is required for \(k.name)") }
+        try await withClient(conn) { client in
+            var after: ID? = nil
+            repeat {
+                guard case .list(let items, let token) = try await client.call(.list(k, tenantId: t, pageSize: 1000, after: after, includeSecrets: false)) else { throw ExitCode(2) }
+                for e in items { print(BulkFormat.encode(e)) }
+                after = token.isEmpty ? nil : ID(token)
+            } while after != nil
+        }
+    }
+}
+
+struct Put: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Upsert records given as JSON lines (arguments, or stdin when none), in one atomic write.")
+    @OptionGroup var conn: Connection
+    @Argument var lines: [String] = []
+
+    func run() async throws {
+        var input = lines
+        if input.isEmpty {
+            input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        var ops: [WriteOp] = []
+        for (i, l) in input.enumerated() where !l.trimmingCharacters(in: .whitespaces).isEmpty {
+            do { ops.append(.upsert(try BulkFormat.decode(line: Array(l.utf8)))) } catch let e as AuthzError {
+                FileHandle.standardError.write(Data("error: INVALID_ARGUMENT: line \(i + 1): \(e.message)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        let rev = try await withClient(conn) { try await $0.write(ops) }
+        print("{\"revision\":\(rev)}")
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Soft-delete a record (is_active = false): KIND TENANT_ID ID.")
+    @OptionGroup var conn: Connection
+    @Argument var kind: String
+    @Argument var tenant: String
+    @Argument var id: String
+
+    func run() async throws {
+        let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
+        let rev = try await withClient(conn) { try await $0.write([.deactivate(ref)]) }
+        print("{\"revision\":\(rev)}")
+    }
+}
+
+struct Activate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Re-activate a soft-deleted record: KIND TENANT_ID ID.")
+    @OptionGroup var conn: Connection
+    @Argument var kind: String
+    @Argument var tenant: String
+    @Argument var id: String
+
+    func run() async throws {
+        let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
+        let rev = try await withClient(conn) { try await $0.write([.activate(ref)]) }
+        print("{\"revision\":\(rev)}")
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the daemon's version, revision and record counts.")
+    @OptionGroup var conn: Connection
+
+    func run() async throws {
+        let reply = try await withClient(conn) { try await $0.call(.serverInfo) }
+        guard case .serverInfo(let i) = reply else { throw ExitCode(2) }
+        let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\"\($0.name)s\":\(i.counts[$0] ?? 0)" }.joined(separator: ",")
+        print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)}")
+    }
+}
+
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Exit 0 when the daemon answers and serves.")
+    @OptionGroup var conn: Connection
+
+    func run() async throws {
+        let reply = try await withClient(conn) { try await $0.call(.health, timeout: .seconds(2)) }
+        guard case .health(true) = reply else { throw ExitCode(2) }
+        print("{\"serving\":true}")
+    }
+}
