@@ -79,11 +79,13 @@ let package = Package(
             ],
             swiftSettings: swift5
         ),
+        .target(name: "CMallocCounter", path: "bench/Sources/CMallocCounter"),
         .executableTarget(
             name: "authzbench",
             dependencies: [
-                "AuthzEngine", "AuthzModel", "AuthzWire",
+                "AuthzEngine", "AuthzModel", "AuthzWire", "AuthzIndex", "AuthzClient", "CMallocCounter",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,0 +1,274 @@
+import ArgumentParser
+import AuthzClient
+import AuthzModel
+import AuthzWire
+import Foundation
+import NIOCore
+import NIOPosix
+
+@main
+struct AuthzBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authzbench",
+        abstract: "authzd side by side with Redis, on the same client.",
+        subcommands: [Matrix.self, Smoke.self, Micro.self, Generate.self, EchoServer.self]
+    )
+}
+
+struct Row: Hashable {
+    var transport: String  // unix | tcp
+    var connections: Int
+    var inFlight: Int
+    var batch: Int
+}
+
+struct Measured {
+    var row: Row
+    var target: TargetKind
+    var result: LoadResult
+}
+
+/// Starts authzd, Redis and the echo server on temporary sockets, loads the same dataset into
+/// both, runs `rows` alternating the two servers, and cleans up every process it started.
+final class Harness {
+    let dir: String
+    let binDir: String
+    var authzd: ServerProcess?
+    var redis: ServerProcess?
+    var echo: ServerProcess?
+    let authzdPort = freePort()
+    let redisPort = freePort()
+    let echoPort = freePort()
+    var facts: [String: Any] = [:]
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+    init() {
+        dir = "/tmp/authzbench-\(UUID().uuidString.prefix(8))"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        binDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    }
+
+    var authzdSocket: String { dir + "/authzd.sock" }
+    var redisSocket: String { dir + "/redis.sock" }
+    var echoSocket: String { dir + "/echo.sock" }
+
+    func startAuthzd() throws {
+        let started = Date()
+        authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
+                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning"],
+                                   logPath: dir + "/authzd.log")
+        try waitForSocket(authzdSocket)
+        facts["authzd_listening_seconds"] = Date().timeIntervalSince(started)
+    }
+
+    func load(_ tenants: [TenantData], seed: UInt64, withRedis: Bool) throws {
+        try startAuthzd()
+        let client = AuthzClient(endpoint: .unix(authzdSocket), group: group, maxFrameSize: 64 << 20)
+        client.defaultTimeout = .seconds(600)
+        let chunks = Dataset.jsonlChunks(tenants, seed: seed)
+        let t0 = Date()
+        var records: UInt64 = 0
+        for c in chunks {
+            guard case .importResult(_, let n) = try client.send(.importJSONL(c)).wait() else { throw HarnessError("import failed") }
+            records += n
+        }
+        let secs = Date().timeIntervalSince(t0)
+        facts["import_records"] = records
+        facts["import_seconds"] = secs
+        facts["import_records_per_second"] = Double(records) / secs
+        client.close()
+        // Restart: time from process start to the first answered check, holding the dataset.
+        authzd!.stop()
+        let t1 = Date()
+        try startAuthzd()
+        let probe = AuthzClient(endpoint: .unix(authzdSocket), group: group)
+        let t = tenants[0]
+        _ = try probe.send(.check(CheckCall(tenantId: t.id, userId: t.users[0], permission: t.permissionNames[0], scope: .self))).wait()
+        facts["authzd_first_check_seconds"] = Date().timeIntervalSince(t1)
+        probe.close()
+        facts["authzd_rss_kib"] = authzd!.residentKiB()
+        if withRedis {
+            redis = try ServerProcess(name: "redis", executable: "/usr/bin/redis-server",
+                                      arguments: ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--unixsocket", redisSocket, "--unixsocketperm", "700",
+                                                  "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+                                      logPath: dir + "/redis.log")
+            try waitForSocket(redisSocket)
+            let baseline = redis!.residentKiB()
+            let cmds = Dataset.redisCommands(tenants)
+            var n = 0
+            for i in 0..<(cmds.count - 2) where cmds[i] == 0x2A && cmds[i + 1] == 0x33 && cmds[i + 2] == 0x0D && (i == 0 || cmds[i - 1] == 0x0A) { n += 1 }
+            try redisPipe(path: redisSocket, commands: cmds, expectReplies: n)
+            facts["redis_keys"] = n
+            facts["redis_rss_kib"] = redis!.residentKiB()
+            facts["redis_rss_empty_kib"] = baseline
+        }
+        echo = try ServerProcess(name: "echo", executable: binDir + "/authzbench",
+                                 arguments: ["echo-server", "--socket", echoSocket, "--port", "\(echoPort)", "--threads", "2"],
+                                 logPath: dir + "/echo.log")
+        try waitForSocket(echoSocket)
+    }
+
+    func endpoint(_ target: TargetKind, _ transport: String) -> String {
+        switch (target, transport) {
+        case (.authzd, "unix"): return authzdSocket
+        case (.authzd, _): return "127.0.0.1:\(authzdPort)"
+        case (.redis, "unix"): return redisSocket
+        case (.redis, _): return "127.0.0.1:\(redisPort)"
+        case (.echo, "unix"): return echoSocket
+        default: return "127.0.0.1:\(echoPort)"
+        }
+    }
+
+    func stop() {
+        authzd?.stop()
+        redis?.stop()
+        echo?.stop()
+        try? group.syncShutdownGracefully()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+func machineInfo() -> [String: Any] {
+    var u = utsname()
+    uname(&u)
+    func s<T>(_ v: T) -> String { withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } }
+    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n").first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) } ?? "?"
+    return ["kernel": "\(s(u.sysname)) \(s(u.release))", "machine": s(u.machine), "cpu": cpu, "cores": ProcessInfo.processInfo.activeProcessorCount,
+            "memory_bytes": ProcessInfo.processInfo.physicalMemory, "date": ISO8601DateFormatter().string(from: Date())]
+}
+
+func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, requests: Int?, withRedis: Bool, withEcho: Bool,
+               skewed: Bool, allowShare: Double, jsonOut: String?) throws -> Bool {
+    let tenants = Dataset.generate(size: size, seed: seed)
+    let queries = Queries.make(tenants, count: 200_000, skewed: skewed, allowShare: allowShare, seed: seed)
+    let h = Harness()
+    defer { h.stop() }
+    FileHandle.standardError.write(Data("dataset \(size.name): \(tenants.count) tenant(s), \(tenants.reduce(0) { $0 + $1.users.count }) users; loading...\n".utf8))
+    try h.load(tenants, seed: seed, withRedis: withRedis)
+    let encoded: [TargetKind: Encoded] = [.authzd: Encoded(target: .authzd, tenants: tenants, queries: queries),
+                                          .redis: Encoded(target: .redis, tenants: tenants, queries: queries),
+                                          .echo: Encoded(target: .echo, tenants: tenants, queries: queries)]
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    defer { try? group.syncShutdownGracefully() }
+    var measured: [Measured] = []
+    var allCorrect = true
+    for (i, row) in rows.enumerated() {
+        var targets: [TargetKind] = withRedis ? (i % 2 == 0 ? [.authzd, .redis] : [.redis, .authzd]) : [.authzd]
+        if withEcho && row.batch == 1 { targets.append(.echo) }
+        for target in targets {
+            let o = LoadOptions(target: target, endpoint: h.endpoint(target, row.transport), connections: row.connections, inFlight: row.inFlight,
+                                batch: row.batch, duration: duration ?? 0, maxRequests: requests)
+            let r = try LoadRunner.run(o, encoded: encoded[target]!, group: group)
+            if r.wrong > 0 || r.errors > 0 || r.checks == 0 { allCorrect = false }
+            measured.append(Measured(row: row, target: target, result: r))
+            FileHandle.standardError.write(Data(String(format: "%@ %@ c=%d f=%d b=%d: %.0f checks/s p50 %.1f µs p99 %.1f µs wrong %llu errors %llu\n",
+                                                       target.rawValue, row.transport, row.connections, row.inFlight, row.batch, r.checksPerSecond,
+                                                       r.percentile(50), r.percentile(99), r.wrong, r.errors).utf8))
+        }
+    }
+    printTable(measured, facts: h.facts)
+    if let jsonOut {
+        var rowsJSON: [[String: Any]] = []
+        for m in measured {
+            let r = m.result
+            rowsJSON.append(["server": m.target.rawValue, "transport": m.row.transport, "connections": m.row.connections, "in_flight": m.row.inFlight,
+                             "batch": m.row.batch, "checks": r.checks, "requests": r.requests, "seconds": r.seconds, "checks_per_second": r.checksPerSecond,
+                             "p50_us": r.percentile(50), "p90_us": r.percentile(90), "p99_us": r.percentile(99), "p999_us": r.percentile(99.9),
+                             "max_us": Double(r.histogram.max) / 1000, "wrong": r.wrong, "errors": r.errors])
+        }
+        let doc: [String: Any] = ["machine": machineInfo(), "dataset": ["size": size.name, "seed": seed, "tenants": size.tenants, "users_per_tenant": size.users],
+                                  "facts": h.facts, "rows": rowsJSON]
+        let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: URL(fileURLWithPath: jsonOut))
+    }
+    return allCorrect
+}
+
+func printTable(_ ms: [Measured], facts: [String: Any]) {
+    print("| transport | conns | in flight | batch | authzd checks/s | redis checks/s | ratio | authzd p50/p99 µs | redis p50/p99 µs | echo p50 µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    var rows: [Row] = []
+    for m in ms where !rows.contains(m.row) { rows.append(m.row) }
+    for row in rows {
+        let a = ms.first { $0.row == row && $0.target == .authzd }?.result
+        let r = ms.first { $0.row == row && $0.target == .redis }?.result
+        let e = ms.first { $0.row == row && $0.target == .echo }?.result
+        func f(_ x: LoadResult?) -> String { x.map { String(format: "%.0f", $0.checksPerSecond) } ?? "-" }
+        func l(_ x: LoadResult?) -> String { x.map { String(format: "%.1f / %.1f", $0.percentile(50), $0.percentile(99)) } ?? "-" }
+        let ratio = (a != nil && r != nil) ? String(format: "%.2f", a!.checksPerSecond / r!.checksPerSecond) : "-"
+        print("| \(row.transport) | \(row.connections) | \(row.inFlight) | \(row.batch) | \(f(a)) | \(f(r)) | \(ratio) | \(l(a)) | \(l(r)) | \(e.map { String(format: "%.1f", $0.percentile(50)) } ?? "-") |")
+    }
+    print("")
+    for (k, v) in facts.sorted(by: { $0.key < $1.key }) { print("- \(k): \(v)") }
+}
+
+struct Matrix: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The full matrix: Unix and TCP; connections 1, 16, 64; in flight 1, 16; batch 1, 100.")
+    @Option var size = "reference"
+    @Option var seed: UInt64 = 1
+    @Option(help: "Seconds measured per row and server.") var duration = 3.0
+    @Option var connections = "1,16,64"
+    @Option var inFlight = "1,16"
+    @Option var batch = "1,100"
+    @Option var transports = "unix,tcp"
+    @Flag var skewed = false
+    @Option var allowShare = 0.5
+    @Option var json = "bench/results/latest.json"
+
+    func run() throws {
+        guard let s = DatasetSize.named(size) else { throw ValidationError("size must be small, reference or ten") }
+        var rows: [Row] = []
+        for t in transports.split(separator: ",") {
+            for c in connections.split(separator: ",") {
+                for f in inFlight.split(separator: ",") {
+                    for b in batch.split(separator: ",") { rows.append(Row(transport: String(t), connections: Int(c)!, inFlight: Int(f)!, batch: Int(b)!)) }
+                }
+            }
+        }
+        try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
+        let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: true, withEcho: true,
+                               skewed: skewed, allowShare: allowShare, jsonOut: json)
+        if !ok { throw HarnessError("some answers were wrong or failed") }
+    }
+}
+
+struct Smoke: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Seconds-long run on the small dataset: proves the harness works and every answer is correct. Asserts no speed.")
+    @Flag(name: .long, help: "Skip Redis (when redis-server is not installed).") var noRedis = false
+
+    func run() throws {
+        let withRedis = !noRedis && FileManager.default.fileExists(atPath: "/usr/bin/redis-server")
+        let rows = [Row(transport: "unix", connections: 1, inFlight: 1, batch: 1), Row(transport: "unix", connections: 4, inFlight: 8, batch: 10),
+                    Row(transport: "tcp", connections: 2, inFlight: 4, batch: 1), Row(transport: "tcp", connections: 1, inFlight: 2, batch: 100)]
+        let ok = try runMatrix(size: DatasetSize.named("small")!, seed: 42, rows: rows, duration: nil, requests: 300, withRedis: withRedis, withEcho: true,
+                               skewed: true, allowShare: 0.5, jsonOut: nil)
+        guard ok else { throw HarnessError("smoke: wrong answers or errors (see above)") }
+        print("smoke: every answer correct")
+    }
+}
+
+struct EchoServer: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "echo-server", abstract: "Minimal length-prefixed echo server (the floor).")
+    @Option var socket: String
+    @Option var port: Int
+    @Option var threads = 2
+
+    func run() throws { try runEchoServer(socketPath: socket, port: port, threads: threads) }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a dataset as JSON Lines (authzd) and RESP commands (Redis).")
+    @Option var size = "small"
+    @Option var seed: UInt64 = 1
+    @Option var out: String
+
+    func run() throws {
+        guard let s = DatasetSize.named(size) else { throw ValidationError("size must be small, reference or ten") }
+        let tenants = Dataset.generate(size: s, seed: seed)
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let jsonl = Dataset.jsonlChunks(tenants, seed: seed).reduce([], +)
+        try Data(jsonl).write(to: URL(fileURLWithPath: out + "/authzd.jsonl"))
+        try Data(Dataset.redisCommands(tenants)).write(to: URL(fileURLWithPath: out + "/redis.resp"))
+        print("wrote \(out)/authzd.jsonl and \(out)/redis.resp")
+    }
+}
