@@ -34,6 +34,10 @@ public struct EngineInfo: Sendable {
 public final class Engine: @unchecked Sendable {
     public let store: Store
     private let current: ManagedAtomic<IndexSnapshot>
+    /// Bumped (releasing) after every publish; checks compare it with their thread's cache.
+    private let version = ManagedAtomic<UInt64>(1)
+    private let engineId = engineIds.wrappingIncrementThenLoad(ordering: .relaxed)
+    private let cacheKey = snapshotCacheKey
     private var compilers: [ID: TenantCompiler] = [:]
     private var writeLock = pthread_mutex_t()
 
@@ -104,9 +108,27 @@ public final class Engine: @unchecked Sendable {
     /// retries up to its bound). Allocates nothing on success; never touches LMDB.
     @inline(__always)
     public func check(tenant: ID, user: ID, permission: String, scope: Scope, minRevision: UInt64 = 0) throws -> Decision {
-        let s = snapshot
-        if minRevision > s.revision { throw Engine.notYetAt(minRevision, s.revision) }
-        return s.decide(tenant: tenant, user: user, permission: permission, scope: scope)
+        let d = withSnapshot { $0.decide(tenant: tenant, user: user, permission: permission, scope: scope) }
+        if minRevision > d.revision { throw Engine.notYetAt(minRevision, d.revision) }
+        return d
+    }
+
+    /// Runs `body` with the newest published snapshot (or a newer one), without touching the
+    /// snapshot's reference count on the fast path: each thread caches a retained reference
+    /// and refreshes it when the shared version counter moved. `body` must not keep the
+    /// snapshot beyond its return.
+    @inline(__always)
+    public func withSnapshot<T>(_ body: (IndexSnapshot) -> T) -> T {
+        let cache = threadSnapshotCache(cacheKey)
+        let v = version.load(ordering: .acquiring)
+        if cache.pointee.engineId != engineId || cache.pointee.version != v || cache.pointee.snapshot == nil {
+            let fresh = current.load(ordering: .acquiring)
+            cache.pointee.snapshot?.release()
+            cache.pointee.snapshot = Unmanaged.passRetained(fresh)
+            cache.pointee.version = v
+            cache.pointee.engineId = engineId
+        }
+        return cache.pointee.snapshot!._withUnsafeGuaranteedRef(body)
     }
 
     /// The error for a minimum revision not yet reached.
@@ -252,6 +274,7 @@ public final class Engine: @unchecked Sendable {
         var tenants = old.tenants
         for t in touched { tenants[t] = compilers[t]!.publish() }
         current.store(IndexSnapshot(revision: outcome.revision, tenants: tenants), ordering: .releasing)
+        version.wrappingIncrement(ordering: .releasing)
     }
 
     // MARK: reads

@@ -34,13 +34,15 @@ public final class TenantCompiler {
     var permIndex: [ID: Int] = [:]
     var perms: [PermInfo] = []
     var permissionBits: [String: UInt32] = [:]
+    var permissionTable = NameTable([])
+    var permissionsDirty = true
     var permissionNames: [String] = []
     var bindings: [ID: BindingInfo] = [:]
     var rolesDirty = true
-    var roleBits: [UInt64] = []
+    var roleBits = WordBuffer([])
     var words = 1
 
-    var shards: [UserShard] = [UserShard()]
+    var shards: [IDTable] = [IDTable()]
     var copiedShards: Set<Int> = []
     var userCount = 0
 
@@ -53,13 +55,21 @@ public final class TenantCompiler {
     public init(tenantId: ID, expectedUsers: Int = 0) {
         self.tenantId = tenantId
         pool.base[0] = 0
+        // Shards of a few hundred users; among the candidate counts, the one whose power-of-two
+        // tables waste the fewest slots.
         var shardCount = 1
-        while shardCount * 512 < expectedUsers { shardCount *= 2 }
-        shards = (0..<shardCount).map { _ in
-            let s = UserShard()
-            s.users.reserveCapacity(expectedUsers / shardCount + 1)
-            return s
+        if expectedUsers > 1024 {
+            var best = Int.max
+            var candidate = 1
+            while candidate * 256 <= expectedUsers * 2 {
+                if candidate * 2048 >= expectedUsers {
+                    let total = candidate * IDTable.slotsFor(expectedUsers / candidate + 1)
+                    if total < best { best = total; shardCount = candidate }
+                }
+                candidate *= 2
+            }
         }
+        shards = (0..<shardCount).map { _ in IDTable(capacity: expectedUsers / shardCount + 1) }
         copiedShards = Set(0..<shardCount)
     }
 
@@ -97,6 +107,7 @@ public final class TenantCompiler {
         }
         permissionBits[name] = UInt32(bit) | (active ? 0 : inactivePermissionBit)
         rolesDirty = true
+        permissionsDirty = true
     }
 
     /// Adds or updates a permission binding. Role and permission must be known.
@@ -110,21 +121,24 @@ public final class TenantCompiler {
         Int(truncatingIfNeeded: (user.lo ^ (user.hi >> 7)) & UInt64(shards.count - 1))
     }
 
-    private func mutableShard(_ i: Int) -> UserShard {
+    /// Shard `i`, copied first if a published snapshot holds it, grown if one more user
+    /// would not fit.
+    private func mutableShard(_ i: Int) -> IDTable {
         if !copiedShards.contains(i) {
-            shards[i] = UserShard(users: shards[i].users)
+            shards[i] = shards[i].copy()
             copiedShards.insert(i)
         }
+        shards[i] = shards[i].grownIfNeeded()
         return shards[i]
     }
 
     /// Adds a user (with no role bindings yet) or updates its active flag.
     public func upsertUser(id: ID, active: Bool) {
         let shard = mutableShard(shardIndex(id))
-        if let v = shard.users[id] {
-            shard.users[id] = active ? v & ~inactiveUserBit : v | inactiveUserBit
+        if let v = shard.find(id) {
+            shard.set(id, active ? v & ~inactiveUserBit : v | inactiveUserBit)
         } else {
-            shard.users[id] = active ? 0 : inactiveUserBit
+            shard.set(id, active ? 0 : inactiveUserBit)
             userCount += 1
             roleSets[[]]!.users += 1
             if userCount > shards.count * 2048 { reshard(shards.count * 4) }
@@ -144,12 +158,12 @@ public final class TenantCompiler {
         var deduped: [UInt32] = []
         for e in set where deduped.last != e { deduped.append(e) }
         let shard = mutableShard(shardIndex(user))
-        guard let old = shard.users[user] else { return }
+        guard let old = shard.find(user) else { return }
         let oldOffset = old & ~inactiveUserBit
         let offset = intern(deduped)
         if offset == oldOffset { release(offset); return }
         release(oldOffset)
-        shard.users[user] = offset | (old & inactiveUserBit)
+        shard.set(user, offset | (old & inactiveUserBit))
     }
 
     private func intern(_ set: [UInt32]) -> UInt32 {
@@ -180,12 +194,13 @@ public final class TenantCompiler {
     }
 
     private func reshard(_ count: Int) {
-        var fresh = (0..<count).map { _ in UserShard() }
         let per = userCount / count + 1
-        for s in fresh { s.users.reserveCapacity(per) }
+        var fresh = (0..<count).map { _ in IDTable(capacity: per) }
         for s in shards {
-            for (k, v) in s.users {
-                fresh[Int(truncatingIfNeeded: (k.lo ^ (k.hi >> 7)) & UInt64(count - 1))].users[k] = v
+            s.forEach { k, v in
+                let i = Int(truncatingIfNeeded: (k.lo ^ (k.hi >> 7)) & UInt64(count - 1))
+                fresh[i] = fresh[i].grownIfNeeded()
+                fresh[i].set(k, v)
             }
         }
         shards = fresh
@@ -220,7 +235,7 @@ public final class TenantCompiler {
             state[r] = 2
         }
         for r in 0..<n { visit(r) }
-        roleBits = eff
+        roleBits = WordBuffer(eff)
         rolesDirty = false
     }
 
@@ -228,8 +243,12 @@ public final class TenantCompiler {
     /// publish are handed over and will be copied before the next change.
     public func publish() -> TenantIndex {
         if rolesDirty { compileRoles() }
+        if permissionsDirty {
+            permissionTable = NameTable(permissionBits.map { ($0.key, $0.value) })
+            permissionsDirty = false
+        }
         copiedShards.removeAll(keepingCapacity: true)
-        return TenantIndex(tenantId: tenantId, isActive: active, permissionBits: permissionBits,
+        return TenantIndex(tenantId: tenantId, isActive: active, permissionBits: permissionTable,
                            permissionNames: permissionNames, words: words, roleBits: roleBits, shards: shards,
                            pool: pool, poolCount: poolCount, userCount: userCount, roleCount: roles.count,
                            roleSetCount: roleSets.count)

@@ -1,11 +1,18 @@
 import AuthzModel
 
-/// One shard of a tenant's user map: user id → role-set offset in the pool, with bit 31 set
-/// for an inactive user. Published shards are never mutated.
-final class UserShard: @unchecked Sendable {
-    var users: [ID: UInt32]
+/// A heap array of words whose address never changes, for lock-free readers.
+final class WordBuffer: @unchecked Sendable {
+    let base: UnsafeMutablePointer<UInt64>
+    let count: Int
 
-    init(users: [ID: UInt32] = [:]) { self.users = users }
+    init(_ words: [UInt64]) {
+        count = words.count
+        base = .allocate(capacity: max(1, count))
+        base.initialize(repeating: 0, count: max(1, count))
+        words.withUnsafeBufferPointer { if let b = $0.baseAddress { base.update(from: b, count: count) } }
+    }
+
+    deinit { base.deallocate() }
 }
 
 let inactiveUserBit: UInt32 = 1 << 31
@@ -23,16 +30,21 @@ public final class TenantIndex: @unchecked Sendable {
     public let tenantId: ID
     public let isActive: Bool
     /// Permission name → bit, with `inactivePermissionBit` set for an inactive permission.
-    let permissionBits: [String: UInt32]
+    let permissionBits: NameTable
     /// Bit → permission name.
     let permissionNames: [String]
     /// 64-bit words per bitset.
     let words: Int
-    /// `roleBits[(role * 3 + scope) * words + word]`.
-    let roleBits: [UInt64]
-    let shards: [UserShard]
+    /// `roleBits[(role * 3 + scope) * words + word]`, owned by `roleBitsStorage`.
+    let roleBitsStorage: WordBuffer
+    let roleBits: UnsafeMutablePointer<UInt64>
+    /// User id → role-set offset in the pool (bit 31: inactive user), sharded so that a write
+    /// copies one shard, not the tenant. `shardRefs` mirrors `shards` without reference counting.
+    let shards: [IDTable]
+    let shardRefs: UnsafeMutablePointer<Unmanaged<IDTable>>
     let shardMask: UInt64
     let pool: AppendOnlyBuffer
+    let poolBase: UnsafeMutablePointer<UInt32>
     let poolCount: Int
     /// Users (active or not) in the tenant.
     public let userCount: Int
@@ -40,26 +52,32 @@ public final class TenantIndex: @unchecked Sendable {
     public let roleCount: Int
     public let roleSetCount: Int
 
-    init(tenantId: ID, isActive: Bool, permissionBits: [String: UInt32], permissionNames: [String], words: Int,
-         roleBits: [UInt64], shards: [UserShard], pool: AppendOnlyBuffer, poolCount: Int, userCount: Int,
+    init(tenantId: ID, isActive: Bool, permissionBits: NameTable, permissionNames: [String], words: Int,
+         roleBits: WordBuffer, shards: [IDTable], pool: AppendOnlyBuffer, poolCount: Int, userCount: Int,
          roleCount: Int, roleSetCount: Int) {
         self.tenantId = tenantId
         self.isActive = isActive
         self.permissionBits = permissionBits
         self.permissionNames = permissionNames
         self.words = words
-        self.roleBits = roleBits
+        self.roleBitsStorage = roleBits
+        self.roleBits = roleBits.base
         self.shards = shards
+        shardRefs = .allocate(capacity: shards.count)
+        for (i, t) in shards.enumerated() { (shardRefs + i).initialize(to: Unmanaged.passUnretained(t)) }
         self.shardMask = UInt64(shards.count - 1)
         self.pool = pool
+        self.poolBase = pool.base
         self.poolCount = poolCount
         self.userCount = userCount
         self.roleCount = roleCount
         self.roleSetCount = roleSetCount
     }
 
+    deinit { shardRefs.deallocate() }
+
     @inline(__always) func userValue(_ user: ID) -> UInt32? {
-        shards[Int(truncatingIfNeeded: (user.lo ^ (user.hi >> 7)) & shardMask)].users[user]
+        shardRefs[Int(truncatingIfNeeded: (user.lo ^ (user.hi >> 7)) & shardMask)]._withUnsafeGuaranteedRef { $0.find(user) }
     }
 
     /// Decides `check(user, permission, scope)` in this tenant (rules 2–6 of the spec; the
@@ -69,20 +87,21 @@ public final class TenantIndex: @unchecked Sendable {
         if !isActive { return .inactiveTenant }
         guard let value = userValue(user) else { return .unknownUser }
         if value & inactiveUserBit != 0 { return .inactiveUser }
-        guard let bitValue = permissionBits[permission] else { return .unknownPermission }
+        guard let bitValue = permissionBits.find(permission) else { return .unknownPermission }
         if bitValue & inactivePermissionBit != 0 { return .inactivePermission }
         let bit = Int(bitValue)
         let s = Int(scope.rawValue)
         let wordOffset = s &* words &+ (bit >> 6)
         let mask = UInt64(1) << UInt64(bit & 63)
-        let p = pool.base + Int(value)
+        let p = poolBase + Int(value)
         let n = Int(p[0])
+        let bits = roleBits
         var i = 1
         while i <= n {
             let entry = p[i]
             if Int(entry & 3) >= s {
                 let role = Int(entry >> 2)
-                if roleBits[role &* 3 &* words &+ wordOffset] & mask != 0 { return .granted }
+                if bits[role &* 3 &* words &+ wordOffset] & mask != 0 { return .granted }
             }
             i &+= 1
         }
@@ -96,7 +115,7 @@ public final class TenantIndex: @unchecked Sendable {
         guard let value = userValue(user) else { return (.unknownUser, []) }
         if value & inactiveUserBit != 0 { return (.inactiveUser, []) }
         var masks = [[UInt64]](repeating: [UInt64](repeating: 0, count: words), count: 3)
-        let p = pool.base + Int(value)
+        let p = poolBase + Int(value)
         for i in 0..<Int(p[0]) {
             let entry = p[1 + i]
             let role = Int(entry >> 2)
@@ -119,11 +138,11 @@ public final class TenantIndex: @unchecked Sendable {
 
     /// Ids of the active users allowed `permission` at `scope`, sorted. O(users).
     public func users(with permission: String, scope: Scope) -> [ID] {
-        guard isActive, let bitValue = permissionBits[permission], bitValue & inactivePermissionBit == 0 else { return [] }
+        guard isActive, let bitValue = permissionBits.find(permission), bitValue & inactivePermissionBit == 0 else { return [] }
         var out: [ID] = []
         for shard in shards {
-            for (user, _) in shard.users where reason(user: user, permission: permission, scope: scope) == .granted {
-                out.append(user)
+            shard.forEach { user, _ in
+                if reason(user: user, permission: permission, scope: scope) == .granted { out.append(user) }
             }
         }
         out.sort()
@@ -132,14 +151,16 @@ public final class TenantIndex: @unchecked Sendable {
 
     /// Approximate bytes held by this snapshot's structures (hash tables at their capacity).
     public var approximateBytes: Int {
-        var bytes = roleBits.count * 8 + poolCount * 4 + permissionBits.capacity * 40
-        for s in shards { bytes += s.users.capacity * (MemoryLayout<ID>.stride + MemoryLayout<UInt32>.stride) + 64 }
+        var bytes = roleBitsStorage.count * 8 + poolCount * 4 + permissionBits.approximateBytes
+        for s in shards { bytes += s.approximateBytes }
         return bytes
     }
 
     /// Every user id with its active flag, in no particular order (for tests and listings).
     public func allUsers() -> [(ID, Bool)] {
-        shards.flatMap { $0.users.map { ($0.key, $0.value & inactiveUserBit == 0) } }
+        var out: [(ID, Bool)] = []
+        for s in shards { s.forEach { out.append(($0, $1 & inactiveUserBit == 0)) } }
+        return out
     }
 
     /// The known permission names, active or not.

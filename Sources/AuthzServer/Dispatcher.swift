@@ -73,19 +73,20 @@ public final class Dispatcher: @unchecked Sendable {
             if items.count > config.maxBatchChecks {
                 throw AuthzError.invalid("batch_check.checks", "must have at most \(config.maxBatchChecks) items (got \(items.count))")
             }
-            let snapshot = engine.snapshot
             var needed = minRevision
             for case .success(let c) in items { needed = max(needed, c.minRevision) }
-            if needed > snapshot.revision { throw Engine.notYetAt(needed, snapshot.revision) }
-            var out: [Result<Decision, AuthzError>] = []
-            out.reserveCapacity(items.count)
-            for item in items {
-                switch item {
-                case .success(let c): out.append(.success(snapshot.decide(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope)))
-                case .failure(let e): out.append(.failure(e))
+            return try engine.withSnapshot { snapshot -> Result<Reply, AuthzError> in
+                if needed > snapshot.revision { return .failure(Engine.notYetAt(needed, snapshot.revision)) }
+                var out: [Result<Decision, AuthzError>] = []
+                out.reserveCapacity(items.count)
+                for item in items {
+                    switch item {
+                    case .success(let c): out.append(.success(snapshot.decide(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope)))
+                    case .failure(let e): out.append(.failure(e))
+                    }
                 }
-            }
-            return .batchCheck(out, revision: snapshot.revision)
+                return .success(.batchCheck(out, revision: snapshot.revision))
+            }.get()
         case .explain(let c):
             return .explain(try engine.explain(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope, minRevision: c.minRevision))
         case .listUserPermissions(let t, let u, let minRevision):

@@ -10,6 +10,8 @@ struct Micro: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "In-process engine benchmarks: check, explain, list, compile, incremental writes, import.")
     @Option var size = "reference"
     @Option var seed: UInt64 = 1
+    @Option(help: "Repeat the check loop this many rounds (for profiling).") var rounds = 40
+    @Flag(help: "Stop after the check benchmark.") var checksOnly = false
 
     func run() throws {
         guard let s = DatasetSize.named(size) else { throw ValidationError("size must be small, reference or ten") }
@@ -47,18 +49,22 @@ struct Micro: ParsableCommand {
         for p in prepared where (try engine.check(tenant: p.0, user: p.1, permission: p.2, scope: p.3)).allowed != p.4 { wrong += 1 }
         report.append(("check answers vs dataset", wrong == 0 ? "all \(prepared.count) correct" : "\(wrong) WRONG"))
         var samples: [Double] = []
-        let rounds = 40
         let perRound = prepared.count
         var allowed = 0
+        let tenantIds = prepared.map(\.0), userIds = prepared.map(\.1), names = prepared.map(\.2), scopes = prepared.map(\.3)
         let a0 = malloc_counter_allocations()
         for _ in 0..<rounds {
             let start = DispatchTime.now().uptimeNanoseconds
-            for p in prepared where (try? engine.check(tenant: p.0, user: p.1, permission: p.2, scope: p.3))?.allowed == true { allowed += 1 }
+            for i in 0..<perRound where (try? engine.check(tenant: tenantIds[i], user: userIds[i], permission: names[i], scope: scopes[i]))?.allowed == true { allowed += 1 }
             samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / Double(perRound))
         }
         let allocs = malloc_counter_allocations() - a0
         samples.sort()
         report.append(("check by name", String(format: "median %.1f ns per check (rounds of %d; min %.1f, max %.1f); %.4f allocations per check", samples[rounds / 2], perRound, samples[0], samples[rounds - 1], Double(allocs) / Double(rounds * perRound))))
+        if checksOnly {
+            for (k, v) in report { print("- \(k): \(v)") }
+            return
+        }
         // Explain.
         var t = Date()
         for p in prepared.prefix(2000) { _ = try engine.explain(tenant: p.0, user: p.1, permission: p.2, scope: p.3) }
