@@ -15,6 +15,11 @@ final class WriteBatch {
     private var firstOp: [ID: Int] = [:]
     private var currentOp = 0
     private var created: [EntityKind: Int] = [:]
+    /// The batch's own records as they stand, so validation does not read them back.
+    private var current: [ID: Entity] = [:]
+    /// Referenced records already looked up during validation (records outside the batch
+    /// cannot change while the batch holds the write transaction).
+    private var referenceCache: [ID: Entity] = [:]
 
     init(store: Store, txn: LMDBTransaction, now: Int64) {
         self.store = store
@@ -38,8 +43,7 @@ final class WriteBatch {
         var changes: [(before: Entity?, after: Entity)] = []
         changes.reserveCapacity(touched.count)
         for id in touched {
-            let ref = touchedRefs[id]!
-            guard let e = try reader.entity(ref) else { throw AuthzError.internalError("touched record vanished") }
+            guard let e = current[id] else { throw AuthzError.internalError("touched record vanished") }
             do {
                 try validateReferences(e)
             } catch var err as AuthzError where err.code != .internal {
@@ -145,6 +149,7 @@ final class WriteBatch {
         }
         try txn.put(store.records, Store.recordKey(t, e.kind, e.id), RecordCodec.encode(e))
         touch(e, old: old)
+        current[e.id] = e
     }
 
     private func uniqueKey(_ e: Entity) -> ([UInt8], String)? {
@@ -184,6 +189,7 @@ final class WriteBatch {
 
     /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`.
     private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws -> Entity {
+        if let e = current[id] ?? referenceCache[id], e.kind == kind, e.tenantId == tenant { return e }
         guard let (t, k) = try reader.locate(id) else {
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
@@ -196,6 +202,7 @@ final class WriteBatch {
         guard let e = try reader.entity(kind, tenant: tenant, id: id) else {
             throw AuthzError.internalError("index names \(id) but the record is missing")
         }
+        referenceCache[id] = e
         return e
     }
 
