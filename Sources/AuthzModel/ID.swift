@@ -16,6 +16,13 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public static let zero = ID(hi: 0, lo: 0)
 
     /// Parses the canonical text form. Returns nil for anything else.
+    public init?(_ text: String) {
+        var copy = text
+        guard let parsed = copy.withUTF8({ ID(bytes: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = parsed
+    }
+
+    /// Parses the canonical text form from any string type. Returns nil for anything else.
     public init?(_ text: some StringProtocol) {
         var hi: UInt64 = 0
         var lo: UInt64 = 0
@@ -43,6 +50,32 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
             if nibbles > 32 { return nil }
         }
         guard index == 36, nibbles == 32 else { return nil }
+        self.hi = hi
+        self.lo = lo
+    }
+
+    /// Parses the canonical text form from UTF-8 bytes without building a String.
+    public init?(bytes text: UnsafeRawBufferPointer) {
+        guard text.count == 36 else { return nil }
+        var hi: UInt64 = 0
+        var lo: UInt64 = 0
+        var nibbles = 0
+        for index in 0..<36 {
+            let byte = text[index]
+            if index == 8 || index == 13 || index == 18 || index == 23 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte &- UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = byte &- UInt8(ascii: "a") &+ 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): value = byte &- UInt8(ascii: "A") &+ 10
+            default: return nil
+            }
+            if nibbles < 16 { hi = hi << 4 | UInt64(value) } else { lo = lo << 4 | UInt64(value) }
+            nibbles += 1
+        }
         self.hi = hi
         self.lo = lo
     }

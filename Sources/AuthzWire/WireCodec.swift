@@ -24,6 +24,13 @@ public enum WireCodec {
     /// gives request id 0 and an INVALID_ARGUMENT naming the problem; a valid envelope with a
     /// malformed call keeps its request id.
     public static func decodeRequest(_ bytes: UnsafeRawBufferPointer) -> WireRequest {
+        if let fast = FastPath.decodeRequest(bytes) { return fast }
+        return decodeRequestWithProtobufC(bytes)
+    }
+
+    /// The generated protobuf-c decoder: the reference for every message (tests compare the
+    /// fast path with it).
+    public static func decodeRequestWithProtobufC(_ bytes: UnsafeRawBufferPointer) -> WireRequest {
         guard let msg = authz__v1__request__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
             return WireRequest(requestId: 0, call: .failure(AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message")))
         }
@@ -288,6 +295,12 @@ public enum WireCodec {
 
     /// Encodes a response (server side).
     public static func encodeResponse(_ r: WireResponse) -> [UInt8] {
+        if let fast = FastPath.encodeResponse(r) { return fast }
+        return encodeResponseWithProtobufC(r)
+    }
+
+    /// The generated protobuf-c encoder: the reference for every message.
+    public static func encodeResponseWithProtobufC(_ r: WireResponse) -> [UInt8] {
         let a = Arena()
         let msg = a.make(Authz__V1__Response.self) { authz__v1__response__init($0) }
         msg.pointee.request_id = r.requestId

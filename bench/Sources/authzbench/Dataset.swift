@@ -143,7 +143,7 @@ enum Dataset {
 
     /// The spec's JSON Lines, in dependency order, split into import chunks of at most
     /// `chunk` lines (each chunk only references records of earlier chunks or itself).
-    static func jsonlChunks(_ tenants: [TenantData], seed: UInt64, chunk: Int = 50_000) -> [[UInt8]] {
+    static func jsonlChunks(_ tenants: [TenantData], seed: UInt64, chunk: Int = 20_000) -> [[UInt8]] {
         var rng = SplitMix(seed: seed ^ 0xABCDEF)
         var chunks: [[UInt8]] = []
         var current: [UInt8] = []

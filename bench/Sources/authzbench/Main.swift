@@ -40,6 +40,7 @@ final class Harness {
     let redisPort = freePort()
     let echoPort = freePort()
     var facts: [String: Any] = [:]
+    var authzdThreads = 1
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     init() {
@@ -55,7 +56,8 @@ final class Harness {
     func startAuthzd() throws {
         let started = Date()
         authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
-                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning"],
+                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning",
+                                               "--threads", "\(authzdThreads)"],
                                    logPath: dir + "/authzd.log")
         try waitForSocket(authzdSocket)
         facts["authzd_listening_seconds"] = Date().timeIntervalSince(started)
@@ -138,10 +140,12 @@ func machineInfo() -> [String: Any] {
 }
 
 func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, requests: Int?, withRedis: Bool, withEcho: Bool,
-               skewed: Bool, allowShare: Double, jsonOut: String?) throws -> Bool {
+               skewed: Bool, allowShare: Double, jsonOut: String?, authzdThreads: Int = 1) throws -> Bool {
     let tenants = Dataset.generate(size: size, seed: seed)
     let queries = Queries.make(tenants, count: 200_000, skewed: skewed, allowShare: allowShare, seed: seed)
     let h = Harness()
+    h.authzdThreads = authzdThreads
+    h.facts["authzd_threads"] = authzdThreads
     defer { h.stop() }
     FileHandle.standardError.write(Data("dataset \(size.name): \(tenants.count) tenant(s), \(tenants.reduce(0) { $0 + $1.users.count }) users; loading...\n".utf8))
     try h.load(tenants, seed: seed, withRedis: withRedis)
@@ -214,6 +218,7 @@ struct Matrix: ParsableCommand {
     @Flag var skewed = false
     @Option var allowShare = 0.5
     @Option var json = "bench/results/latest.json"
+    @Option(help: "authzd event-loop threads (Redis serves on one thread; the load generator uses one).") var authzdThreads = 1
 
     func run() throws {
         guard let s = DatasetSize.named(size) else { throw ValidationError("size must be small, reference or ten") }
@@ -227,7 +232,7 @@ struct Matrix: ParsableCommand {
         }
         try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
         let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: true, withEcho: true,
-                               skewed: skewed, allowShare: allowShare, jsonOut: json)
+                               skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads)
         if !ok { throw HarnessError("some answers were wrong or failed") }
     }
 }
