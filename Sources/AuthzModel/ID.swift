@@ -55,27 +55,34 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     /// Parses the canonical text form from UTF-8 bytes without building a String.
+    /// Branch-light: hyphens are checked at their four positions, digits by range.
     public init?(bytes text: UnsafeRawBufferPointer) {
-        guard text.count == 36 else { return nil }
+        guard text.count == 36, let base = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+        if base[8] != 0x2D || base[13] != 0x2D || base[18] != 0x2D || base[23] != 0x2D { return nil }
+        var bad: UInt8 = 0
+        @inline(__always) func nibble(_ b: UInt8) -> UInt64 {
+            let d = b &- 0x30
+            let l = (b | 0x20) &- 0x61
+            let isDigit = d < 10
+            let isLetter = l < 6
+            bad |= (isDigit || isLetter) ? 0 : 1
+            return UInt64(isDigit ? d : l &+ 10)
+        }
+        @inline(__always) func run(_ from: Int, _ to: Int, _ acc: inout UInt64) {
+            var i = from
+            while i < to {
+                acc = acc << 4 | nibble(base[i])
+                i &+= 1
+            }
+        }
         var hi: UInt64 = 0
         var lo: UInt64 = 0
-        var nibbles = 0
-        for index in 0..<36 {
-            let byte = text[index]
-            if index == 8 || index == 13 || index == 18 || index == 23 {
-                guard byte == UInt8(ascii: "-") else { return nil }
-                continue
-            }
-            let value: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte &- UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = byte &- UInt8(ascii: "a") &+ 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): value = byte &- UInt8(ascii: "A") &+ 10
-            default: return nil
-            }
-            if nibbles < 16 { hi = hi << 4 | UInt64(value) } else { lo = lo << 4 | UInt64(value) }
-            nibbles += 1
-        }
+        run(0, 8, &hi)
+        run(9, 13, &hi)
+        run(14, 18, &hi)
+        run(19, 23, &lo)
+        run(24, 36, &lo)
+        if bad != 0 { return nil }
         self.hi = hi
         self.lo = lo
     }

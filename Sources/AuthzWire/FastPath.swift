@@ -123,19 +123,21 @@ enum FastPath {
             for k in b where raw[k] == 0 || raw[k] >= 0x80 { return false }
             return true
         }
-        guard plain(tenant), plain(user), plain(permission), scope <= 3 else { return nil }
-        func id(_ b: Range<Int>, _ name: String) -> Result<ID, AuthzError> {
+        // Ids are checked by the UUID parser (hex and hyphens only); the permission here.
+        guard plain(permission), scope <= 3 else { return nil }
+        func id(_ b: Range<Int>, _ name: String) -> Result<ID, AuthzError>? {
             let text = UnsafeRawBufferPointer(rebasing: raw[b])
             if b.isEmpty { return .failure(AuthzError.invalid("\(field).\(name)", "is required")) }
             guard let v = ID(bytes: text) else {
+                if !plain(b) { return nil }
                 let s = String(decoding: text, as: UTF8.self)
                 return .failure(AuthzError.invalid("\(field).\(name)", "must be a UUID in 8-4-4-4-12 form (got \(WireCodec.quote(s)))"))
             }
             return .success(v)
         }
         let t: ID, u: ID
-        switch id(tenant, "tenant_id") { case .success(let v): t = v; case .failure(let e): return .failure(e) }
-        switch id(user, "user_id") { case .success(let v): u = v; case .failure(let e): return .failure(e) }
+        switch id(tenant, "tenant_id") { case .success(let v)?: t = v; case .failure(let e)?: return .failure(e); case nil: return nil }
+        switch id(user, "user_id") { case .success(let v)?: u = v; case .failure(let e)?: return .failure(e); case nil: return nil }
         if permission.isEmpty { return .failure(AuthzError.invalid("\(field).permission", "must not be empty")) }
         if permission.count > FieldLimits.maxNameBytes {
             return .failure(AuthzError.invalid("\(field).permission", "must be at most \(FieldLimits.maxNameBytes) bytes"))

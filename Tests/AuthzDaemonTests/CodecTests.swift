@@ -1,7 +1,7 @@
 import AuthzIndex
 import AuthzModel
 @testable import AuthzServer
-import AuthzWire
+@testable import AuthzWire
 import NIOCore
 import NIOEmbedded
 import XCTest
@@ -169,5 +169,83 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(garbage?.field, "request")
         // A valid envelope with no call.
         XCTAssertEqual(decodeRaw([0x08, 0x05])?.field, "request.call")
+    }
+}
+
+/// The hand-written fast path against the generated protobuf-c code: same decoded calls, same
+/// errors, byte-identical responses.
+final class FastPathEquivalenceTests: XCTestCase {
+    func describe(_ r: WireRequest) -> String {
+        switch r.call {
+        case .failure(let e): return "\(r.requestId) \(r.deadlineMs) error \(e.code.name) \(e.field) \(e.message)"
+        case .success(.check(let c)): return "\(r.requestId) \(r.deadlineMs) check \(c)"
+        case .success(.batchCheck(let items, let min)):
+            return "\(r.requestId) \(r.deadlineMs) batch \(min) " + items.map { i -> String in
+                switch i {
+                case .success(let c): return "\(c)"
+                case .failure(let e): return "error \(e.code.name) \(e.field) \(e.message)"
+                }
+            }.joined(separator: ";")
+        case .success(let other): return "other \(other.name)"
+        }
+    }
+
+    func testRandomChecksDecodeIdentically() {
+        var rng = SystemRandomNumberGenerator()
+        let tenants = ["", "nope", ID.random().description, ID.random().description.uppercased(), String(repeating: "a", count: 36)]
+        let perms = ["", "gmail.messages.read", "a.b", "x", String(repeating: "p", count: 200)]
+        for _ in 0..<2000 {
+            func check() -> [UInt8] {
+                var m: [UInt8] = []
+                func str(_ f: UInt8, _ s: String) {
+                    let b = Array(s.utf8)
+                    if b.isEmpty && Bool.random(using: &rng) { return }
+                    m.append(f << 3 | 2)
+                    FastPath.varint(UInt64(b.count), &m)
+                    m += b
+                }
+                str(1, tenants.randomElement(using: &rng)!)
+                str(2, tenants.randomElement(using: &rng)!)
+                str(3, perms.randomElement(using: &rng)!)
+                if Bool.random(using: &rng) { m += [0x20, UInt8.random(in: 0...4, using: &rng)] }
+                if Bool.random(using: &rng) { m += [0x28]; FastPath.varint(UInt64.random(in: 0...1000, using: &rng), &m) }
+                if Int.random(in: 0..<10, using: &rng) == 0 { m += [0x38, 0x01] }  // unknown field 7
+                return m
+            }
+            var req: [UInt8] = [0x08]
+            FastPath.varint(UInt64.random(in: 0...UInt64(UInt32.max), using: &rng), &req)
+            if Bool.random(using: &rng) {
+                let c = check()
+                req.append(0x52)
+                FastPath.varint(UInt64(c.count), &req)
+                req += c
+            } else {
+                var inner: [UInt8] = []
+                for _ in 0..<Int.random(in: 0...5, using: &rng) {
+                    let c = check()
+                    inner.append(0x0A)
+                    FastPath.varint(UInt64(c.count), &inner)
+                    inner += c
+                }
+                req.append(0x5A)
+                FastPath.varint(UInt64(inner.count), &req)
+                req += inner
+            }
+            let fast = req.withUnsafeBytes { FastPath.decodeRequest($0) }
+            let reference = req.withUnsafeBytes { WireCodec.decodeRequestWithProtobufC($0) }
+            if let fast { XCTAssertEqual(describe(fast), describe(reference), "request \(req)") }
+        }
+    }
+
+    func testResponsesAreByteIdentical() {
+        for _ in 0..<500 {
+            let d = { Decision(reason: Reason.allCases.randomElement()!, revision: UInt64.random(in: 0...1 << 40)) }
+            let id = UInt64.random(in: 0...1 << 50)
+            let replies: [Reply] = [.check(d()), .batchCheck((0..<Int.random(in: 0...20)).map { _ in .success(d()) }, revision: UInt64.random(in: 0...1000))]
+            for r in replies {
+                let w = WireResponse(requestId: id, result: .success(r))
+                XCTAssertEqual(FastPath.encodeResponse(w), WireCodec.encodeResponseWithProtobufC(w))
+            }
+        }
     }
 }
