@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
@@ -30,7 +31,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
         .target(name: "AuthzModel", swiftSettings: swift5),
-        .target(name: "AuthzStore", dependencies: ["CLMDB", "AuthzModel"], swiftSettings: swift5),
+        .target(
+            name: "AuthzStore",
+            dependencies: ["CLMDB", "AuthzModel", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swift5
+        ),
         .target(name: "AuthzIndex", dependencies: ["AuthzModel"], swiftSettings: swift5),
         .target(
             name: "AuthzEngine",
@@ -44,11 +49,12 @@ let package = Package(
         .target(
             name: "AuthzServer",
             dependencies: [
-                "AuthzEngine", "AuthzWire",
+                "AuthzEngine", "AuthzWire", "AuthzStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swift5
         ),
@@ -65,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "authzd",
             dependencies: [
-                "AuthzServer", "AuthzEngine",
+                "AuthzServer", "AuthzEngine", "AuthzClient", "AuthzWire", "AuthzStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,6 +112,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            exclude: ["python"],
             swiftSettings: swift5
         ),
     ]

@@ -40,6 +40,9 @@ public final class AuthzClient: @unchecked Sendable {
     private let next = NIOLockedValueBox(0)
     /// Deadline of calls that name none.
     public var defaultTimeout: TimeAmount = .seconds(30)
+    /// API key presented in a Hello on every new connection (nil: none, e.g. a Unix peer
+    /// trusted by uid). A rejected Hello fails the call with UNAUTHENTICATED.
+    public var apiKey: String?
 
     /// A client with `connections` pooled connections (opened on first use).
     public init(endpoint: Endpoint, connections: Int = 1, group: EventLoopGroup? = nil, maxFrameSize: Int = 64 * 1024 * 1024) {
@@ -80,7 +83,12 @@ public final class AuthzClient: @unchecked Sendable {
         case .tcp(let host, let port):
             future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
         }
-        return future.map { ClientConnection(channel: $0, handler: handler) }
+        let key = apiKey
+        return future.flatMap { channel -> EventLoopFuture<ClientConnection> in
+            let c = ClientConnection(channel: channel, handler: handler)
+            guard let key else { return channel.eventLoop.makeSucceededFuture(c) }
+            return c.send(.hello(apiKey: key, protocolVersion: protocolVersion), timeout: .seconds(10)).map { _ in c }
+        }
     }
 
     /// A live connection from the pool (round robin), connecting or reconnecting as needed.
@@ -96,6 +104,7 @@ public final class AuthzClient: @unchecked Sendable {
             slot.withLockedValue { $0 = c }
             return c
         }.flatMapErrorThrowing { error in
+            if let e = error as? AuthzError { throw e }
             throw AuthzError(.unavailable, "cannot connect to authzd at \(self.endpoint): \(error)")
         }
     }

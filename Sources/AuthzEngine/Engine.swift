@@ -301,7 +301,9 @@ public final class Engine: @unchecked Sendable {
     /// Imports the spec's JSON Lines atomically: a bad line (its number and reason in the
     /// error) changes nothing. Lines may come in any order; importing twice is idempotent.
     /// Returns the new revision and the number of records.
-    public func importJSONL(_ bytes: [UInt8]) throws -> (revision: UInt64, records: Int) {
+    /// With `onlyTenant`, a line of another tenant (or a tenant record) is PERMISSION_DENIED and
+    /// nothing is written.
+    public func importJSONL(_ bytes: [UInt8], onlyTenant: ID? = nil) throws -> (revision: UInt64, records: Int) {
         var lines: [Int] = []
         var entities: [Entity] = []
         var lineNo = 0
@@ -314,7 +316,11 @@ public final class Engine: @unchecked Sendable {
             if line.last == 0x0D { line.removeLast() }
             if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
                 do {
-                    entities.append(try BulkFormat.decode(line: line))
+                    let e = try BulkFormat.decode(line: line)
+                    if let only = onlyTenant, e.kind == .tenant || e.tenantId != only {
+                        throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant (or a tenant record) may not be imported with this key", field: "\(e.kind.name).tenant_id")
+                    }
+                    entities.append(e)
                     lines.append(lineNo)
                 } catch var e as AuthzError {
                     e.message = "line \(lineNo): \(e.message)"

@@ -45,6 +45,7 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.sync = config.sync
         options.store.mapSize = config.mapSize
         options.store.maxMapSize = config.maxMapSize
+        options.store.keyRingPath = config.keyRingPath
         let started = NIODeadline.now()
         let engine = try Engine(directory: config.dataDir, options: options)
         let tenants = engine.snapshot.allTenants
@@ -53,7 +54,10 @@ public final class AuthzServer: @unchecked Sendable {
             "index.users": "\(tenants.reduce(0) { $0 + $1.userCount })",
             "index.compile_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
         ])
-        let dispatcher = Dispatcher(engine: engine, config: config, logger: logger)
+        let dispatcher = try Dispatcher(engine: engine, config: config, logger: logger)
+        if config.insecureNoAuth {
+            logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
+        }
         self.dispatcher = dispatcher
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -109,7 +113,9 @@ public final class AuthzServer: @unchecked Sendable {
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
             }
             try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: config.maxFrameSize)))
-            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger))
+            var isUnix = false
+            if case .unixDomainSocket? = channel.localAddress { isUnix = true }
+            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix))
         }
     }
 

@@ -26,25 +26,95 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     private var draining = false
     private var needsFlush = false
-    private var scratch: ByteBuffer
+    private let isUnix: Bool
+    /// Who the connection is, before any per-request key.
+    private var principal: Principal = .unauthenticated
+    /// Failed authentication attempts (bad keys) in the current window.
+    private var failures = 0
+    private var failureWindowStart = NIODeadline.now()
+    static let maxFailures = 5
+    static let failureWindow = TimeAmount.seconds(60)
 
-    init(dispatcher: Dispatcher, logger: Logger) {
+    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool) {
         self.dispatcher = dispatcher
         self.logger = logger
-        scratch = ByteBufferAllocator().buffer(capacity: 256)
+        self.isUnix = isUnix
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let config = dispatcher.config
+        if config.insecureNoAuth {
+            principal = .superuser
+        } else if isUnix {
+            peerUID(context.channel).whenSuccess { uid in
+                guard let uid else { return }
+                if config.localSuperuser && (uid == getuid() || uid == 0) {
+                    self.principal = .superuser
+                } else if let (role, tenant) = config.allowUIDs[uid] {
+                    self.principal = .uid(uid, role: role, tenant: tenant)
+                }
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    /// Counts a failed authentication; past the limit the connection is told and closed.
+    private func authenticationFailed(context: ChannelHandlerContext, id: UInt64, error: AuthzError) {
+        if NIODeadline.now() - failureWindowStart > ConnectionHandler.failureWindow {
+            failures = 0
+            failureWindowStart = .now()
+        }
+        failures += 1
+        logger.info("authentication failed", metadata: ["error": "\(error.message)"])
+        if failures > ConnectionHandler.maxFailures {
+            respond(context: context, id: id, result: .failure(AuthzError(.resourceExhausted, "too many failed authentication attempts on this connection; closing it")), flush: true)
+            context.close(promise: nil)
+            return
+        }
+        respond(context: context, id: id, result: .failure(error), flush: false)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let request = frame.withUnsafeReadableBytes { WireCodec.decodeRequest($0) }
+        // Authenticate: a per-request key, else the connection's principal (a Hello key is
+        // re-validated on every request, so revocation applies to open connections).
+        var principal = self.principal
+        if let presented = request.apiKey {
+            switch dispatcher.keys.authenticate(presented) {
+            case .success(let k): principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+            case .failure(let e): return authenticationFailed(context: context, id: request.requestId, error: e)
+            }
+        } else if case .key(let keyId, _, _) = principal, let e = dispatcher.keys.stillValid(keyId) {
+            self.principal = .unauthenticated
+            return respond(context: context, id: request.requestId, result: .failure(e), flush: false)
+        }
         guard case .success(let call) = request.call else {
             if case .failure(let e) = request.call { respond(context: context, id: request.requestId, result: .failure(e), flush: false) }
             return
         }
+        if case .hello(let presented, _) = call {
+            if presented.isEmpty {
+                if case .unauthenticated = principal {
+                    return authenticationFailed(context: context, id: request.requestId, error: AuthzError(.unauthenticated, "hello.api_key is required", field: "hello.api_key"))
+                }
+                return respond(context: context, id: request.requestId, result: .success(.hello(role: principal.role, tenantId: principal.tenant, keyId: nil)), flush: false)
+            }
+            switch dispatcher.keys.authenticate(presented) {
+            case .success(let k):
+                self.principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+                return respond(context: context, id: request.requestId, result: .success(.hello(role: k.role, tenantId: k.tenantId, keyId: k.id)), flush: false)
+            case .failure(let e):
+                return authenticationFailed(context: context, id: request.requestId, error: e)
+            }
+        }
+        if let denied = authorize(principal, call) {
+            return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
+        }
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
         switch Dispatcher.lane(call) {
         case .inline:
-            let result = dispatcher.execute(call)
+            let result = dispatcher.execute(call, principal: principal)
             if case .failure(let e) = result, isNotYetAtRevision(e) {
                 waitForRevision(context: context, id: request.requestId, call: call,
                                 until: min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis))))
@@ -57,7 +127,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let dispatcher = self.dispatcher
             let future = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<Reply, AuthzError> in
                 if NIODeadline.now() > deadline { return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run")) }
-                return dispatcher.execute(call)
+                return dispatcher.execute(call, principal: principal)
             }
             future.whenComplete { outcome in
                 self.inFlight -= 1

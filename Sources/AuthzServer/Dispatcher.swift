@@ -23,12 +23,14 @@ public final class Dispatcher: @unchecked Sendable {
     let logger: Logger
     let readers: NIOThreadPool
     let writer: NIOThreadPool
+    let keys: KeyTable
     public static let version = "0.1.0"
 
-    init(engine: Engine, config: ServerConfig, logger: Logger) {
+    init(engine: Engine, config: ServerConfig, logger: Logger) throws {
         self.engine = engine
         self.config = config
         self.logger = logger
+        keys = try KeyTable(store: engine.store)
         readers = NIOThreadPool(numberOfThreads: 2)
         writer = NIOThreadPool(numberOfThreads: 1)
         readers.start()
@@ -42,17 +44,17 @@ public final class Dispatcher: @unchecked Sendable {
 
     static func lane(_ call: Call) -> Lane {
         switch call {
-        case .check, .batchCheck, .listUserPermissions, .serverInfo, .health: return .inline
+        case .check, .batchCheck, .listUserPermissions, .serverInfo, .health, .hello, .listKeys: return .inline
         case .explain, .get, .list, .export, .listPermissionUsers: return .reader
-        case .write, .importJSONL: return .writer
+        case .write, .importJSONL, .createKey, .revokeKey: return .writer
         }
     }
 
     /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
     /// an opaque INTERNAL (logged, never echoed).
-    func execute(_ call: Call) -> Result<Reply, AuthzError> {
+    func execute(_ call: Call, principal: Principal = .superuser) -> Result<Reply, AuthzError> {
         do {
-            return .success(try run(call))
+            return .success(try run(call, principal: principal))
         } catch let e as AuthzError {
             if e.code == .internal {
                 logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
@@ -65,7 +67,7 @@ public final class Dispatcher: @unchecked Sendable {
         }
     }
 
-    private func run(_ call: Call) throws -> Reply {
+    private func run(_ call: Call, principal: Principal) throws -> Reply {
         switch call {
         case .check(let c):
             return .check(try engine.check(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope, minRevision: c.minRevision))
@@ -108,10 +110,10 @@ public final class Dispatcher: @unchecked Sendable {
             let items = Array(page.prefix(size))
             return .list(items, nextPageToken: more ? (items.last?.id.description ?? "") : "")
         case .importJSONL(let bytes):
-            let r = try engine.importJSONL(bytes)
+            let r = try engine.importJSONL(bytes, onlyTenant: principal.tenant)
             return .importResult(revision: r.revision, records: UInt64(r.records))
         case .export(let t, let secrets):
-            let r = try engine.exportJSONL(tenant: t, includeSecrets: secrets)
+            let r = try engine.exportJSONL(tenant: t ?? principal.tenant, includeSecrets: secrets)
             return .export(r.bytes, revision: r.revision)
         case .serverInfo:
             let info = try engine.info()
@@ -119,6 +121,18 @@ public final class Dispatcher: @unchecked Sendable {
                                           counts: info.counts.mapValues { UInt64($0) }))
         case .health:
             return .health(serving: true)
+        case .hello:
+            return .hello(role: principal.role, tenantId: principal.tenant, keyId: nil)
+        case .createKey(let t, let role, let name, let expires):
+            let (k, secret) = try keys.create(tenant: t, role: role, name: name, expiresAt: expires)
+            logger.notice("api key created", metadata: ["key.id": "\(k.id)", "key.role": "\(k.role)", "key.tenant": "\(k.tenantId)"])
+            return .createKey(k, secret: secret)
+        case .listKeys(let t):
+            return .listKeys(keys.list(tenant: t))
+        case .revokeKey(let id, let expires):
+            let k = try keys.revoke(id, expiresAt: expires)
+            logger.notice(expires == 0 ? "api key revoked" : "api key expiry set", metadata: ["key.id": "\(id)"])
+            return .revokeKey(k)
         }
     }
 }

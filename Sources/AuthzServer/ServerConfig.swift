@@ -1,3 +1,4 @@
+import AuthzModel
 import AuthzStore
 import Foundation
 import NIOCore
@@ -35,8 +36,23 @@ public struct ServerConfig: Sendable, Equatable {
     /// Initial LMDB map size and its growth ceiling.
     public var mapSize = 1 << 30
     public var maxMapSize = 1 << 40
+    /// Key ring file for platform-credential secrets (nil: `DATA_DIR/keyring`, created 0600).
+    public var keyRingPath: String? = nil
+    /// Serve every caller as superuser, TCP included. For benchmarks and local development only;
+    /// logged loudly at start.
+    public var insecureNoAuth = false
+    /// A Unix peer running as the daemon's own uid or as root is a superuser (it can read the
+    /// data directory anyway).
+    public var localSuperuser = true
+    /// Unix peer uids granted a role without a key: uid → (role, tenant).
+    public var allowUIDs: [UInt32: (KeyRole, ID)] = [:]
 
     public init() {}
+
+    public static func == (a: ServerConfig, b: ServerConfig) -> Bool {
+        a.dataDir == b.dataDir && a.socketPath == b.socketPath && a.address == b.address && a.threads == b.threads
+            && a.maxFrameSize == b.maxFrameSize && a.sync == b.sync && a.insecureNoAuth == b.insecureNoAuth
+    }
 
     /// Reads a config file of `key = value` lines (`#` comments, blank lines ignored). Keys are
     /// the long flag names: data-dir, socket, address, threads, max-frame-size, max-batch-checks,
@@ -78,6 +94,18 @@ public struct ServerConfig: Sendable, Equatable {
         case "default-deadline-ms": defaultDeadlineMillis = max(1, try int())
         case "map-size": mapSize = max(1 << 20, try int())
         case "max-map-size": maxMapSize = max(1 << 20, try int())
+        case "keyring": keyRingPath = value.isEmpty ? nil : value
+        case "insecure-no-auth": insecureNoAuth = value == "true"
+        case "local-superuser": localSuperuser = value != "false"
+        case "allow-uid":
+            // UID:ROLE:TENANT_ID, comma-separated for several.
+            for item in value.split(separator: ",") {
+                let parts = item.split(separator: ":").map(String.init)
+                guard parts.count == 3, let uid = UInt32(parts[0]), let role = KeyRole(name: parts[1]), role != .operator, let t = ID(parts[2]) else {
+                    throw ConfigError("\(origin): allow-uid entries are UID:checker|admin:TENANT_ID (got \"\(item)\")")
+                }
+                allowUIDs[uid] = (role, t)
+            }
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

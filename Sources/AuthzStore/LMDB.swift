@@ -169,7 +169,7 @@ final class LMDBTransaction {
         try start.withUnsafeBytes { s in
             var kv = MDB_val(mv_size: s.count, mv_data: UnsafeMutableRawPointer(mutating: s.baseAddress))
             var dv = MDB_val()
-            var rc = mdb_cursor_get(cursor, &kv, &dv, MDB_SET_RANGE)
+            var rc = mdb_cursor_get(cursor, &kv, &dv, start.isEmpty ? MDB_FIRST : MDB_SET_RANGE)
             while rc == 0 {
                 let key = UnsafeRawBufferPointer(start: kv.mv_data, count: kv.mv_size)
                 if key.count < prefix.count { return }

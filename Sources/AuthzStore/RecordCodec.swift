@@ -8,7 +8,9 @@ import AuthzModel
 /// and a `str`. A reader dispatches on `schema_version` first, so that records written by an
 /// older build stay readable (see docs/migrations.md).
 enum RecordCodec {
-    static func encode(_ e: Entity) -> [UInt8] {
+    /// Encodes a record; platform-credential tokens are sealed with `sealer` (an error without
+    /// one, so that no secret is ever written in clear).
+    static func encode(_ e: Entity, sealer: SecretSealer?) throws -> [UInt8] {
         var w = ByteWriter()
         let f = e.fields
         w.u16(RecordFields.currentSchemaVersion)
@@ -36,7 +38,12 @@ enum RecordCodec {
             w.id(b.roleId); w.id(b.permissionId); w.u8(b.scope.rawValue)
         case .platformCredential(let c):
             w.id(c.ownerUserId); w.str(c.platform); w.str(c.externalAccountId)
-            w.str(c.accessToken); w.str(c.refreshToken); w.i64(c.tokenExpiresAt)
+            if !(c.accessToken.isEmpty && c.refreshToken.isEmpty) && sealer == nil {
+                throw AuthzError.internalError("no key ring: refusing to store platform credential secrets in clear")
+            }
+            w.bytes(try sealer?.seal(c.accessToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "access_token") ?? [])
+            w.bytes(try sealer?.seal(c.refreshToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "refresh_token") ?? [])
+            w.i64(c.tokenExpiresAt)
             w.u32(UInt32(c.oauthScopes.count))
             for s in c.oauthScopes { w.str(s) }
         }
@@ -45,7 +52,7 @@ enum RecordCodec {
 
     /// Decodes a record. Throws `AuthzError(.dataLoss)` for bytes that are not a record of a
     /// known schema version.
-    static func decode(_ raw: UnsafeRawBufferPointer) throws -> Entity {
+    static func decode(_ raw: UnsafeRawBufferPointer, sealer: SecretSealer?) throws -> Entity {
         var r = ByteReader(raw)
         let version = try r.u16()
         guard version >= 1 && version <= RecordFields.currentSchemaVersion else {
@@ -79,7 +86,15 @@ enum RecordCodec {
         case .permissionBinding:
             e = .permissionBinding(PermissionBinding(id: f.id, tenantId: f.tenantId, roleId: try r.id(), permissionId: try r.id(), scope: try r.scope()))
         case .platformCredential:
-            let owner = try r.id(), platform = try r.str(), ext = try r.str(), at = try r.str(), rt = try r.str(), exp = try r.i64()
+            let owner = try r.id(), platform = try r.str(), ext = try r.str(), atSealed = try r.bytes(), rtSealed = try r.bytes(), exp = try r.i64()
+            func open(_ sealed: [UInt8], _ field: String) throws -> String {
+                if sealed.isEmpty { return "" }
+                guard let sealer else {
+                    throw AuthzError(.dataLoss, "platform_credential.\(field) of \(f.id) is encrypted and no key ring is loaded")
+                }
+                return try sealer.open(sealed, tenant: f.tenantId, owner: owner, credential: f.id, field: field)
+            }
+            let at = try open(atSealed, "access_token"), rt = try open(rtSealed, "refresh_token")
             let n = Int(try r.u32())
             guard n <= FieldLimits.maxListItems else { throw AuthzError(.dataLoss, "credential record is corrupt") }
             var scopes: [String] = []
@@ -90,6 +105,21 @@ enum RecordCodec {
         }
         e.fields = f
         return e
+    }
+
+    /// The key ids the sealed tokens of a credential record were made with (empty tokens have
+    /// none). Nil when the record is not a platform credential.
+    static func credentialKeyIds(_ raw: UnsafeRawBufferPointer) throws -> [String]? {
+        var r = ByteReader(raw)
+        _ = try r.u16()
+        guard try r.u8() == EntityKind.platformCredential.rawValue else { return nil }
+        _ = try r.u8()
+        try r.skip(16 + 16 + 8 + 8)
+        try r.skipStr()
+        try r.skip(16)
+        try r.skipStr()
+        try r.skipStr()
+        return [try r.bytes(), try r.bytes()].compactMap { SecretSealer.keyId(of: $0) }
     }
 
     /// The fields the index needs from a role binding, without building an `Entity`:
@@ -121,6 +151,10 @@ struct ByteWriter {
     mutating func str(_ s: String) {
         u32(UInt32(s.utf8.count))
         bytes.append(contentsOf: s.utf8)
+    }
+    mutating func bytes(_ b: [UInt8]) {
+        u32(UInt32(b.count))
+        bytes.append(contentsOf: b)
     }
     mutating func optStr(_ s: String?) {
         if let s { u8(1); str(s) } else { u8(0) }
@@ -180,5 +214,11 @@ struct ByteReader {
         return String(decoding: UnsafeRawBufferPointer(rebasing: raw[pos..<pos + n]), as: UTF8.self)
     }
     mutating func skipStr() throws { try skip(Int(try u32())) }
+    mutating func bytes() throws -> [UInt8] {
+        let n = Int(try u32())
+        try need(n)
+        defer { pos += n }
+        return Array(raw[pos..<pos + n])
+    }
     mutating func optStr() throws -> String? { try u8() == 0 ? nil : try str() }
 }

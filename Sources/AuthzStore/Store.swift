@@ -22,6 +22,9 @@ public struct StoreOptions: Sendable {
     /// LMDB reader slots (LMDB's default of 126 is too few for a busy daemon).
     public var maxReaders: UInt32 = 1024
     public var sync: SyncMode = .full
+    /// Key ring for platform-credential secrets. Nil: `DIR/keyring`, created (0600) on first
+    /// open. See `KeyRing` and docs/security.md.
+    public var keyRingPath: String?
 
     public init() {}
 }
@@ -71,10 +74,13 @@ public final class Store: @unchecked Sendable {
     let names: UInt32
     let refs: UInt32
     let meta: UInt32
+    let keysDB: UInt32
     let options: StoreOptions
     private var resizeLock = pthread_rwlock_t()
     private var writeLock = pthread_mutex_t()
     private let lock: LockFile
+    /// Seals platform-credential secrets.
+    public let sealer: SecretSealer
     public let directory: String
 
     /// Opens (creating if needed) the store in `directory`.
@@ -90,6 +96,12 @@ public final class Store: @unchecked Sendable {
             throw AuthzError(.failedPrecondition, "cannot create data directory \(directory): \(String(cString: strerror(errno)))")
         }
         lock = try LockFile(path: directory + "/authzd.lock")
+        let ringPath = options.keyRingPath ?? directory + "/keyring"
+        if options.keyRingPath == nil && access(ringPath, F_OK) != 0 {
+            sealer = SecretSealer(ring: try KeyRing.create(path: ringPath))
+        } else {
+            sealer = SecretSealer(ring: try KeyRing.load(path: ringPath))
+        }
         do {
             env = try LMDBEnvironment(path: directory, mapSize: options.mapSize, maxReaders: options.maxReaders,
                                       maxDatabases: 8, noSync: options.sync == .nosync)
@@ -109,6 +121,7 @@ public final class Store: @unchecked Sendable {
             names = try txn.openDatabase("names", create: true)
             refs = try txn.openDatabase("refs", create: true)
             meta = try txn.openDatabase("meta", create: true)
+            keysDB = try txn.openDatabase("keys", create: true)
             let format = try txn.get(meta, Array("format".utf8)) { raw -> UInt32 in
                 raw.count == 4 ? raw.loadUnaligned(as: UInt32.self).littleEndian : 0
             }
@@ -208,6 +221,86 @@ public final class Store: @unchecked Sendable {
         }
         do { try env.setMapSize(next) } catch {
             throw AuthzError(.resourceExhausted, "cannot grow the map to \(next) bytes: \(error)")
+        }
+    }
+
+    /// Re-encrypts, in transactions of at most `batchSize` records, every platform credential
+    /// whose secrets were sealed with a key other than the key ring's active one. Crash-safe:
+    /// each batch commits atomically and every record names the key that sealed it, so a run
+    /// killed halfway leaves every record readable and the next run continues. Returns the
+    /// number of records re-encrypted. Does not change the revision (no logical change).
+    /// `stopAfter` (tests) stops after that many records.
+    public func rotateSecrets(batchSize: Int = 256, stopAfter: Int? = nil) throws -> Int {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        var done = 0
+        let active = sealer.ring.activeId
+        while true {
+            let txn = try mapped { try LMDBTransaction(env: env, readOnly: false) }
+            let reader = StoreReader(store: self, txn: txn)
+            var stale: [([UInt8], Entity)] = []
+            try mapped {
+                for t in try reader.tenantIDs() {
+                    var prefix: [UInt8] = []
+                    appendID(t, to: &prefix)
+                    prefix.append(EntityKind.platformCredential.rawValue)
+                    try txn.scan(records, prefix: prefix) { key, value in
+                        if let ids = try RecordCodec.credentialKeyIds(value), ids.contains(where: { $0 != active }) {
+                            stale.append((Array(key), try RecordCodec.decode(value, sealer: sealer)))
+                        }
+                        return stale.count < batchSize
+                    }
+                    if stale.count >= batchSize { break }
+                }
+            }
+            if stale.isEmpty { return done }
+            var budget = stale.count
+            if let stopAfter { budget = min(budget, stopAfter - done) }
+            for (key, e) in stale.prefix(budget) { try mapped { try txn.put(records, key, try RecordCodec.encode(e, sealer: sealer)) } }
+            try mapped { try txn.commit() }
+            done += budget
+            if let stopAfter, done >= stopAfter { return done }
+        }
+    }
+
+    // MARK: API keys
+
+    /// Stores (inserts or replaces) an API key record. Blocks for the commit.
+    public func putKey(_ k: ApiKey) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        try mapped {
+            let txn = try LMDBTransaction(env: env, readOnly: false)
+            var w = ByteWriter()
+            w.u8(1)
+            w.u8(k.role.rawValue)
+            w.id(k.tenantId)
+            w.i64(k.createdAt)
+            w.i64(k.expiresAt)
+            w.i64(k.revokedAt)
+            w.bytes(k.secretHash)
+            w.str(k.name)
+            try txn.put(keysDB, Store.idKey(k.id), w.bytes)
+            try txn.commit()
+        }
+    }
+
+    /// Every stored API key (secrets are not stored; only their hashes).
+    public func keys() throws -> [ApiKey] {
+        try read { r in
+            var out: [ApiKey] = []
+            try r.txn.scan(keysDB, prefix: []) { key, value in
+                var b = ByteReader(value)
+                guard try b.u8() == 1, let role = KeyRole(rawValue: try b.u8()) else { throw ByteReader.corrupt }
+                let tenant = try b.id()
+                let created = try b.i64(), expires = try b.i64(), revoked = try b.i64()
+                let hash = try b.bytes()
+                let name = try b.str()
+                out.append(ApiKey(id: readID(key, at: 0), tenantId: tenant, role: role, name: name, createdAt: created,
+                                  expiresAt: expires, revokedAt: revoked, secretHash: hash))
+                return true
+            }
+            return out
         }
     }
 
@@ -325,7 +418,7 @@ public final class StoreReader {
 
     /// The record of `kind` with `id` in `tenant`, or nil.
     public func entity(_ kind: EntityKind, tenant: ID, id: ID) throws -> Entity? {
-        try txn.get(store.records, Store.recordKey(tenant, kind, id)) { try RecordCodec.decode($0) }
+        try txn.get(store.records, Store.recordKey(tenant, kind, id)) { try RecordCodec.decode($0, sealer: store.sealer) }
     }
 
     public func entity(_ ref: RecordRef) throws -> Entity? {
@@ -423,7 +516,7 @@ public final class StoreReader {
         }
         var out: [Entity] = []
         try txn.scan(store.records, prefix: prefix, from: from) { _, value in
-            out.append(try RecordCodec.decode(value))
+            out.append(try RecordCodec.decode(value, sealer: store.sealer))
             return out.count < limit
         }
         return out
@@ -434,7 +527,7 @@ public final class StoreReader {
         var prefix: [UInt8] = []
         appendID(tenant, to: &prefix)
         try txn.scan(store.records, prefix: prefix) { _, value in
-            try body(try RecordCodec.decode(value))
+            try body(try RecordCodec.decode(value, sealer: store.sealer))
             return true
         }
     }

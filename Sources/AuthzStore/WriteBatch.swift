@@ -147,7 +147,7 @@ final class WriteBatch {
             v.append(e.kind.rawValue)
             try txn.put(store.ids, Store.idKey(e.id), v)
         }
-        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), RecordCodec.encode(e))
+        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), try RecordCodec.encode(e, sealer: store.sealer))
         touch(e, old: old)
         current[e.id] = e
     }

@@ -60,12 +60,17 @@ enum FastPath {
         var requestId: UInt64 = 0
         var deadline: UInt64 = 0
         var call: Result<Call, AuthzError>?
+        var apiKey: String?
         while !r.atEnd {
             guard let key = r.varint() else { return nil }
             let field = key >> 3, wt = key & 7
             switch (field, wt) {
             case (1, 0): guard let v = r.varint() else { return nil }; requestId = v
             case (2, 0): guard let v = r.varint() else { return nil }; deadline = v
+            case (3, 2):
+                guard let range = r.bytes() else { return nil }
+                for k in range where raw[k] == 0 || raw[k] >= 0x80 { return nil }
+                apiKey = range.isEmpty ? nil : String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
             case (10, 2):
                 guard call == nil, let range = r.bytes() else { return nil }
                 guard let c = check(raw, range, field: "check") else { return nil }
@@ -74,12 +79,12 @@ enum FastPath {
                 guard call == nil, let range = r.bytes() else { return nil }
                 guard let c = batch(raw, range) else { return nil }
                 call = .success(c)
-            case (1...21, _): return nil  // other calls, or wire-type surprises: protobuf-c decides
+            case (1...25, _): return nil  // other calls, or wire-type surprises: protobuf-c decides
             default: guard r.skip(wt) else { return nil }
             }
         }
         guard let call, deadline <= UInt64(UInt32.max) else { return nil }
-        return WireRequest(requestId: requestId, deadlineMs: UInt32(deadline), call: call)
+        return WireRequest(requestId: requestId, deadlineMs: UInt32(deadline), call: call, apiKey: apiKey)
     }
 
     static func batch(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Call? {

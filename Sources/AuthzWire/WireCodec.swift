@@ -36,12 +36,13 @@ public enum WireCodec {
         }
         defer { authz__v1__request__free_unpacked(msg, nil) }
         let m = msg.pointee
+        let key = swiftString(m.api_key).flatMap { $0.isEmpty ? nil : $0 }
         do {
-            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .success(try decodeCall(m)))
+            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .success(try decodeCall(m)), apiKey: key)
         } catch let e as AuthzError {
-            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .failure(e))
+            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .failure(e), apiKey: key)
         } catch {
-            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .failure(AuthzError.invalid("request", "\(error)")))
+            return WireRequest(requestId: m.request_id, deadlineMs: m.deadline_ms, call: .failure(AuthzError.invalid("request", "\(error)")), apiKey: key)
         }
     }
 
@@ -129,8 +130,24 @@ public enum WireCodec {
             return .serverInfo
         case AUTHZ__V1__REQUEST__CALL_HEALTH:
             return .health
+        case AUTHZ__V1__REQUEST__CALL_HELLO:
+            let r = FieldReader(prefix: "hello.")
+            return .hello(apiKey: try r.string(m.hello.pointee.api_key, "api_key"), protocolVersion: m.hello.pointee.protocol_version)
+        case AUTHZ__V1__REQUEST__CALL_CREATE_KEY:
+            let x = m.create_key.pointee
+            let r = FieldReader(prefix: "create_key.")
+            guard let role = KeyRole(rawValue: UInt8(truncatingIfNeeded: x.role.rawValue)), x.role.rawValue <= 3 else {
+                throw AuthzError.invalid("create_key.role", "must be KEY_ROLE_CHECKER, KEY_ROLE_ADMIN or KEY_ROLE_OPERATOR")
+            }
+            let name = try r.string(x.name, "name")
+            try Validate.text(name, field: "create_key.name", max: FieldLimits.maxNameBytes, allowEmpty: true)
+            return .createKey(tenantId: try r.optionalID(x.tenant_id, "tenant_id"), role: role, name: name, expiresAt: x.expires_at)
+        case AUTHZ__V1__REQUEST__CALL_LIST_KEYS:
+            return .listKeys(tenantId: try FieldReader(prefix: "list_keys.").optionalID(m.list_keys.pointee.tenant_id, "tenant_id"))
+        case AUTHZ__V1__REQUEST__CALL_REVOKE_KEY:
+            return .revokeKey(id: try FieldReader(prefix: "revoke_key.").id(m.revoke_key.pointee.key_id, "key_id"), expiresAt: m.revoke_key.pointee.expires_at)
         default:
-            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health")
+            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health, hello, create_key, list_keys, revoke_key")
         }
     }
 
@@ -152,6 +169,7 @@ public enum WireCodec {
         let msg = a.make(Authz__V1__Request.self) { authz__v1__request__init($0) }
         msg.pointee.request_id = r.requestId
         msg.pointee.deadline_ms = r.deadlineMs
+        if let key = r.apiKey { msg.pointee.api_key = a.cString(key) }
         guard case .success(let call) = r.call else { return pack(msg) }
         switch call {
         case .check(let c):
@@ -257,6 +275,35 @@ public enum WireCodec {
         case .health:
             msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_HEALTH
             msg.pointee.health = a.make(Authz__V1__HealthRequest.self) { authz__v1__health_request__init($0) }
+        case .hello(let key, let version):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_HELLO
+            msg.pointee.hello = a.make(Authz__V1__HelloRequest.self) {
+                authz__v1__hello_request__init($0)
+                $0.pointee.api_key = a.cString(key)
+                $0.pointee.protocol_version = version
+            }
+        case .createKey(let t, let role, let name, let expires):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_CREATE_KEY
+            msg.pointee.create_key = a.make(Authz__V1__CreateKeyRequest.self) {
+                authz__v1__create_key_request__init($0)
+                $0.pointee.tenant_id = a.cString(t?.description ?? "")
+                $0.pointee.role = Authz__V1__KeyRole(rawValue: UInt32(role.rawValue))
+                $0.pointee.name = a.cString(name)
+                $0.pointee.expires_at = expires
+            }
+        case .listKeys(let t):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_LIST_KEYS
+            msg.pointee.list_keys = a.make(Authz__V1__ListKeysRequest.self) {
+                authz__v1__list_keys_request__init($0)
+                $0.pointee.tenant_id = a.cString(t?.description ?? "")
+            }
+        case .revokeKey(let id, let expires):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_REVOKE_KEY
+            msg.pointee.revoke_key = a.make(Authz__V1__RevokeKeyRequest.self) {
+                authz__v1__revoke_key_request__init($0)
+                $0.pointee.key_id = a.cString(id.description)
+                $0.pointee.expires_at = expires
+            }
         }
         return pack(msg)
     }
@@ -428,12 +475,62 @@ public enum WireCodec {
                     authz__v1__health_response__init($0)
                     $0.pointee.serving = serving ? 1 : 0
                 }
+            case .hello(let role, let tenant, let keyId):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_HELLO
+                msg.pointee.hello = a.make(Authz__V1__HelloResponse.self) {
+                    authz__v1__hello_response__init($0)
+                    $0.pointee.protocol_version = protocolVersion
+                    $0.pointee.role = Authz__V1__KeyRole(rawValue: UInt32(role?.rawValue ?? 0))
+                    $0.pointee.tenant_id = a.cString(tenant.map { $0 == .zero ? "" : $0.description } ?? "")
+                    $0.pointee.key_id = a.cString(keyId?.description ?? "")
+                }
+            case .createKey(let k, let secret):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_CREATE_KEY
+                msg.pointee.create_key = a.make(Authz__V1__CreateKeyResponse.self) {
+                    authz__v1__create_key_response__init($0)
+                    $0.pointee.key = encodeKey(k, a)
+                    $0.pointee.secret = a.cString(secret)
+                }
+            case .listKeys(let keys):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_KEYS
+                msg.pointee.list_keys = a.make(Authz__V1__ListKeysResponse.self) {
+                    authz__v1__list_keys_response__init($0)
+                    let arr = a.array(UnsafeMutablePointer<Authz__V1__ApiKey>?.self, count: keys.count)
+                    for (i, k) in keys.enumerated() { arr[i] = encodeKey(k, a) }
+                    $0.pointee.n_keys = keys.count
+                    $0.pointee.keys = arr
+                }
+            case .revokeKey(let k):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY
+                msg.pointee.revoke_key = a.make(Authz__V1__RevokeKeyResponse.self) {
+                    authz__v1__revoke_key_response__init($0)
+                    $0.pointee.key = encodeKey(k, a)
+                }
             }
         }
         let n = authz__v1__response__get_packed_size(msg)
         return [UInt8](unsafeUninitializedCapacity: n) { buf, count in
             count = authz__v1__response__pack(msg, buf.baseAddress)
         }
+    }
+
+    static func encodeKey(_ k: ApiKey, _ a: Arena) -> UnsafeMutablePointer<Authz__V1__ApiKey> {
+        a.make(Authz__V1__ApiKey.self) {
+            authz__v1__api_key__init($0)
+            $0.pointee.id = a.cString(k.id.description)
+            $0.pointee.tenant_id = a.cString(k.tenantId == .zero ? "" : k.tenantId.description)
+            $0.pointee.role = Authz__V1__KeyRole(rawValue: UInt32(k.role.rawValue))
+            $0.pointee.name = a.cString(k.name)
+            $0.pointee.created_at = k.createdAt
+            $0.pointee.expires_at = k.expiresAt
+            $0.pointee.revoked_at = k.revokedAt
+        }
+    }
+
+    static func decodeKey(_ p: UnsafeMutablePointer<Authz__V1__ApiKey>?) -> ApiKey? {
+        guard let k = p?.pointee, let id = ID(swiftString(k.id) ?? ""), let role = KeyRole(rawValue: UInt8(truncatingIfNeeded: k.role.rawValue)) else { return nil }
+        return ApiKey(id: id, tenantId: ID(swiftString(k.tenant_id) ?? "") ?? .zero, role: role, name: swiftString(k.name) ?? "",
+                      createdAt: k.created_at, expiresAt: k.expires_at, revokedAt: k.revoked_at)
     }
 
     static func decodeStatus(_ s: UnsafeMutablePointer<Authz__V1__Status>) -> AuthzError {
@@ -528,6 +625,19 @@ public enum WireCodec {
                                                     .roleBinding: x.role_bindings, .permissionBinding: x.permission_bindings]))
         case AUTHZ__V1__RESPONSE__RESULT_HEALTH:
             reply = .health(serving: m.health.pointee.serving != 0)
+        case AUTHZ__V1__RESPONSE__RESULT_HELLO:
+            let h = m.hello.pointee
+            reply = .hello(role: KeyRole(rawValue: UInt8(truncatingIfNeeded: h.role.rawValue)), tenantId: ID(swiftString(h.tenant_id) ?? ""),
+                           keyId: ID(swiftString(h.key_id) ?? ""))
+        case AUTHZ__V1__RESPONSE__RESULT_CREATE_KEY:
+            guard let k = decodeKey(m.create_key.pointee.key) else { throw AuthzError(.internal, "malformed key in response") }
+            reply = .createKey(k, secret: swiftString(m.create_key.pointee.secret) ?? "")
+        case AUTHZ__V1__RESPONSE__RESULT_LIST_KEYS:
+            let x = m.list_keys.pointee
+            reply = .listKeys((0..<x.n_keys).compactMap { decodeKey(x.keys[$0]) })
+        case AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY:
+            guard let k = decodeKey(m.revoke_key.pointee.key) else { throw AuthzError(.internal, "malformed key in response") }
+            reply = .revokeKey(k)
         default:
             throw AuthzError(.internal, "the server's response has neither a status nor a result")
         }

@@ -36,6 +36,12 @@ public enum Call: Sendable {
     case export(tenantId: ID?, includeSecrets: Bool)
     case serverInfo
     case health
+    /// Authenticates the connection with a key.
+    case hello(apiKey: String, protocolVersion: UInt32)
+    case createKey(tenantId: ID?, role: KeyRole, name: String, expiresAt: Int64)
+    case listKeys(tenantId: ID?)
+    /// Revokes now (`expiresAt == 0`) or sets the expiry.
+    case revokeKey(id: ID, expiresAt: Int64)
 
     /// The call's name as in the proto service (`"Check"`), for logs and metrics.
     public var name: String {
@@ -52,6 +58,10 @@ public enum Call: Sendable {
         case .export: return "Export"
         case .serverInfo: return "ServerInfo"
         case .health: return "Health"
+        case .hello: return "Hello"
+        case .createKey: return "CreateKey"
+        case .listKeys: return "ListKeys"
+        case .revokeKey: return "RevokeKey"
         }
     }
 }
@@ -62,11 +72,14 @@ public struct WireRequest: Sendable {
     public var requestId: UInt64
     public var deadlineMs: UInt32
     public var call: Result<Call, AuthzError>
+    /// A per-request API key (overrides the connection's Hello); nil when absent.
+    public var apiKey: String?
 
-    public init(requestId: UInt64, deadlineMs: UInt32 = 0, call: Result<Call, AuthzError>) {
+    public init(requestId: UInt64, deadlineMs: UInt32 = 0, call: Result<Call, AuthzError>, apiKey: String? = nil) {
         self.requestId = requestId
         self.deadlineMs = deadlineMs
         self.call = call
+        self.apiKey = apiKey
     }
 }
 
@@ -99,6 +112,10 @@ public enum Reply: Sendable {
     case export([UInt8], revision: UInt64)
     case serverInfo(ServerInfo)
     case health(serving: Bool)
+    case hello(role: KeyRole?, tenantId: ID?, keyId: ID?)
+    case createKey(ApiKey, secret: String)
+    case listKeys([ApiKey])
+    case revokeKey(ApiKey)
 }
 
 /// A response frame: the request id it answers and a reply or an error.

@@ -1672,6 +1672,411 @@ void   authz__v1__health_response__free_unpacked
   assert(message->base.descriptor == &authz__v1__health_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__hello_request__init
+                     (Authz__V1__HelloRequest         *message)
+{
+  static const Authz__V1__HelloRequest init_value = AUTHZ__V1__HELLO_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__hello_request__get_packed_size
+                     (const Authz__V1__HelloRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__hello_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__hello_request__pack
+                     (const Authz__V1__HelloRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__hello_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__hello_request__pack_to_buffer
+                     (const Authz__V1__HelloRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__hello_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__HelloRequest *
+       authz__v1__hello_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__HelloRequest *)
+     protobuf_c_message_unpack (&authz__v1__hello_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__hello_request__free_unpacked
+                     (Authz__V1__HelloRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__hello_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__hello_response__init
+                     (Authz__V1__HelloResponse         *message)
+{
+  static const Authz__V1__HelloResponse init_value = AUTHZ__V1__HELLO_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__hello_response__get_packed_size
+                     (const Authz__V1__HelloResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__hello_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__hello_response__pack
+                     (const Authz__V1__HelloResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__hello_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__hello_response__pack_to_buffer
+                     (const Authz__V1__HelloResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__hello_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__HelloResponse *
+       authz__v1__hello_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__HelloResponse *)
+     protobuf_c_message_unpack (&authz__v1__hello_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__hello_response__free_unpacked
+                     (Authz__V1__HelloResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__hello_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__api_key__init
+                     (Authz__V1__ApiKey         *message)
+{
+  static const Authz__V1__ApiKey init_value = AUTHZ__V1__API_KEY__INIT;
+  *message = init_value;
+}
+size_t authz__v1__api_key__get_packed_size
+                     (const Authz__V1__ApiKey *message)
+{
+  assert(message->base.descriptor == &authz__v1__api_key__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__api_key__pack
+                     (const Authz__V1__ApiKey *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__api_key__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__api_key__pack_to_buffer
+                     (const Authz__V1__ApiKey *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__api_key__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ApiKey *
+       authz__v1__api_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ApiKey *)
+     protobuf_c_message_unpack (&authz__v1__api_key__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__api_key__free_unpacked
+                     (Authz__V1__ApiKey *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__api_key__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__create_key_request__init
+                     (Authz__V1__CreateKeyRequest         *message)
+{
+  static const Authz__V1__CreateKeyRequest init_value = AUTHZ__V1__CREATE_KEY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__create_key_request__get_packed_size
+                     (const Authz__V1__CreateKeyRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__create_key_request__pack
+                     (const Authz__V1__CreateKeyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__create_key_request__pack_to_buffer
+                     (const Authz__V1__CreateKeyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__CreateKeyRequest *
+       authz__v1__create_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__CreateKeyRequest *)
+     protobuf_c_message_unpack (&authz__v1__create_key_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__create_key_request__free_unpacked
+                     (Authz__V1__CreateKeyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__create_key_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__create_key_response__init
+                     (Authz__V1__CreateKeyResponse         *message)
+{
+  static const Authz__V1__CreateKeyResponse init_value = AUTHZ__V1__CREATE_KEY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__create_key_response__get_packed_size
+                     (const Authz__V1__CreateKeyResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__create_key_response__pack
+                     (const Authz__V1__CreateKeyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__create_key_response__pack_to_buffer
+                     (const Authz__V1__CreateKeyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__create_key_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__CreateKeyResponse *
+       authz__v1__create_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__CreateKeyResponse *)
+     protobuf_c_message_unpack (&authz__v1__create_key_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__create_key_response__free_unpacked
+                     (Authz__V1__CreateKeyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__create_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__list_keys_request__init
+                     (Authz__V1__ListKeysRequest         *message)
+{
+  static const Authz__V1__ListKeysRequest init_value = AUTHZ__V1__LIST_KEYS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__list_keys_request__get_packed_size
+                     (const Authz__V1__ListKeysRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__list_keys_request__pack
+                     (const Authz__V1__ListKeysRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__list_keys_request__pack_to_buffer
+                     (const Authz__V1__ListKeysRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ListKeysRequest *
+       authz__v1__list_keys_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ListKeysRequest *)
+     protobuf_c_message_unpack (&authz__v1__list_keys_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__list_keys_request__free_unpacked
+                     (Authz__V1__ListKeysRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__list_keys_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__list_keys_response__init
+                     (Authz__V1__ListKeysResponse         *message)
+{
+  static const Authz__V1__ListKeysResponse init_value = AUTHZ__V1__LIST_KEYS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__list_keys_response__get_packed_size
+                     (const Authz__V1__ListKeysResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__list_keys_response__pack
+                     (const Authz__V1__ListKeysResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__list_keys_response__pack_to_buffer
+                     (const Authz__V1__ListKeysResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__list_keys_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ListKeysResponse *
+       authz__v1__list_keys_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ListKeysResponse *)
+     protobuf_c_message_unpack (&authz__v1__list_keys_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__list_keys_response__free_unpacked
+                     (Authz__V1__ListKeysResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__list_keys_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__revoke_key_request__init
+                     (Authz__V1__RevokeKeyRequest         *message)
+{
+  static const Authz__V1__RevokeKeyRequest init_value = AUTHZ__V1__REVOKE_KEY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__revoke_key_request__get_packed_size
+                     (const Authz__V1__RevokeKeyRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__revoke_key_request__pack
+                     (const Authz__V1__RevokeKeyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__revoke_key_request__pack_to_buffer
+                     (const Authz__V1__RevokeKeyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__RevokeKeyRequest *
+       authz__v1__revoke_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__RevokeKeyRequest *)
+     protobuf_c_message_unpack (&authz__v1__revoke_key_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__revoke_key_request__free_unpacked
+                     (Authz__V1__RevokeKeyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__revoke_key_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__revoke_key_response__init
+                     (Authz__V1__RevokeKeyResponse         *message)
+{
+  static const Authz__V1__RevokeKeyResponse init_value = AUTHZ__V1__REVOKE_KEY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__revoke_key_response__get_packed_size
+                     (const Authz__V1__RevokeKeyResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__revoke_key_response__pack
+                     (const Authz__V1__RevokeKeyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__revoke_key_response__pack_to_buffer
+                     (const Authz__V1__RevokeKeyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__revoke_key_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__RevokeKeyResponse *
+       authz__v1__revoke_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__RevokeKeyResponse *)
+     protobuf_c_message_unpack (&authz__v1__revoke_key_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__revoke_key_response__free_unpacked
+                     (Authz__V1__RevokeKeyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__revoke_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__request__init
                      (Authz__V1__Request         *message)
 {
@@ -4740,7 +5145,544 @@ const ProtobufCMessageDescriptor authz__v1__health_response__descriptor =
   (ProtobufCMessageInit) authz__v1__health_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[14] =
+static const ProtobufCFieldDescriptor authz__v1__hello_request__field_descriptors[2] =
+{
+  {
+    "protocol_version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloRequest, protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "api_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloRequest, api_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__hello_request__field_indices_by_name[] = {
+  1,   /* field[1] = api_key */
+  0,   /* field[0] = protocol_version */
+};
+static const ProtobufCIntRange authz__v1__hello_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor authz__v1__hello_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.HelloRequest",
+  "HelloRequest",
+  "Authz__V1__HelloRequest",
+  "authz.v1",
+  sizeof(Authz__V1__HelloRequest),
+  2,
+  authz__v1__hello_request__field_descriptors,
+  authz__v1__hello_request__field_indices_by_name,
+  1,  authz__v1__hello_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__hello_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__hello_response__field_descriptors[4] =
+{
+  {
+    "protocol_version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloResponse, protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloResponse, role),
+    &authz__v1__key_role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloResponse, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__HelloResponse, key_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__hello_response__field_indices_by_name[] = {
+  3,   /* field[3] = key_id */
+  0,   /* field[0] = protocol_version */
+  1,   /* field[1] = role */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__hello_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor authz__v1__hello_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.HelloResponse",
+  "HelloResponse",
+  "Authz__V1__HelloResponse",
+  "authz.v1",
+  sizeof(Authz__V1__HelloResponse),
+  4,
+  authz__v1__hello_response__field_descriptors,
+  authz__v1__hello_response__field_indices_by_name,
+  1,  authz__v1__hello_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__hello_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__api_key__field_descriptors[7] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, role),
+    &authz__v1__key_role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, created_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revoked_at",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, revoked_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__api_key__field_indices_by_name[] = {
+  4,   /* field[4] = created_at */
+  5,   /* field[5] = expires_at */
+  0,   /* field[0] = id */
+  3,   /* field[3] = name */
+  6,   /* field[6] = revoked_at */
+  2,   /* field[2] = role */
+  1,   /* field[1] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__api_key__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor authz__v1__api_key__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ApiKey",
+  "ApiKey",
+  "Authz__V1__ApiKey",
+  "authz.v1",
+  sizeof(Authz__V1__ApiKey),
+  7,
+  authz__v1__api_key__field_descriptors,
+  authz__v1__api_key__field_indices_by_name,
+  1,  authz__v1__api_key__number_ranges,
+  (ProtobufCMessageInit) authz__v1__api_key__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__create_key_request__field_descriptors[4] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyRequest, role),
+    &authz__v1__key_role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyRequest, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__create_key_request__field_indices_by_name[] = {
+  3,   /* field[3] = expires_at */
+  2,   /* field[2] = name */
+  1,   /* field[1] = role */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__create_key_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor authz__v1__create_key_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.CreateKeyRequest",
+  "CreateKeyRequest",
+  "Authz__V1__CreateKeyRequest",
+  "authz.v1",
+  sizeof(Authz__V1__CreateKeyRequest),
+  4,
+  authz__v1__create_key_request__field_descriptors,
+  authz__v1__create_key_request__field_indices_by_name,
+  1,  authz__v1__create_key_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__create_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__create_key_response__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyResponse, key),
+    &authz__v1__api_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secret",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__CreateKeyResponse, secret),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__create_key_response__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = secret */
+};
+static const ProtobufCIntRange authz__v1__create_key_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor authz__v1__create_key_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.CreateKeyResponse",
+  "CreateKeyResponse",
+  "Authz__V1__CreateKeyResponse",
+  "authz.v1",
+  sizeof(Authz__V1__CreateKeyResponse),
+  2,
+  authz__v1__create_key_response__field_descriptors,
+  authz__v1__create_key_response__field_indices_by_name,
+  1,  authz__v1__create_key_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__create_key_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__list_keys_request__field_descriptors[1] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListKeysRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__list_keys_request__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__list_keys_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor authz__v1__list_keys_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ListKeysRequest",
+  "ListKeysRequest",
+  "Authz__V1__ListKeysRequest",
+  "authz.v1",
+  sizeof(Authz__V1__ListKeysRequest),
+  1,
+  authz__v1__list_keys_request__field_descriptors,
+  authz__v1__list_keys_request__field_indices_by_name,
+  1,  authz__v1__list_keys_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__list_keys_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__list_keys_response__field_descriptors[1] =
+{
+  {
+    "keys",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__ListKeysResponse, n_keys),
+    offsetof(Authz__V1__ListKeysResponse, keys),
+    &authz__v1__api_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__list_keys_response__field_indices_by_name[] = {
+  0,   /* field[0] = keys */
+};
+static const ProtobufCIntRange authz__v1__list_keys_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor authz__v1__list_keys_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ListKeysResponse",
+  "ListKeysResponse",
+  "Authz__V1__ListKeysResponse",
+  "authz.v1",
+  sizeof(Authz__V1__ListKeysResponse),
+  1,
+  authz__v1__list_keys_response__field_descriptors,
+  authz__v1__list_keys_response__field_indices_by_name,
+  1,  authz__v1__list_keys_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__list_keys_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__revoke_key_request__field_descriptors[2] =
+{
+  {
+    "key_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RevokeKeyRequest, key_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RevokeKeyRequest, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__revoke_key_request__field_indices_by_name[] = {
+  1,   /* field[1] = expires_at */
+  0,   /* field[0] = key_id */
+};
+static const ProtobufCIntRange authz__v1__revoke_key_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor authz__v1__revoke_key_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.RevokeKeyRequest",
+  "RevokeKeyRequest",
+  "Authz__V1__RevokeKeyRequest",
+  "authz.v1",
+  sizeof(Authz__V1__RevokeKeyRequest),
+  2,
+  authz__v1__revoke_key_request__field_descriptors,
+  authz__v1__revoke_key_request__field_indices_by_name,
+  1,  authz__v1__revoke_key_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__revoke_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__revoke_key_response__field_descriptors[1] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RevokeKeyResponse, key),
+    &authz__v1__api_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__revoke_key_response__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+};
+static const ProtobufCIntRange authz__v1__revoke_key_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor authz__v1__revoke_key_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.RevokeKeyResponse",
+  "RevokeKeyResponse",
+  "Authz__V1__RevokeKeyResponse",
+  "authz.v1",
+  sizeof(Authz__V1__RevokeKeyResponse),
+  1,
+  authz__v1__revoke_key_response__field_descriptors,
+  authz__v1__revoke_key_response__field_indices_by_name,
+  1,  authz__v1__revoke_key_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__revoke_key_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[19] =
 {
   {
     "request_id",
@@ -4763,6 +5705,18 @@ static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[14] 
     offsetof(Authz__V1__Request, deadline_ms),
     NULL,
     NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "api_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Request, api_key),
+    NULL,
+    &protobuf_c_empty_string,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
@@ -4910,28 +5864,81 @@ static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[14] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "hello",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, hello),
+    &authz__v1__hello_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "create_key",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, create_key),
+    &authz__v1__create_key_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_keys",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, list_keys),
+    &authz__v1__list_keys_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revoke_key",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, revoke_key),
+    &authz__v1__revoke_key_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__request__field_indices_by_name[] = {
-  3,   /* field[3] = batch_check */
-  2,   /* field[2] = check */
+  2,   /* field[2] = api_key */
+  4,   /* field[4] = batch_check */
+  3,   /* field[3] = check */
+  16,   /* field[16] = create_key */
   1,   /* field[1] = deadline_ms */
-  4,   /* field[4] = explain */
-  11,   /* field[11] = export */
-  8,   /* field[8] = get */
-  13,   /* field[13] = health */
-  10,   /* field[10] = import */
-  9,   /* field[9] = list */
-  6,   /* field[6] = list_permission_users */
-  5,   /* field[5] = list_user_permissions */
+  5,   /* field[5] = explain */
+  12,   /* field[12] = export */
+  9,   /* field[9] = get */
+  14,   /* field[14] = health */
+  15,   /* field[15] = hello */
+  11,   /* field[11] = import */
+  10,   /* field[10] = list */
+  17,   /* field[17] = list_keys */
+  7,   /* field[7] = list_permission_users */
+  6,   /* field[6] = list_user_permissions */
   0,   /* field[0] = request_id */
-  12,   /* field[12] = server_info */
-  7,   /* field[7] = write */
+  18,   /* field[18] = revoke_key */
+  13,   /* field[13] = server_info */
+  8,   /* field[8] = write */
 };
 static const ProtobufCIntRange authz__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 10, 2 },
-  { 0, 14 }
+  { 10, 3 },
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor authz__v1__request__descriptor =
 {
@@ -4941,14 +5948,14 @@ const ProtobufCMessageDescriptor authz__v1__request__descriptor =
   "Authz__V1__Request",
   "authz.v1",
   sizeof(Authz__V1__Request),
-  14,
+  19,
   authz__v1__request__field_descriptors,
   authz__v1__request__field_indices_by_name,
   2,  authz__v1__request__number_ranges,
   (ProtobufCMessageInit) authz__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[14] =
+static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[18] =
 {
   {
     "request_id",
@@ -5118,19 +6125,71 @@ static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[14]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "hello",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, hello),
+    &authz__v1__hello_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "create_key",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, create_key),
+    &authz__v1__create_key_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_keys",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, list_keys),
+    &authz__v1__list_keys_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revoke_key",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, revoke_key),
+    &authz__v1__revoke_key_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__response__field_indices_by_name[] = {
   3,   /* field[3] = batch_check */
   2,   /* field[2] = check */
+  15,   /* field[15] = create_key */
   4,   /* field[4] = explain */
   11,   /* field[11] = export */
   8,   /* field[8] = get */
   13,   /* field[13] = health */
+  14,   /* field[14] = hello */
   10,   /* field[10] = import */
   9,   /* field[9] = list */
+  16,   /* field[16] = list_keys */
   6,   /* field[6] = list_permission_users */
   5,   /* field[5] = list_user_permissions */
   0,   /* field[0] = request_id */
+  17,   /* field[17] = revoke_key */
   12,   /* field[12] = server_info */
   1,   /* field[1] = status */
   7,   /* field[7] = write */
@@ -5139,7 +6198,7 @@ static const ProtobufCIntRange authz__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 14 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor authz__v1__response__descriptor =
 {
@@ -5149,7 +6208,7 @@ const ProtobufCMessageDescriptor authz__v1__response__descriptor =
   "Authz__V1__Response",
   "authz.v1",
   sizeof(Authz__V1__Response),
-  14,
+  18,
   authz__v1__response__field_descriptors,
   authz__v1__response__field_indices_by_name,
   2,  authz__v1__response__number_ranges,
@@ -5358,7 +6417,39 @@ const ProtobufCEnumDescriptor authz__v1__kind__descriptor =
   authz__v1__kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[12] =
+static const ProtobufCEnumValue authz__v1__key_role__enum_values_by_number[4] =
+{
+  { "KEY_ROLE_UNSPECIFIED", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED", 0 },
+  { "KEY_ROLE_CHECKER", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_CHECKER", 1 },
+  { "KEY_ROLE_ADMIN", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_ADMIN", 2 },
+  { "KEY_ROLE_OPERATOR", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_OPERATOR", 3 },
+};
+static const ProtobufCIntRange authz__v1__key_role__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex authz__v1__key_role__enum_values_by_name[4] =
+{
+  { "KEY_ROLE_ADMIN", 2 },
+  { "KEY_ROLE_CHECKER", 1 },
+  { "KEY_ROLE_OPERATOR", 3 },
+  { "KEY_ROLE_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor authz__v1__key_role__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "authz.v1.KeyRole",
+  "KeyRole",
+  "Authz__V1__KeyRole",
+  "authz.v1",
+  4,
+  authz__v1__key_role__enum_values_by_number,
+  4,
+  authz__v1__key_role__enum_values_by_name,
+  1,
+  authz__v1__key_role__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[16] =
 {
   { "Check", &authz__v1__check_request__descriptor, &authz__v1__check_response__descriptor },
   { "BatchCheck", &authz__v1__batch_check_request__descriptor, &authz__v1__batch_check_response__descriptor },
@@ -5372,18 +6463,26 @@ static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[12] 
   { "Export", &authz__v1__export_request__descriptor, &authz__v1__export_response__descriptor },
   { "ServerInfo", &authz__v1__server_info_request__descriptor, &authz__v1__server_info_response__descriptor },
   { "Health", &authz__v1__health_request__descriptor, &authz__v1__health_response__descriptor },
+  { "Hello", &authz__v1__hello_request__descriptor, &authz__v1__hello_response__descriptor },
+  { "CreateKey", &authz__v1__create_key_request__descriptor, &authz__v1__create_key_response__descriptor },
+  { "ListKeys", &authz__v1__list_keys_request__descriptor, &authz__v1__list_keys_response__descriptor },
+  { "RevokeKey", &authz__v1__revoke_key_request__descriptor, &authz__v1__revoke_key_response__descriptor },
 };
 const unsigned authz__v1__authz__method_indices_by_name[] = {
   1,        /* BatchCheck */
   0,        /* Check */
+  13,        /* CreateKey */
   2,        /* Explain */
   9,        /* Export */
   6,        /* Get */
   11,        /* Health */
+  12,        /* Hello */
   8,        /* Import */
   7,        /* List */
+  14,        /* ListKeys */
   4,        /* ListPermissionUsers */
   3,        /* ListUserPermissions */
+  15,        /* RevokeKey */
   10,        /* ServerInfo */
   5         /* Write */
 };
@@ -5394,7 +6493,7 @@ const ProtobufCServiceDescriptor authz__v1__authz__descriptor =
   "Authz",
   "Authz__V1__Authz",
   "authz.v1",
-  12,
+  16,
   authz__v1__authz__method_descriptors,
   authz__v1__authz__method_indices_by_name
 };
@@ -5493,6 +6592,38 @@ void authz__v1__authz__health(ProtobufCService *service,
 {
   assert(service->descriptor == &authz__v1__authz__descriptor);
   service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void authz__v1__authz__hello(ProtobufCService *service,
+                             const Authz__V1__HelloRequest *input,
+                             Authz__V1__HelloResponse_Closure closure,
+                             void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void authz__v1__authz__create_key(ProtobufCService *service,
+                                  const Authz__V1__CreateKeyRequest *input,
+                                  Authz__V1__CreateKeyResponse_Closure closure,
+                                  void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void authz__v1__authz__list_keys(ProtobufCService *service,
+                                 const Authz__V1__ListKeysRequest *input,
+                                 Authz__V1__ListKeysResponse_Closure closure,
+                                 void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void authz__v1__authz__revoke_key(ProtobufCService *service,
+                                  const Authz__V1__RevokeKeyRequest *input,
+                                  Authz__V1__RevokeKeyResponse_Closure closure,
+                                  void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void authz__v1__authz__init (Authz__V1__Authz_Service *service,
                              Authz__V1__Authz_ServiceDestroy destroy)

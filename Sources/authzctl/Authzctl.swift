@@ -24,6 +24,8 @@ struct Connection: ParsableArguments {
     var address: String?
     @Option(name: .long, help: "Deadline of each call in milliseconds.")
     var timeoutMs: Int = 30_000
+    @Option(name: .long, help: "API key (default: $AUTHZ_API_KEY). Not needed on the Unix socket as the daemon's uid.")
+    var key: String?
 
     func client() throws -> AuthzClient {
         let endpoint: Endpoint
@@ -35,6 +37,7 @@ struct Connection: ParsableArguments {
         }
         let c = AuthzClient(endpoint: endpoint)
         c.defaultTimeout = .milliseconds(Int64(timeoutMs))
+        c.apiKey = key ?? ProcessInfo.processInfo.environment["AUTHZ_API_KEY"]
         return c
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
+import AuthzClient
 import AuthzEngine
 import AuthzModel
+import AuthzWire
 import AuthzServer
 import AuthzStore
 import Dispatch
@@ -14,7 +16,7 @@ struct Authzd: ParsableCommand {
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Verify.self, Backup.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Verify.self, Backup.self, CrashWriter.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -36,6 +38,12 @@ struct ServeOptions: ParsableArguments {
     var sync: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String = "info"
+    @Option(name: .long, help: "Key ring file for credential secrets (default DATA_DIR/keyring, created 0600).")
+    var keyring: String?
+    @Option(name: .long, help: "Unix peer uids granted a role without a key: UID:checker|admin:TENANT_ID, comma-separated.")
+    var allowUid: String?
+    @Flag(name: .long, help: "Treat every caller, TCP included, as a superuser. Benchmarks and laptops only.")
+    var insecureNoAuth = false
 
     func resolve() throws -> ServerConfig {
         var c = ServerConfig()
@@ -46,6 +54,9 @@ struct ServeOptions: ParsableArguments {
         if let threads { try c.set("threads", String(threads), origin: "--threads") }
         if let maxFrameSize { try c.set("max-frame-size", String(maxFrameSize), origin: "--max-frame-size") }
         if let sync { try c.set("sync", sync, origin: "--sync") }
+        if let keyring { c.keyRingPath = keyring }
+        if let allowUid { try c.set("allow-uid", allowUid, origin: "--allow-uid") }
+        if insecureNoAuth { c.insecureNoAuth = true }
         if c.socketPath == nil && c.address == nil { c.socketPath = "./authzd.sock" }
         return c
     }
@@ -92,6 +103,143 @@ struct Serve: ParsableCommand {
         done.wait()
         server.shutdown()
         _ = sources
+    }
+}
+
+struct Keys: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage API keys and the encryption of credential secrets.",
+        subcommands: [KeysCreate.self, KeysList.self, KeysRevoke.self, KeysRotateData.self]
+    )
+}
+
+struct KeyTarget: ParsableArguments {
+    @Option(name: .long, help: "Unix socket of a running daemon (default ./authzd.sock).")
+    var socket = "./authzd.sock"
+    @Option(name: .long, help: "Operator key to present (not needed as the daemon's uid or root).")
+    var key: String?
+    @Flag(name: .long, help: "Work on the data directory directly (the daemon must be stopped).")
+    var offline = false
+    @Option(name: .long, help: "Data directory, with --offline.")
+    var dataDir = "./data"
+    @Option(name: .long, help: "Key ring, with --offline.")
+    var keyring: String?
+
+    /// Runs `call` on the daemon and returns its reply.
+    func send(_ call: Call) throws -> Reply {
+        let client = AuthzClient(endpoint: .unix(socket))
+        client.apiKey = key
+        defer { client.close() }
+        do {
+            return try client.send(call, timeout: .seconds(30)).wait()
+        } catch let e as AuthzError {
+            FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+func keyLine(_ k: ApiKey) -> String {
+    var s = "{\"id\":\"\(k.id)\",\"role\":\"\(k.role)\""
+    if k.tenantId != .zero { s += ",\"tenant_id\":\"\(k.tenantId)\"" }
+    s += ",\"name\":"
+    JSONWriter.writeString(k.name, into: &s)
+    s += ",\"created_at\":\"\(Timestamp.format(k.createdAt))\""
+    if k.expiresAt != 0 { s += ",\"expires_at\":\"\(Timestamp.format(k.expiresAt))\"" }
+    if k.revokedAt != 0 { s += ",\"revoked_at\":\"\(Timestamp.format(k.revokedAt))\"" }
+    return s + "}"
+}
+
+struct KeysCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a key and print it once (only its hash is stored).")
+    @OptionGroup var target: KeyTarget
+    @Option(name: .long, help: "Tenant of a checker or admin key.") var tenant: String?
+    @Option(name: .long, help: "checker or admin.") var role: String?
+    @Flag(name: .long, help: "An operator key (tenants and keys).") var `operator` = false
+    @Option(name: .long, help: "A label for listings.") var name = ""
+    @Option(name: .long, help: "Expiry, RFC 3339.") var expires: String?
+
+    func run() throws {
+        let r: KeyRole
+        if `operator` {
+            r = .operator
+        } else {
+            guard let role, let parsed = KeyRole(name: role), parsed != .operator else { throw ValidationError("--role must be checker or admin (or give --operator)") }
+            r = parsed
+        }
+        let t = try tenant.map { s -> ID in
+            guard let id = ID(s) else { throw ValidationError("--tenant must be a UUID") }
+            return id
+        }
+        let exp = try expires.map { s -> Int64 in
+            guard let v = Timestamp.parse(s) else { throw ValidationError("--expires must be RFC 3339") }
+            return v
+        } ?? 0
+        let (k, secret): (ApiKey, String)
+        if target.offline {
+            (k, secret) = try OfflineKeys.create(dataDir: target.dataDir, keyRing: target.keyring, tenant: t, role: r, name: name, expiresAt: exp)
+        } else {
+            guard case .createKey(let key, let s) = try target.send(.createKey(tenantId: t, role: r, name: name, expiresAt: exp)) else { throw ExitCode(2) }
+            (k, secret) = (key, s)
+        }
+        FileHandle.standardError.write(Data("\(keyLine(k))\nThe key below is shown once; store it now.\n".utf8))
+        print(secret)
+    }
+}
+
+struct KeysList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys by id (never their secrets).")
+    @OptionGroup var target: KeyTarget
+    @Option(name: .long) var tenant: String?
+
+    func run() throws {
+        let t = tenant.flatMap { ID($0) }
+        let keys: [ApiKey]
+        if target.offline {
+            keys = try OfflineKeys.list(dataDir: target.dataDir, keyRing: target.keyring, tenant: t)
+        } else {
+            guard case .listKeys(let k) = try target.send(.listKeys(tenantId: t)) else { throw ExitCode(2) }
+            keys = k
+        }
+        for k in keys { print(keyLine(k)) }
+    }
+}
+
+struct KeysRevoke: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a key now, or set its expiry with --expires.")
+    @OptionGroup var target: KeyTarget
+    @Argument var id: String
+    @Option(name: .long, help: "Expire at this RFC 3339 time instead of revoking now.") var expires: String?
+
+    func run() throws {
+        guard let kid = ID(id) else { throw ValidationError("ID must be a UUID") }
+        let exp = try expires.map { s -> Int64 in
+            guard let v = Timestamp.parse(s) else { throw ValidationError("--expires must be RFC 3339") }
+            return v
+        } ?? 0
+        let k: ApiKey
+        if target.offline {
+            k = try OfflineKeys.revoke(dataDir: target.dataDir, keyRing: target.keyring, id: kid, expiresAt: exp)
+        } else {
+            guard case .revokeKey(let r) = try target.send(.revokeKey(id: kid, expiresAt: exp)) else { throw ExitCode(2) }
+            k = r
+        }
+        print(keyLine(k))
+    }
+}
+
+struct KeysRotateData: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rotate-data", abstract: "Re-encrypt every credential secret to the key ring's active key (daemon stopped; resumable).")
+    @Option(name: .long) var dataDir = "./data"
+    @Option(name: .long) var keyring: String?
+    @Option(name: .long, help: "Records per transaction.") var batch = 256
+
+    func run() throws {
+        var o = StoreOptions()
+        o.keyRingPath = keyring
+        let store = try Store(directory: dataDir, options: o)
+        let n = try store.rotateSecrets(batchSize: batch)
+        print("re-encrypted \(n) credential(s) to key \"\(store.sealer.ring.activeId)\"")
     }
 }
 

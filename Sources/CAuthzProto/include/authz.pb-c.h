@@ -52,6 +52,15 @@ typedef struct Authz__V1__ServerInfoRequest Authz__V1__ServerInfoRequest;
 typedef struct Authz__V1__ServerInfoResponse Authz__V1__ServerInfoResponse;
 typedef struct Authz__V1__HealthRequest Authz__V1__HealthRequest;
 typedef struct Authz__V1__HealthResponse Authz__V1__HealthResponse;
+typedef struct Authz__V1__HelloRequest Authz__V1__HelloRequest;
+typedef struct Authz__V1__HelloResponse Authz__V1__HelloResponse;
+typedef struct Authz__V1__ApiKey Authz__V1__ApiKey;
+typedef struct Authz__V1__CreateKeyRequest Authz__V1__CreateKeyRequest;
+typedef struct Authz__V1__CreateKeyResponse Authz__V1__CreateKeyResponse;
+typedef struct Authz__V1__ListKeysRequest Authz__V1__ListKeysRequest;
+typedef struct Authz__V1__ListKeysResponse Authz__V1__ListKeysResponse;
+typedef struct Authz__V1__RevokeKeyRequest Authz__V1__RevokeKeyRequest;
+typedef struct Authz__V1__RevokeKeyResponse Authz__V1__RevokeKeyResponse;
 typedef struct Authz__V1__Request Authz__V1__Request;
 typedef struct Authz__V1__Response Authz__V1__Response;
 
@@ -120,6 +129,22 @@ typedef enum _Authz__V1__Kind {
   AUTHZ__V1__KIND__KIND_PLATFORM_CREDENTIAL = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__KIND)
 } Authz__V1__Kind;
+typedef enum _Authz__V1__KeyRole {
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED = 0,
+  /*
+   * check, batch, explain, list calls of its tenant
+   */
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_CHECKER = 1,
+  /*
+   * also writes, reads, import, export of its tenant
+   */
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_ADMIN = 2,
+  /*
+   * tenants and keys; no checks, no tenant data
+   */
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_OPERATOR = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__KEY_ROLE)
+} Authz__V1__KeyRole;
 
 /* --- messages --- */
 
@@ -777,6 +802,146 @@ struct  Authz__V1__HealthResponse
     , 0 }
 
 
+/*
+ * The first frame of a connection may be a Hello: the key then applies to every later request
+ * on the connection (re-validated on each, so revocation applies to open connections).
+ */
+struct  Authz__V1__HelloRequest
+{
+  ProtobufCMessage base;
+  /*
+   * 1
+   */
+  uint32_t protocol_version;
+  char *api_key;
+};
+#define AUTHZ__V1__HELLO_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__hello_request__descriptor) \
+    , 0, (char *)protobuf_c_empty_string }
+
+
+struct  Authz__V1__HelloResponse
+{
+  ProtobufCMessage base;
+  uint32_t protocol_version;
+  Authz__V1__KeyRole role;
+  /*
+   * empty for operators
+   */
+  char *tenant_id;
+  char *key_id;
+};
+#define AUTHZ__V1__HELLO_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__hello_response__descriptor) \
+    , 0, AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Authz__V1__ApiKey
+{
+  ProtobufCMessage base;
+  char *id;
+  /*
+   * empty for operators
+   */
+  char *tenant_id;
+  Authz__V1__KeyRole role;
+  char *name;
+  int64_t created_at;
+  /*
+   * 0 = never
+   */
+  int64_t expires_at;
+  /*
+   * 0 = not revoked
+   */
+  int64_t revoked_at;
+};
+#define AUTHZ__V1__API_KEY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__api_key__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Authz__V1__CreateKeyRequest
+{
+  ProtobufCMessage base;
+  /*
+   * required for checker and admin keys; empty for operator keys
+   */
+  char *tenant_id;
+  Authz__V1__KeyRole role;
+  char *name;
+  /*
+   * 0 = never
+   */
+  int64_t expires_at;
+};
+#define AUTHZ__V1__CREATE_KEY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__create_key_request__descriptor) \
+    , (char *)protobuf_c_empty_string, AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Authz__V1__CreateKeyResponse
+{
+  ProtobufCMessage base;
+  Authz__V1__ApiKey *key;
+  /*
+   * the key to present; shown once, never stored
+   */
+  char *secret;
+};
+#define AUTHZ__V1__CREATE_KEY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__create_key_response__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Authz__V1__ListKeysRequest
+{
+  ProtobufCMessage base;
+  /*
+   * empty = every key
+   */
+  char *tenant_id;
+};
+#define AUTHZ__V1__LIST_KEYS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__list_keys_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Authz__V1__ListKeysResponse
+{
+  ProtobufCMessage base;
+  size_t n_keys;
+  Authz__V1__ApiKey **keys;
+};
+#define AUTHZ__V1__LIST_KEYS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__list_keys_response__descriptor) \
+    , 0,NULL }
+
+
+struct  Authz__V1__RevokeKeyRequest
+{
+  ProtobufCMessage base;
+  char *key_id;
+  /*
+   * 0 = revoke now; otherwise set the expiry instead
+   */
+  int64_t expires_at;
+};
+#define AUTHZ__V1__REVOKE_KEY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__revoke_key_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Authz__V1__RevokeKeyResponse
+{
+  ProtobufCMessage base;
+  Authz__V1__ApiKey *key;
+};
+#define AUTHZ__V1__REVOKE_KEY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__revoke_key_response__descriptor) \
+    , NULL }
+
+
 typedef enum {
   AUTHZ__V1__REQUEST__CALL__NOT_SET = 0,
   AUTHZ__V1__REQUEST__CALL_CHECK = 10,
@@ -790,7 +955,11 @@ typedef enum {
   AUTHZ__V1__REQUEST__CALL_IMPORT = 18,
   AUTHZ__V1__REQUEST__CALL_EXPORT = 19,
   AUTHZ__V1__REQUEST__CALL_SERVER_INFO = 20,
-  AUTHZ__V1__REQUEST__CALL_HEALTH = 21
+  AUTHZ__V1__REQUEST__CALL_HEALTH = 21,
+  AUTHZ__V1__REQUEST__CALL_HELLO = 22,
+  AUTHZ__V1__REQUEST__CALL_CREATE_KEY = 23,
+  AUTHZ__V1__REQUEST__CALL_LIST_KEYS = 24,
+  AUTHZ__V1__REQUEST__CALL_REVOKE_KEY = 25
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__REQUEST__CALL__CASE)
 } Authz__V1__Request__CallCase;
 
@@ -805,6 +974,10 @@ struct  Authz__V1__Request
    * 0 = the server's default
    */
   uint32_t deadline_ms;
+  /*
+   * optional per-request key; overrides the connection's Hello
+   */
+  char *api_key;
   Authz__V1__Request__CallCase call_case;
   union {
     Authz__V1__CheckRequest *check;
@@ -819,11 +992,15 @@ struct  Authz__V1__Request
     Authz__V1__ExportRequest *export;
     Authz__V1__ServerInfoRequest *server_info;
     Authz__V1__HealthRequest *health;
+    Authz__V1__HelloRequest *hello;
+    Authz__V1__CreateKeyRequest *create_key;
+    Authz__V1__ListKeysRequest *list_keys;
+    Authz__V1__RevokeKeyRequest *revoke_key;
   };
 };
 #define AUTHZ__V1__REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__request__descriptor) \
-    , 0, 0, AUTHZ__V1__REQUEST__CALL__NOT_SET, {0} }
+    , 0, 0, (char *)protobuf_c_empty_string, AUTHZ__V1__REQUEST__CALL__NOT_SET, {0} }
 
 
 typedef enum {
@@ -839,7 +1016,11 @@ typedef enum {
   AUTHZ__V1__RESPONSE__RESULT_IMPORT = 18,
   AUTHZ__V1__RESPONSE__RESULT_EXPORT = 19,
   AUTHZ__V1__RESPONSE__RESULT_SERVER_INFO = 20,
-  AUTHZ__V1__RESPONSE__RESULT_HEALTH = 21
+  AUTHZ__V1__RESPONSE__RESULT_HEALTH = 21,
+  AUTHZ__V1__RESPONSE__RESULT_HELLO = 22,
+  AUTHZ__V1__RESPONSE__RESULT_CREATE_KEY = 23,
+  AUTHZ__V1__RESPONSE__RESULT_LIST_KEYS = 24,
+  AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY = 25
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__RESPONSE__RESULT__CASE)
 } Authz__V1__Response__ResultCase;
 
@@ -865,6 +1046,10 @@ struct  Authz__V1__Response
     Authz__V1__ExportResponse *export;
     Authz__V1__ServerInfoResponse *server_info;
     Authz__V1__HealthResponse *health;
+    Authz__V1__HelloResponse *hello;
+    Authz__V1__CreateKeyResponse *create_key;
+    Authz__V1__ListKeysResponse *list_keys;
+    Authz__V1__RevokeKeyResponse *revoke_key;
   };
 };
 #define AUTHZ__V1__RESPONSE__INIT \
@@ -1575,6 +1760,177 @@ Authz__V1__HealthResponse *
 void   authz__v1__health_response__free_unpacked
                      (Authz__V1__HealthResponse *message,
                       ProtobufCAllocator *allocator);
+/* Authz__V1__HelloRequest methods */
+void   authz__v1__hello_request__init
+                     (Authz__V1__HelloRequest         *message);
+size_t authz__v1__hello_request__get_packed_size
+                     (const Authz__V1__HelloRequest   *message);
+size_t authz__v1__hello_request__pack
+                     (const Authz__V1__HelloRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__hello_request__pack_to_buffer
+                     (const Authz__V1__HelloRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__HelloRequest *
+       authz__v1__hello_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__hello_request__free_unpacked
+                     (Authz__V1__HelloRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__HelloResponse methods */
+void   authz__v1__hello_response__init
+                     (Authz__V1__HelloResponse         *message);
+size_t authz__v1__hello_response__get_packed_size
+                     (const Authz__V1__HelloResponse   *message);
+size_t authz__v1__hello_response__pack
+                     (const Authz__V1__HelloResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__hello_response__pack_to_buffer
+                     (const Authz__V1__HelloResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__HelloResponse *
+       authz__v1__hello_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__hello_response__free_unpacked
+                     (Authz__V1__HelloResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ApiKey methods */
+void   authz__v1__api_key__init
+                     (Authz__V1__ApiKey         *message);
+size_t authz__v1__api_key__get_packed_size
+                     (const Authz__V1__ApiKey   *message);
+size_t authz__v1__api_key__pack
+                     (const Authz__V1__ApiKey   *message,
+                      uint8_t             *out);
+size_t authz__v1__api_key__pack_to_buffer
+                     (const Authz__V1__ApiKey   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ApiKey *
+       authz__v1__api_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__api_key__free_unpacked
+                     (Authz__V1__ApiKey *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__CreateKeyRequest methods */
+void   authz__v1__create_key_request__init
+                     (Authz__V1__CreateKeyRequest         *message);
+size_t authz__v1__create_key_request__get_packed_size
+                     (const Authz__V1__CreateKeyRequest   *message);
+size_t authz__v1__create_key_request__pack
+                     (const Authz__V1__CreateKeyRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__create_key_request__pack_to_buffer
+                     (const Authz__V1__CreateKeyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__CreateKeyRequest *
+       authz__v1__create_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__create_key_request__free_unpacked
+                     (Authz__V1__CreateKeyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__CreateKeyResponse methods */
+void   authz__v1__create_key_response__init
+                     (Authz__V1__CreateKeyResponse         *message);
+size_t authz__v1__create_key_response__get_packed_size
+                     (const Authz__V1__CreateKeyResponse   *message);
+size_t authz__v1__create_key_response__pack
+                     (const Authz__V1__CreateKeyResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__create_key_response__pack_to_buffer
+                     (const Authz__V1__CreateKeyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__CreateKeyResponse *
+       authz__v1__create_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__create_key_response__free_unpacked
+                     (Authz__V1__CreateKeyResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ListKeysRequest methods */
+void   authz__v1__list_keys_request__init
+                     (Authz__V1__ListKeysRequest         *message);
+size_t authz__v1__list_keys_request__get_packed_size
+                     (const Authz__V1__ListKeysRequest   *message);
+size_t authz__v1__list_keys_request__pack
+                     (const Authz__V1__ListKeysRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__list_keys_request__pack_to_buffer
+                     (const Authz__V1__ListKeysRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ListKeysRequest *
+       authz__v1__list_keys_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__list_keys_request__free_unpacked
+                     (Authz__V1__ListKeysRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ListKeysResponse methods */
+void   authz__v1__list_keys_response__init
+                     (Authz__V1__ListKeysResponse         *message);
+size_t authz__v1__list_keys_response__get_packed_size
+                     (const Authz__V1__ListKeysResponse   *message);
+size_t authz__v1__list_keys_response__pack
+                     (const Authz__V1__ListKeysResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__list_keys_response__pack_to_buffer
+                     (const Authz__V1__ListKeysResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ListKeysResponse *
+       authz__v1__list_keys_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__list_keys_response__free_unpacked
+                     (Authz__V1__ListKeysResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__RevokeKeyRequest methods */
+void   authz__v1__revoke_key_request__init
+                     (Authz__V1__RevokeKeyRequest         *message);
+size_t authz__v1__revoke_key_request__get_packed_size
+                     (const Authz__V1__RevokeKeyRequest   *message);
+size_t authz__v1__revoke_key_request__pack
+                     (const Authz__V1__RevokeKeyRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__revoke_key_request__pack_to_buffer
+                     (const Authz__V1__RevokeKeyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__RevokeKeyRequest *
+       authz__v1__revoke_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__revoke_key_request__free_unpacked
+                     (Authz__V1__RevokeKeyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__RevokeKeyResponse methods */
+void   authz__v1__revoke_key_response__init
+                     (Authz__V1__RevokeKeyResponse         *message);
+size_t authz__v1__revoke_key_response__get_packed_size
+                     (const Authz__V1__RevokeKeyResponse   *message);
+size_t authz__v1__revoke_key_response__pack
+                     (const Authz__V1__RevokeKeyResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__revoke_key_response__pack_to_buffer
+                     (const Authz__V1__RevokeKeyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__RevokeKeyResponse *
+       authz__v1__revoke_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__revoke_key_response__free_unpacked
+                     (Authz__V1__RevokeKeyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Authz__V1__Request methods */
 void   authz__v1__request__init
                      (Authz__V1__Request         *message);
@@ -1726,6 +2082,33 @@ typedef void (*Authz__V1__HealthRequest_Closure)
 typedef void (*Authz__V1__HealthResponse_Closure)
                  (const Authz__V1__HealthResponse *message,
                   void *closure_data);
+typedef void (*Authz__V1__HelloRequest_Closure)
+                 (const Authz__V1__HelloRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__HelloResponse_Closure)
+                 (const Authz__V1__HelloResponse *message,
+                  void *closure_data);
+typedef void (*Authz__V1__ApiKey_Closure)
+                 (const Authz__V1__ApiKey *message,
+                  void *closure_data);
+typedef void (*Authz__V1__CreateKeyRequest_Closure)
+                 (const Authz__V1__CreateKeyRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__CreateKeyResponse_Closure)
+                 (const Authz__V1__CreateKeyResponse *message,
+                  void *closure_data);
+typedef void (*Authz__V1__ListKeysRequest_Closure)
+                 (const Authz__V1__ListKeysRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__ListKeysResponse_Closure)
+                 (const Authz__V1__ListKeysResponse *message,
+                  void *closure_data);
+typedef void (*Authz__V1__RevokeKeyRequest_Closure)
+                 (const Authz__V1__RevokeKeyRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__RevokeKeyResponse_Closure)
+                 (const Authz__V1__RevokeKeyResponse *message,
+                  void *closure_data);
 typedef void (*Authz__V1__Request_Closure)
                  (const Authz__V1__Request *message,
                   void *closure_data);
@@ -1787,6 +2170,22 @@ struct Authz__V1__Authz_Service
                  const Authz__V1__HealthRequest *input,
                  Authz__V1__HealthResponse_Closure closure,
                  void *closure_data);
+  void (*hello)(Authz__V1__Authz_Service *service,
+                const Authz__V1__HelloRequest *input,
+                Authz__V1__HelloResponse_Closure closure,
+                void *closure_data);
+  void (*create_key)(Authz__V1__Authz_Service *service,
+                     const Authz__V1__CreateKeyRequest *input,
+                     Authz__V1__CreateKeyResponse_Closure closure,
+                     void *closure_data);
+  void (*list_keys)(Authz__V1__Authz_Service *service,
+                    const Authz__V1__ListKeysRequest *input,
+                    Authz__V1__ListKeysResponse_Closure closure,
+                    void *closure_data);
+  void (*revoke_key)(Authz__V1__Authz_Service *service,
+                     const Authz__V1__RevokeKeyRequest *input,
+                     Authz__V1__RevokeKeyResponse_Closure closure,
+                     void *closure_data);
 };
 typedef void (*Authz__V1__Authz_ServiceDestroy)(Authz__V1__Authz_Service *);
 void authz__v1__authz__init (Authz__V1__Authz_Service *service,
@@ -1806,7 +2205,11 @@ void authz__v1__authz__init (Authz__V1__Authz_Service *service,
       function_prefix__ ## import,\
       function_prefix__ ## export,\
       function_prefix__ ## server_info,\
-      function_prefix__ ## health  }
+      function_prefix__ ## health,\
+      function_prefix__ ## hello,\
+      function_prefix__ ## create_key,\
+      function_prefix__ ## list_keys,\
+      function_prefix__ ## revoke_key  }
 void authz__v1__authz__check(ProtobufCService *service,
                              const Authz__V1__CheckRequest *input,
                              Authz__V1__CheckResponse_Closure closure,
@@ -1855,6 +2258,22 @@ void authz__v1__authz__health(ProtobufCService *service,
                               const Authz__V1__HealthRequest *input,
                               Authz__V1__HealthResponse_Closure closure,
                               void *closure_data);
+void authz__v1__authz__hello(ProtobufCService *service,
+                             const Authz__V1__HelloRequest *input,
+                             Authz__V1__HelloResponse_Closure closure,
+                             void *closure_data);
+void authz__v1__authz__create_key(ProtobufCService *service,
+                                  const Authz__V1__CreateKeyRequest *input,
+                                  Authz__V1__CreateKeyResponse_Closure closure,
+                                  void *closure_data);
+void authz__v1__authz__list_keys(ProtobufCService *service,
+                                 const Authz__V1__ListKeysRequest *input,
+                                 Authz__V1__ListKeysResponse_Closure closure,
+                                 void *closure_data);
+void authz__v1__authz__revoke_key(ProtobufCService *service,
+                                  const Authz__V1__RevokeKeyRequest *input,
+                                  Authz__V1__RevokeKeyResponse_Closure closure,
+                                  void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1863,6 +2282,7 @@ extern const ProtobufCEnumDescriptor    authz__v1__scope__descriptor;
 extern const ProtobufCEnumDescriptor    authz__v1__decision__descriptor;
 extern const ProtobufCEnumDescriptor    authz__v1__reason__descriptor;
 extern const ProtobufCEnumDescriptor    authz__v1__kind__descriptor;
+extern const ProtobufCEnumDescriptor    authz__v1__key_role__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__status__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__check_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__check_response__descriptor;
@@ -1900,6 +2320,15 @@ extern const ProtobufCMessageDescriptor authz__v1__server_info_request__descript
 extern const ProtobufCMessageDescriptor authz__v1__server_info_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__health_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__health_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__hello_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__hello_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__api_key__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__create_key_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__create_key_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__list_keys_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__list_keys_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__revoke_key_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__revoke_key_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__response__descriptor;
 extern const ProtobufCServiceDescriptor authz__v1__authz__descriptor;

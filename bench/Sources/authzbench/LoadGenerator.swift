@@ -25,6 +25,8 @@ struct LoadOptions {
     var duration: Double
     var maxRequests: Int?
     var warmup: Double = 0.5
+    /// authzd: a key presented in a Hello as each connection's first frame.
+    var apiKey: String?
 }
 
 struct LoadResult {
@@ -147,6 +149,20 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if options.target == .authzd, let key = options.apiKey {
+            // Request{request_id=0, hello=22{protocol_version=1, api_key=2}}; its answer is skipped.
+            var hello: [UInt8] = [0x08, 1, 0x12]
+            let k = Array(key.utf8)
+            appendVarint(UInt64(k.count), &hello)
+            hello += k
+            var body: [UInt8] = [0xB2, 0x01]
+            appendVarint(UInt64(hello.count), &body)
+            body += hello
+            var out = context.channel.allocator.buffer(capacity: body.count + 4)
+            out.writeInteger(UInt32(body.count))
+            out.writeBytes(body)
+            context.write(wrapOutboundOut(out), promise: nil)
+        }
         for _ in 0..<options.inFlight { issue(context: context, flush: false) }
         context.flush()
         if outstanding == 0 { done.succeed(()) }
@@ -246,6 +262,7 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
                     fifoHead += 1
                     complete(context: context, start: start, first: first, answers: nil)
                 } else {
+                    if ResponseParser.requestId(frame) == 0 { continue }  // the Hello's answer
                     guard let (id, answers) = ResponseParser.parse(frame, batch: options.batch), let (start, first) = pending.removeValue(forKey: id) else {
                         localErrors += 1
                         outstanding -= 1
@@ -321,6 +338,16 @@ enum ResponseParser {
             }
         }
         return d == 1 ? true : d == 2 ? false : nil
+    }
+
+    /// The request id of a response frame (field 1), 0 when absent.
+    static func requestId(_ frame: ByteBuffer) -> UInt64 {
+        frame.withUnsafeReadableBytes { b -> UInt64 in
+            var i = 0
+            guard b.count > 1, b[0] == 0x08 else { return 0 }
+            i = 1
+            return varint(b, &i) ?? 0
+        }
     }
 
     static func parse(_ frame: ByteBuffer, batch: Int) -> (UInt64, [Bool])? {

@@ -41,6 +41,8 @@ final class Harness {
     let echoPort = freePort()
     var facts: [String: Any] = [:]
     var authzdThreads = 1
+    /// A checker key for the load connections (Hello on connect).
+    var checkerKey: String?
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     init() {
@@ -53,20 +55,34 @@ final class Harness {
     var redisSocket: String { dir + "/redis.sock" }
     var echoSocket: String { dir + "/echo.sock" }
 
+    /// Several tenants' checks share connections, which one tenant's key cannot do: then the
+    /// daemon runs with --insecure-no-auth (recorded in the facts).
+    var insecure = false
+
     func startAuthzd() throws {
         let started = Date()
+        facts["authzd_auth"] = insecure ? "insecure-no-auth (multi-tenant load)" : "checker key via Hello"
         authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
                                    arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning",
-                                               "--threads", "\(authzdThreads)"],
+                                               "--threads", "\(authzdThreads)"] + (insecure ? ["--insecure-no-auth"] : []),
                                    logPath: dir + "/authzd.log")
         try waitForSocket(authzdSocket)
         facts["authzd_listening_seconds"] = Date().timeIntervalSince(started)
     }
 
     func load(_ tenants: [TenantData], seed: UInt64, withRedis: Bool) throws {
+        insecure = tenants.count > 1
         try startAuthzd()
         let client = AuthzClient(endpoint: .unix(authzdSocket), group: group, maxFrameSize: 64 << 20)
         client.defaultTimeout = .seconds(600)
+        if tenants.count == 1 {
+            // One tenant: load connections authenticate with a checker key, as a sidecar would.
+            guard case .importResult = try client.send(.importJSONL(Dataset.jsonlChunks([tenants[0]], seed: seed, chunk: 1)[0])).wait(),
+                  case .createKey(_, let secret) = try client.send(.createKey(tenantId: tenants[0].id, role: .checker, name: "bench", expiresAt: 0)).wait() else {
+                throw HarnessError("cannot create the bench's checker key")
+            }
+            checkerKey = secret
+        }
         let chunks = Dataset.jsonlChunks(tenants, seed: seed)
         let t0 = Date()
         var records: UInt64 = 0
@@ -160,8 +176,9 @@ func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, 
         var targets: [TargetKind] = withRedis ? (i % 2 == 0 ? [.authzd, .redis] : [.redis, .authzd]) : [.authzd]
         if withEcho && row.batch == 1 { targets.append(.echo) }
         for target in targets {
-            let o = LoadOptions(target: target, endpoint: h.endpoint(target, row.transport), connections: row.connections, inFlight: row.inFlight,
+            var o = LoadOptions(target: target, endpoint: h.endpoint(target, row.transport), connections: row.connections, inFlight: row.inFlight,
                                 batch: row.batch, duration: duration ?? 0, maxRequests: requests)
+            o.apiKey = h.checkerKey
             let r = try LoadRunner.run(o, encoded: encoded[target]!, group: group)
             if r.wrong > 0 || r.errors > 0 || r.checks == 0 { allCorrect = false }
             measured.append(Measured(row: row, target: target, result: r))
