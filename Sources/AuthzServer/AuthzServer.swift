@@ -112,6 +112,7 @@ public final class AuthzServer: @unchecked Sendable {
             if config.idleTimeoutSeconds > 0 {
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
             }
+            try sync.addHandler(FrameTimeoutHandler(timeout: .seconds(Int64(config.frameTimeoutSeconds))))
             try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: config.maxFrameSize)))
             var isUnix = false
             if case .unixDomainSocket? = channel.localAddress { isUnix = true }

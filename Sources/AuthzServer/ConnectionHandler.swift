@@ -205,6 +205,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if inFlight == 0 { context.close(promise: nil) }
             return
         }
+        if event is SlowClientEvent {
+            logger.info("closing slow client: a frame did not complete within frame-timeout")
+            return
+        }
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight == 0 {
             logger.debug("closing idle connection")
             context.close(promise: nil)

@@ -27,6 +27,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var maxConnections = 4096
     /// A connection idle this long (no bytes read, nothing in flight) is closed. 0 = never.
     public var idleTimeoutSeconds = 300
+    /// Once a frame has started, all of it must arrive within this many seconds (slow clients).
+    public var frameTimeoutSeconds = 10
     /// How long a check naming a future `min_revision` waits before UNAVAILABLE.
     public var revisionWaitMillis = 1000
     /// Deadline of a request that names none.
@@ -90,6 +92,7 @@ public struct ServerConfig: Sendable, Equatable {
         case "max-in-flight": maxInFlight = max(1, try int())
         case "max-connections": maxConnections = max(1, try int())
         case "idle-timeout": idleTimeoutSeconds = try int()
+        case "frame-timeout": frameTimeoutSeconds = max(1, try int())
         case "revision-wait-ms": revisionWaitMillis = try int()
         case "default-deadline-ms": defaultDeadlineMillis = max(1, try int())
         case "map-size": mapSize = max(1 << 20, try int())

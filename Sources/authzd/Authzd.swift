@@ -44,6 +44,12 @@ struct ServeOptions: ParsableArguments {
     var allowUid: String?
     @Flag(name: .long, help: "Treat every caller, TCP included, as a superuser. Benchmarks and laptops only.")
     var insecureNoAuth = false
+    @Option(name: .long, help: "Seconds within which a started frame must complete (default 10).")
+    var frameTimeout: Int?
+    @Option(name: .long, help: "Seconds a connection may stay idle (default 300; 0 = never).")
+    var idleTimeout: Int?
+    @Option(name: .long, help: "Maximum open connections (default 4096).")
+    var maxConnections: Int?
 
     func resolve() throws -> ServerConfig {
         var c = ServerConfig()
@@ -57,6 +63,9 @@ struct ServeOptions: ParsableArguments {
         if let keyring { c.keyRingPath = keyring }
         if let allowUid { try c.set("allow-uid", allowUid, origin: "--allow-uid") }
         if insecureNoAuth { c.insecureNoAuth = true }
+        if let frameTimeout { try c.set("frame-timeout", String(frameTimeout), origin: "--frame-timeout") }
+        if let idleTimeout { try c.set("idle-timeout", String(idleTimeout), origin: "--idle-timeout") }
+        if let maxConnections { try c.set("max-connections", String(maxConnections), origin: "--max-connections") }
         if c.socketPath == nil && c.address == nil { c.socketPath = "./authzd.sock" }
         return c
     }
