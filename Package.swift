@@ -99,6 +99,16 @@ let package = Package(
             path: "bench/Sources/authzbench",
             swiftSettings: swift5
         ),
+        .executableTarget(
+            name: "authzfuzz",
+            dependencies: [
+                "AuthzWire", "AuthzServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Fuzz/authzfuzz",
+            swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library", "-enable-testing"])]
+        ),
         .testTarget(
             name: "AuthzCoreTests",
             dependencies: ["AuthzModel", "AuthzStore", "AuthzIndex", "AuthzEngine"],

@@ -6,3 +6,4 @@ bash proto/check-generated.sh
 swift build --build-tests
 swift test
 bash bench/smoke.sh
+bash scripts/fuzz.sh 30

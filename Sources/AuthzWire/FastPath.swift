@@ -64,6 +64,7 @@ enum FastPath {
         while !r.atEnd {
             guard let key = r.varint() else { return nil }
             let field = key >> 3, wt = key & 7
+            if field == 0 { return nil }  // invalid in protobuf: protobuf-c rejects the message
             switch (field, wt) {
             case (1, 0): guard let v = r.varint() else { return nil }; requestId = v
             case (2, 0): guard let v = r.varint() else { return nil }; deadline = v
@@ -92,7 +93,7 @@ enum FastPath {
         var items: [Result<CheckCall, AuthzError>] = []
         var minRevision: UInt64 = 0
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.varint(), key >> 3 != 0 else { return nil }
             switch (key >> 3, key & 7) {
             case (1, 2):
                 guard let sub = r.bytes(), let c = check(raw, sub, field: "batch_check.checks[\(items.count)]") else { return nil }
@@ -111,7 +112,7 @@ enum FastPath {
         var tenant = 0..<0, user = 0..<0, permission = 0..<0
         var scope: UInt64 = 0, minRevision: UInt64 = 0
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.varint(), key >> 3 != 0 else { return nil }
             switch (key >> 3, key & 7) {
             case (1, 2): guard let b = r.bytes() else { return nil }; tenant = b
             case (2, 2): guard let b = r.bytes() else { return nil }; user = b

@@ -237,6 +237,14 @@ final class FastPathEquivalenceTests: XCTestCase {
         }
     }
 
+    /// Found by the fuzzer: field number 0 is invalid protobuf; both paths must reject it.
+    func testFieldZeroIsRejectedLikeProtobufC() {
+        for bytes: [UInt8] in [[0x00, 0x00, 0x00, 0x67, 0x08, 0x07], [0x08, 0x01, 0x00, 0x05], [0x08, 0x01, 0x52, 0x02, 0x00, 0x01]] {
+            let fast = bytes.withUnsafeBytes { FastPath.decodeRequest($0) }
+            if let fast { XCTAssertEqual(describe(fast), describe(bytes.withUnsafeBytes { WireCodec.decodeRequestWithProtobufC($0) })) }
+        }
+    }
+
     func testResponsesAreByteIdentical() {
         for _ in 0..<500 {
             let d = { Decision(reason: Reason.allCases.randomElement()!, revision: UInt64.random(in: 0...1 << 40)) }
