@@ -107,7 +107,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Fuzz/authzfuzz",
-            swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library", "-enable-testing"])]
+            swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library"])]
         ),
         .testTarget(
             name: "AuthzCoreTests",

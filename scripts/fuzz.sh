@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
-swift build --product authzfuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" | tail -3
+swift build --product authzfuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING 2>&1 | grep -v "Cannot export local symbol" | tail -3
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp Fuzz/corpus/* "$work/"

@@ -10,7 +10,7 @@
 // the generated protobuf-c decoder, which must agree. Any crash, sanitizer report or
 // disagreement is a finding.
 import AuthzServer
-@testable import AuthzWire
+import AuthzWire
 import NIOCore
 import NIOEmbedded
 
@@ -20,7 +20,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     // Message decoding, directly.
     bytes.withUnsafeBytes { raw in
         let reference = WireCodec.decodeRequestWithProtobufC(raw)
-        if let fast = FastPath.decodeRequest(raw) {
+        if let fast = WireCodec.decodeRequestFastPathOnly(raw) {
             if describe(fast) != describe(reference) {
                 fatalError("fast path and protobuf-c disagree:\n\(describe(fast))\n\(describe(reference))")
             }
@@ -64,6 +64,7 @@ func describe(_ r: WireRequest) -> String {
     }
 }
 
+#if FUZZING
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<CInt>,
@@ -78,3 +79,23 @@ public func authzfuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutab
     var v = argv
     return LLVMFuzzerRunDriver(&c, &v) { data, size in fuzzOneInput(data, size) }
 }
+#else
+import Foundation
+
+/// Without libFuzzer (a normal build): replays the files given as arguments, e.g. a corpus or a
+/// finding, through the same target.
+@main
+struct Replay {
+    static func main() {
+        for path in CommandLine.arguments.dropFirst() {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: path)).map { $0.map { path + "/" + $0 } } ?? [path]
+            for f in files {
+                guard let d = FileManager.default.contents(atPath: f) else { continue }
+                let bytes = [UInt8](d)
+                bytes.withUnsafeBufferPointer { _ = fuzzOneInput($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+                print("ok \(f)")
+            }
+        }
+    }
+}
+#endif

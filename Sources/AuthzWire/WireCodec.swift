@@ -28,6 +28,12 @@ public enum WireCodec {
         return decodeRequestWithProtobufC(bytes)
     }
 
+    /// The hand-written fast path alone: nil when it defers to protobuf-c. For the fuzzer and
+    /// tests, which compare it with `decodeRequestWithProtobufC`.
+    public static func decodeRequestFastPathOnly(_ bytes: UnsafeRawBufferPointer) -> WireRequest? {
+        FastPath.decodeRequest(bytes)
+    }
+
     /// The generated protobuf-c decoder: the reference for every message (tests compare the
     /// fast path with it).
     public static func decodeRequestWithProtobufC(_ bytes: UnsafeRawBufferPointer) -> WireRequest {
