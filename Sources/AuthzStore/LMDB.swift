@@ -33,7 +33,7 @@ final class LMDBEnvironment {
 
     /// The corresponding C functions are `mdb_env_create`, `mdb_env_set_*`, `mdb_env_open`.
     /// Throws `LMDBError` (e.g. `MDB_INVALID` for a file that is not LMDB, `MDB_VERSION_MISMATCH`).
-    init(path: String, mapSize: Int, maxReaders: UInt32, maxDatabases: UInt32, noSync: Bool) throws {
+    init(path: String, mapSize: Int, maxReaders: UInt32, maxDatabases: UInt32, noSync: Bool, readOnly: Bool = false) throws {
         var e: OpaquePointer?
         try LMDBError.check(mdb_env_create(&e))
         guard let env = e else { throw LMDBError(code: ENOMEM) }
@@ -45,6 +45,7 @@ final class LMDBEnvironment {
         try LMDBError.check(mdb_env_set_mapsize(env, mapSize))
         var flags = UInt32(MDB_NOTLS)
         if noSync { flags |= UInt32(MDB_NOSYNC) }
+        if readOnly { flags |= UInt32(MDB_RDONLY) }
         try LMDBError.check(mdb_env_open(env, path, flags, 0o600))
         var info = MDB_envinfo()
         if mdb_env_info(env, &info) == 0 { self.mapSize = max(mapSize, info.me_mapsize) }

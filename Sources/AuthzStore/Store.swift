@@ -1,4 +1,5 @@
 import AuthzModel
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -260,6 +261,61 @@ public final class Store: @unchecked Sendable {
             try mapped { try txn.commit() }
             done += budget
             if let stopAfter, done >= stopAfter { return done }
+        }
+    }
+
+    // MARK: backups
+
+    /// A consistent, compacting copy of the environment in `directory` into `destination` (an
+    /// empty or new directory), taken while a daemon serves: it opens the environment read-only
+    /// beside the daemon (LMDB allows readers in other processes) and copies one read
+    /// transaction's snapshot (`mdb_env_copy2` with `MDB_CP_COMPACT`). Returns the revision
+    /// the copy holds. The key ring is not copied: back it up separately.
+    public static func backup(directory: String, to destination: String) throws -> UInt64 {
+        guard access(directory + "/data.mdb", R_OK) == 0 else {
+            throw AuthzError(.notFound, "\(directory)/data.mdb does not exist")
+        }
+        if mkdir(destination, 0o700) != 0 && errno != EEXIST {
+            throw AuthzError(.failedPrecondition, "cannot create \(destination): \(String(cString: strerror(errno)))")
+        }
+        if access(destination + "/data.mdb", F_OK) == 0 {
+            throw AuthzError(.alreadyExists, "\(destination) already holds a data.mdb; refusing to overwrite it")
+        }
+        do {
+            let env = try LMDBEnvironment(path: directory, mapSize: 0, maxReaders: 1024, maxDatabases: 8, noSync: false, readOnly: true)
+            let txn = try LMDBTransaction(env: env, readOnly: true)
+            let meta = try txn.openDatabase("meta", create: false)
+            let revision = try txn.get(meta, Array("revision".utf8)) { raw in raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0 } ?? 0
+            txn.abort()
+            try env.copy(to: destination)
+            return revision
+        } catch let e as LMDBError {
+            throw AuthzError(.failedPrecondition, "backup of \(directory) failed: \(e)")
+        }
+    }
+
+    /// Restores a backup into `directory`, which must not be in use and must hold no data.
+    public static func restore(from backup: String, into directory: String) throws {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw AuthzError(.failedPrecondition, "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        let lock = try LockFile(path: directory + "/authzd.lock")
+        defer { _ = lock }
+        if access(directory + "/data.mdb", F_OK) == 0 {
+            throw AuthzError(.alreadyExists, "\(directory) already holds a data.mdb; restore into an empty directory")
+        }
+        guard let data = FileManager.default.contents(atPath: backup + "/data.mdb") else {
+            throw AuthzError(.notFound, "\(backup)/data.mdb cannot be read")
+        }
+        let tmp = directory + "/data.mdb.restoring"
+        guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw AuthzError(.failedPrecondition, "cannot write \(tmp)")
+        }
+        let fd = open(tmp, O_RDONLY)
+        fsync(fd)
+        close(fd)
+        guard rename(tmp, directory + "/data.mdb") == 0 else {
+            throw AuthzError(.failedPrecondition, "cannot move the restored file into place: \(String(cString: strerror(errno)))")
         }
     }
 

@@ -16,7 +16,7 @@ struct Authzd: ParsableCommand {
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Keys.self, Verify.self, Backup.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -267,18 +267,32 @@ struct Verify: ParsableCommand {
 }
 
 struct Backup: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Compacting copy of an idle data directory into DEST (empty directory).")
+    static let configuration = CommandConfiguration(abstract: "Consistent, compacting copy of the data directory into DEST, while the daemon serves.")
 
     @Option(name: .long, help: "LMDB data directory.")
     var dataDir = "./data"
-    @Argument(help: "Destination directory (created; must be empty).")
+    @Argument(help: "Destination directory (created; must hold no data.mdb).")
     var dest: String
 
     func run() throws {
-        try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
-        let store = try Store(directory: dataDir)
-        try store.backup(to: dest)
-        print("backed up revision \(try store.revision()) to \(dest)")
+        let revision = try Store.backup(directory: dataDir, to: dest)
+        print("{\"backup\":\"\(dest)\",\"revision\":\(revision)}")
+        FileHandle.standardError.write(Data("note: the key ring is not part of the backup; keep it separately\n".utf8))
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restore a backup into an empty data directory (no daemon running on it).")
+
+    @Option(name: .long, help: "LMDB data directory to restore into.")
+    var dataDir = "./data"
+    @Argument(help: "Backup directory (holding data.mdb).")
+    var backup: String
+
+    func run() throws {
+        try Store.restore(from: backup, into: dataDir)
+        let engine = try Engine(directory: dataDir)
+        print("{\"restored\":\"\(dataDir)\",\"revision\":\(engine.revision)}")
     }
 }
 
