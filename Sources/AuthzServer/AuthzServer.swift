@@ -1,6 +1,8 @@
 import AuthzEngine
 import AuthzStore
 import Logging
+import Metrics
+import Prometheus
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -23,6 +25,9 @@ public final class AuthzServer: @unchecked Sendable {
     private let connectionCount = NIOLockedValueBox(0)
     /// Refused connections (over `maxConnections`), for metrics.
     public let refusedConnections = NIOLockedValueBox(0)
+    private var metricsServer: MetricsServer?
+    /// Where the metrics listener is bound, when on.
+    public private(set) var metricsAddress: SocketAddress?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -46,6 +51,17 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.mapSize = config.mapSize
         options.store.maxMapSize = config.maxMapSize
         options.store.keyRingPath = config.keyRingPath
+        // Metrics handlers bind to the factory at creation: bootstrap before anything makes one.
+        var registry: PrometheusCollectorRegistry?
+        if config.metricsAddress != nil {
+            let r = PrometheusCollectorRegistry()
+            var factory = PrometheusMetricsFactory(registry: r)
+            // Checks take microseconds: buckets from 5 µs to 1 s.
+            factory.defaultDurationHistogramBuckets = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000].map { Duration.microseconds($0) }
+            factory.defaultValueHistogramBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
+            MetricsSystem.bootstrap(factory)
+            registry = r
+        }
         let started = NIODeadline.now()
         let engine = try Engine(directory: config.dataDir, options: options)
         let tenants = engine.snapshot.allTenants
@@ -55,6 +71,18 @@ public final class AuthzServer: @unchecked Sendable {
             "index.compile_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
         ])
         let dispatcher = try Dispatcher(engine: engine, config: config, logger: logger)
+        if let path = config.decisionLogPath {
+            dispatcher.decisionLog = try DecisionLog(path: path, sampleRate: config.decisionLogSampleRate) { dispatcher.metrics.decisionLogDropped.increment() }
+            logger.info("decision log on", metadata: ["decision_log.path": "\(path)", "decision_log.sample_rate": "\(config.decisionLogSampleRate)"])
+        }
+        if let address = config.metricsAddress, let registry {
+            dispatcher.metricsEnabled = true
+            let (host, port) = try AuthzServer.parse(address: address)
+            let m = MetricsServer(registry: registry, dispatcher: dispatcher)
+            metricsAddress = try m.start(group: group, host: host, port: port)
+            metricsServer = m
+            logger.info("metrics listening", metadata: ["listen.metrics": "\(metricsAddress?.description ?? address)"])
+        }
         if config.insecureNoAuth {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
         }
@@ -98,14 +126,21 @@ public final class AuthzServer: @unchecked Sendable {
         }
         if !admitted {
             refusedConnections.withLockedValue { $0 += 1 }
+            dispatcher.metrics.connectionsRefused.increment()
             logger.warning("refusing connection: max_connections reached", metadata: ["limit": "\(config.maxConnections)"])
             return channel.close()
         }
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
+        dispatcher.metrics.connectionsOpened.increment()
+        dispatcher.metrics.connectionsOpen.record(connectionCount.withLockedValue { $0 })
         channel.closeFuture.whenComplete { [self] _ in
             connections.withLockedValue { _ = $0.removeValue(forKey: id) }
-            connectionCount.withLockedValue { $0 -= 1 }
+            let n = connectionCount.withLockedValue { n -> Int in
+                n -= 1
+                return n
+            }
+            dispatcher.metrics.connectionsOpen.record(n)
         }
         return channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
@@ -159,6 +194,7 @@ public final class AuthzServer: @unchecked Sendable {
     public func shutdown(drainTimeout: TimeAmount = .seconds(10)) {
         for l in listeners { try? l.close().wait() }
         listeners = []
+        metricsServer?.stop()
         if let path = config.socketPath { unlink(path) }
         let open = connections.withLockedValue { Array($0.values) }
         for ch in open { ch.pipeline.fireUserInboundEventTriggered(QuiesceEvent()) }

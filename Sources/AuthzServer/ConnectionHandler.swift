@@ -114,7 +114,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
         switch Dispatcher.lane(call) {
         case .inline:
+            let started: NIODeadline? = dispatcher.metricsEnabled || dispatcher.decisionLog != nil ? .now() : nil
             let result = dispatcher.execute(call, principal: principal)
+            if let started { observe(call, result, started) }
             if case .failure(let e) = result, isNotYetAtRevision(e) {
                 waitForRevision(context: context, id: request.requestId, call: call,
                                 until: min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis))))
@@ -140,6 +142,38 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Metrics and decision log for an inline check or batch (only when either is on).
+    private func observe(_ call: Call, _ result: Result<Reply, AuthzError>, _ started: NIODeadline) {
+        let elapsed = (NIODeadline.now() - started).nanoseconds
+        let m = dispatcher.metrics
+        switch (call, result) {
+        case (.check(let c), .success(.check(let d))):
+            if dispatcher.metricsEnabled {
+                m.check(d.reason)
+                m.checkLatency.recordNanoseconds(elapsed)
+            }
+            if let log = dispatcher.decisionLog, log.sample() {
+                log.record(.init(time: Timestamp.now(), tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope,
+                                 reason: d.reason, revision: d.revision, latencyNanos: UInt64(max(0, elapsed))))
+            }
+        case (.batchCheck(let items, _), .success(.batchCheck(let results, _))):
+            if dispatcher.metricsEnabled {
+                m.batchSize.record(items.count)
+                m.checkLatency.recordNanoseconds(elapsed)
+                for case .success(let d) in results { m.check(d.reason) }
+            }
+            if let log = dispatcher.decisionLog {
+                for (item, r) in zip(items, results) {
+                    guard case .success(let c) = item, case .success(let d) = r, log.sample() else { continue }
+                    log.record(.init(time: Timestamp.now(), tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope,
+                                     reason: d.reason, revision: d.revision, latencyNanos: UInt64(max(0, elapsed)) / UInt64(max(1, items.count))))
+                }
+            }
+        default:
+            break
+        }
+    }
+
     private func isNotYetAtRevision(_ e: AuthzError) -> Bool { e.code == .unavailable && e.field == "min_revision" }
 
     /// Re-runs an inline call every millisecond until the revision it names is reached or the
@@ -159,6 +193,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
+        if case .failure(let e) = result { dispatcher.metrics.error(e.code) }
         guard context.channel.isActive else { return }
         let payload = WireCodec.encodeResponse(WireResponse(requestId: id, result: result))
         var out = context.channel.allocator.buffer(capacity: payload.count + 4)
@@ -206,6 +241,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         if event is SlowClientEvent {
+            dispatcher.metrics.slowClients.increment()
             logger.info("closing slow client: a frame did not complete within frame-timeout")
             return
         }

@@ -3,6 +3,7 @@ import AuthzIndex
 import AuthzModel
 import AuthzWire
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -24,6 +25,12 @@ public final class Dispatcher: @unchecked Sendable {
     let readers: NIOThreadPool
     let writer: NIOThreadPool
     let keys: KeyTable
+    let metrics = ServerMetrics()
+    /// Whether metrics are exported (then checks read the clock for their latency).
+    var metricsEnabled = false
+    var decisionLog: DecisionLog?
+    /// Set when a write failed for lack of space; cleared by the next successful write.
+    private let storageFailure = NIOLockedValueBox<String?>(nil)
     public static let version = "0.1.0"
 
     init(engine: Engine, config: ServerConfig, logger: Logger) throws {
@@ -40,6 +47,14 @@ public final class Dispatcher: @unchecked Sendable {
     func shutdown() {
         try? readers.syncShutdownGracefully()
         try? writer.syncShutdownGracefully()
+        decisionLog?.close()
+    }
+
+    /// Readiness: the index is built (it is, once a dispatcher exists) and the last write did
+    /// not fail for lack of space.
+    func ready() -> (Bool, String) {
+        if let why = storageFailure.withLockedValue({ $0 }) { return (false, "not ready: \(why)") }
+        return (true, "ready at revision \(engine.revision)")
     }
 
     static func lane(_ call: Call) -> Lane {
@@ -56,6 +71,8 @@ public final class Dispatcher: @unchecked Sendable {
         do {
             return .success(try run(call, principal: principal))
         } catch let e as AuthzError {
+            if e.code == .resourceExhausted, case .write = call { storageFailure.withLockedValue { $0 = e.message } }
+            if e.code == .resourceExhausted, case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
             if e.code == .internal {
                 logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
                 return .failure(AuthzError(.internal, "internal error; see the daemon's log"))
@@ -101,7 +118,12 @@ public final class Dispatcher: @unchecked Sendable {
             if ops.count > config.maxWriteOps {
                 throw AuthzError.invalid("write.ops", "must have at most \(config.maxWriteOps) operations (got \(ops.count))")
             }
-            return .write(revision: try engine.write(ops))
+            let started = NIODeadline.now()
+            let revision = try engine.write(ops)
+            metrics.writes.increment()
+            metrics.writeLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+            storageFailure.withLockedValue { $0 = nil }
+            return .write(revision: revision)
         case .get(let ref, let secrets):
             return .get(try engine.get(ref, includeSecrets: secrets))
         case .list(let kind, let t, let size, let after, let secrets):

@@ -46,6 +46,12 @@ public struct ServerConfig: Sendable, Equatable {
     /// A Unix peer running as the daemon's own uid or as root is a superuser (it can read the
     /// data directory anyway).
     public var localSuperuser = true
+    /// HTTP `host:port` for /metrics, /healthz and /readyz; nil = off.
+    public var metricsAddress: String? = nil
+    /// Decision log file (JSON Lines); nil = off.
+    public var decisionLogPath: String? = nil
+    /// Share of checks written to the decision log, in (0, 1].
+    public var decisionLogSampleRate = 1.0
     /// Unix peer uids granted a role without a key: uid → (role, tenant).
     public var allowUIDs: [UInt32: (KeyRole, ID)] = [:]
 
@@ -98,6 +104,11 @@ public struct ServerConfig: Sendable, Equatable {
         case "map-size": mapSize = max(1 << 20, try int())
         case "max-map-size": maxMapSize = max(1 << 20, try int())
         case "keyring": keyRingPath = value.isEmpty ? nil : value
+        case "metrics-address": metricsAddress = value.isEmpty ? nil : value
+        case "decision-log": decisionLogPath = value.isEmpty ? nil : value
+        case "decision-log-sample-rate":
+            guard let r = Double(value), r > 0, r <= 1 else { throw ConfigError("\(origin): decision-log-sample-rate must be in (0, 1] (got \"\(value)\")") }
+            decisionLogSampleRate = r
         case "insecure-no-auth": insecureNoAuth = value == "true"
         case "local-superuser": localSuperuser = value != "false"
         case "allow-uid":

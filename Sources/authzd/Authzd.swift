@@ -50,6 +50,12 @@ struct ServeOptions: ParsableArguments {
     var idleTimeout: Int?
     @Option(name: .long, help: "Maximum open connections (default 4096).")
     var maxConnections: Int?
+    @Option(name: .long, help: "HTTP HOST:PORT for /metrics (Prometheus), /healthz and /readyz.")
+    var metricsAddress: String?
+    @Option(name: .long, help: "Decision log file (JSON Lines of sampled checks).")
+    var decisionLog: String?
+    @Option(name: .long, help: "Share of checks logged, in (0, 1] (default 1).")
+    var decisionLogSampleRate: Double?
 
     func resolve() throws -> ServerConfig {
         var c = ServerConfig()
@@ -66,6 +72,9 @@ struct ServeOptions: ParsableArguments {
         if let frameTimeout { try c.set("frame-timeout", String(frameTimeout), origin: "--frame-timeout") }
         if let idleTimeout { try c.set("idle-timeout", String(idleTimeout), origin: "--idle-timeout") }
         if let maxConnections { try c.set("max-connections", String(maxConnections), origin: "--max-connections") }
+        if let metricsAddress { c.metricsAddress = metricsAddress }
+        if let decisionLog { c.decisionLogPath = decisionLog }
+        if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }
         if c.socketPath == nil && c.address == nil { c.socketPath = "./authzd.sock" }
         return c
     }

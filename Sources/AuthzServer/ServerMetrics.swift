@@ -1,0 +1,58 @@
+import AuthzIndex
+import AuthzModel
+import Metrics
+
+/// The daemon's metrics, through swift-metrics (the Prometheus backend when
+/// `--metrics-address` is set; no-op handlers otherwise). No label identifies a tenant
+/// (cardinality); reasons, codes and call names are bounded sets.
+final class ServerMetrics: @unchecked Sendable {
+    /// Checks by reason (the decision follows from it: allow iff granted).
+    let checks: [Counter]
+    let checkLatency: Timer
+    let batchSize: Recorder
+    let writes: Counter
+    let writeLatency: Timer
+    let errors: [Counter]
+    let connectionsOpened: Counter
+    let connectionsRefused: Counter
+    let connectionsOpen: Gauge
+    let slowClients: Counter
+    let decisionLogDropped: Counter
+    let revision: Gauge
+    let indexBytes: Gauge
+    let users: Gauge
+    let tenants: Gauge
+    let mapSize: Gauge
+    let mapUsed: Gauge
+
+    init() {
+        // Indexed by reason raw value - 1 (Reason.allCases is in raw-value order).
+        checks = Reason.allCases.map { r in
+            Counter(label: "authzd_checks_total", dimensions: [("decision", r == .granted ? "allow" : "deny"), ("reason", r.name)])
+        }
+        checkLatency = Timer(label: "authzd_check_request_duration_seconds", preferredDisplayUnit: .microseconds)
+        batchSize = Recorder(label: "authzd_batch_check_size", aggregate: true)
+        writes = Counter(label: "authzd_writes_total")
+        writeLatency = Timer(label: "authzd_write_duration_seconds", preferredDisplayUnit: .milliseconds)
+        errors = AuthzError.Code.allCases.map { Counter(label: "authzd_errors_total", dimensions: [("code", $0.name)]) }
+        connectionsOpened = Counter(label: "authzd_connections_opened_total")
+        connectionsRefused = Counter(label: "authzd_connections_refused_total")
+        connectionsOpen = Gauge(label: "authzd_connections_open")
+        slowClients = Counter(label: "authzd_slow_clients_closed_total")
+        decisionLogDropped = Counter(label: "authzd_decision_log_dropped_total")
+        revision = Gauge(label: "authzd_revision")
+        indexBytes = Gauge(label: "authzd_index_bytes")
+        users = Gauge(label: "authzd_index_users")
+        tenants = Gauge(label: "authzd_index_tenants")
+        mapSize = Gauge(label: "authzd_lmdb_map_size_bytes")
+        mapUsed = Gauge(label: "authzd_lmdb_map_used_bytes")
+    }
+
+    @inline(__always) func check(_ reason: Reason) {
+        checks[Int(reason.rawValue) - 1].increment()
+    }
+
+    func error(_ code: AuthzError.Code) {
+        if let i = AuthzError.Code.allCases.firstIndex(of: code) { errors[i].increment() }
+    }
+}
