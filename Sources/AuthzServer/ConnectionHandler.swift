@@ -1,4 +1,5 @@
 import AuthzEngine
+import AuthzIndex
 import AuthzModel
 import AuthzWire
 import Logging
@@ -160,11 +161,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if dispatcher.metricsEnabled {
                 m.batchSize.record(items.count)
                 m.checkLatency.recordNanoseconds(elapsed)
-                for case .success(let d) in results { m.check(d.reason) }
+                // One counter update per reason per batch, not per check.
+                var counts = [Int](repeating: 0, count: Reason.allCases.count + 1)
+                for case .success(let d) in results { counts[Int(d.reason.rawValue)] += 1 }
+                for r in Reason.allCases where counts[Int(r.rawValue)] > 0 { m.checks[Int(r.rawValue) - 1].increment(by: counts[Int(r.rawValue)]) }
             }
             if let log = dispatcher.decisionLog {
-                for (item, r) in zip(items, results) {
-                    guard case .success(let c) = item, case .success(let d) = r, log.sample() else { continue }
+                for i in log.sample(batch: items.count) where i < results.count {
+                    guard case .success(let c) = items[i], case .success(let d) = results[i] else { continue }
                     log.record(.init(time: Timestamp.now(), tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope,
                                      reason: d.reason, revision: d.revision, latencyNanos: UInt64(max(0, elapsed)) / UInt64(max(1, items.count))))
                 }

@@ -58,6 +58,23 @@ final class DecisionLog: @unchecked Sendable {
         }
     }
 
+    /// Which of `n` consecutive checks (a batch) are sampled: one lock for the whole batch.
+    func sample(batch n: Int) -> [Int] {
+        if every == 1 { return Array(0..<n) }
+        let start = counter.withLockedValue { c -> UInt64 in
+            let s = c
+            c &+= UInt64(n)
+            return s
+        }
+        var out: [Int] = []
+        var i = Int((every - (start + 1) % every) % every)
+        while i < n {
+            out.append(i)
+            i += Int(every)
+        }
+        return out
+    }
+
     /// Queues an entry; drops (and counts) it when the queue is full.
     func record(_ e: Entry) {
         let accepted = queue.withLockedValue { q -> Bool in

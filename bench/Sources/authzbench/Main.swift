@@ -58,13 +58,16 @@ final class Harness {
     /// Several tenants' checks share connections, which one tenant's key cannot do: then the
     /// daemon runs with --insecure-no-auth (recorded in the facts).
     var insecure = false
+    /// Metrics listener and a 1% decision log on (to measure their cost).
+    var observability = false
 
     func startAuthzd() throws {
         let started = Date()
         facts["authzd_auth"] = insecure ? "insecure-no-auth (multi-tenant load)" : "checker key via Hello"
         authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
                                    arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning",
-                                               "--threads", "\(authzdThreads)"] + (insecure ? ["--insecure-no-auth"] : []),
+                                               "--threads", "\(authzdThreads)"] + (insecure ? ["--insecure-no-auth"] : [])
+                                               + (observability ? ["--metrics-address", "127.0.0.1:\(freePort())", "--decision-log", dir + "/decisions.jsonl", "--decision-log-sample-rate", "0.01"] : []),
                                    logPath: dir + "/authzd.log")
         try waitForSocket(authzdSocket)
         facts["authzd_listening_seconds"] = Date().timeIntervalSince(started)
@@ -105,6 +108,7 @@ final class Harness {
         facts["authzd_first_check_seconds"] = Date().timeIntervalSince(t1)
         probe.close()
         facts["authzd_rss_kib"] = authzd!.residentKiB()
+        facts["authzd_rss_anon_kib"] = authzd!.anonymousKiB()
         if withRedis {
             redis = try ServerProcess(name: "redis", executable: "/usr/bin/redis-server",
                                       arguments: ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--unixsocket", redisSocket, "--unixsocketperm", "700",
@@ -118,6 +122,7 @@ final class Harness {
             try redisPipe(path: redisSocket, commands: cmds, expectReplies: n)
             facts["redis_keys"] = n
             facts["redis_rss_kib"] = redis!.residentKiB()
+            facts["redis_rss_anon_kib"] = redis!.anonymousKiB()
             facts["redis_rss_empty_kib"] = baseline
         }
         echo = try ServerProcess(name: "echo", executable: binDir + "/authzbench",
@@ -156,11 +161,13 @@ func machineInfo() -> [String: Any] {
 }
 
 func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, requests: Int?, withRedis: Bool, withEcho: Bool,
-               skewed: Bool, allowShare: Double, jsonOut: String?, authzdThreads: Int = 1) throws -> Bool {
+               skewed: Bool, allowShare: Double, jsonOut: String?, authzdThreads: Int = 1, observability: Bool = false) throws -> Bool {
     let tenants = Dataset.generate(size: size, seed: seed)
     let queries = Queries.make(tenants, count: 200_000, skewed: skewed, allowShare: allowShare, seed: seed)
     let h = Harness()
     h.authzdThreads = authzdThreads
+    h.observability = observability
+    h.facts["authzd_observability"] = observability ? "metrics + 1% decision log" : "off"
     h.facts["authzd_threads"] = authzdThreads
     defer { h.stop() }
     FileHandle.standardError.write(Data("dataset \(size.name): \(tenants.count) tenant(s), \(tenants.reduce(0) { $0 + $1.users.count }) users; loading...\n".utf8))
@@ -236,6 +243,8 @@ struct Matrix: ParsableCommand {
     @Option var allowShare = 0.5
     @Option var json = "bench/results/latest.json"
     @Option(help: "authzd event-loop threads (Redis serves on one thread; the load generator uses one).") var authzdThreads = 1
+    @Flag(help: "Run authzd with metrics and a 1% decision log.") var observability = false
+    @Flag(help: "Skip Redis.") var noRedis = false
 
     func run() throws {
         guard let s = DatasetSize.named(size) else { throw ValidationError("size must be small, reference or ten") }
@@ -248,8 +257,8 @@ struct Matrix: ParsableCommand {
             }
         }
         try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
-        let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: true, withEcho: true,
-                               skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads)
+        let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: !noRedis, withEcho: !noRedis,
+                               skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads, observability: observability)
         if !ok { throw HarnessError("some answers were wrong or failed") }
     }
 }

@@ -22,10 +22,15 @@ final class ServerProcess {
 
     var pid: Int32 { process.processIdentifier }
 
-    /// Resident memory in KiB (VmRSS), or 0.
-    func residentKiB() -> Int {
+    /// Resident memory in KiB (VmRSS: includes file-backed pages such as LMDB's map), or 0.
+    func residentKiB() -> Int { status("VmRSS:") }
+
+    /// Anonymous resident memory in KiB (RssAnon: the heap, without mapped files), or 0.
+    func anonymousKiB() -> Int { status("RssAnon:") }
+
+    private func status(_ key: String) -> Int {
         guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in s.split(separator: "\n") where line.hasPrefix(key) {
             return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
         return 0

@@ -48,8 +48,8 @@ struct Soak: ParsableCommand {
             }
         }
         writerThread.start()
-        print("| minute | checks/s | p50 µs | p99 µs | writes/s | authzd RSS MiB | wrong |")
-        print("|---|---|---|---|---|---|---|")
+        print("| minute | checks/s | p50 µs | p99 µs | writes/s | authzd RSS MiB | anon MiB | wrong |")
+        print("|---|---|---|---|---|---|---|---|")
         let began = Date()
         while Date() < stop {
             lock.lock(); let w0 = writes; lock.unlock()
@@ -59,8 +59,8 @@ struct Soak: ParsableCommand {
             o.apiKey = h.checkerKey
             let r = try LoadRunner.run(o, encoded: encoded, group: group)
             lock.lock(); let w1 = writes; lock.unlock()
-            print(String(format: "| %.1f | %.0f | %.1f | %.1f | %.0f | %.1f | %llu |", Date().timeIntervalSince(began) / 60, r.checksPerSecond, r.percentile(50),
-                         r.percentile(99), Double(w1 - w0) / r.seconds, Double(h.authzd!.residentKiB()) / 1024, r.wrong))
+            print(String(format: "| %.1f | %.0f | %.1f | %.1f | %.0f | %.1f | %.1f | %llu |", Date().timeIntervalSince(began) / 60, r.checksPerSecond, r.percentile(50),
+                         r.percentile(99), Double(w1 - w0) / r.seconds, Double(h.authzd!.residentKiB()) / 1024, Double(h.authzd!.anonymousKiB()) / 1024, r.wrong))
             fflush(stdout)
         }
         writerThread.cancel()
