@@ -50,6 +50,8 @@ public final class TenantCompiler {
     var poolCount = 1  // offset 0 is the empty role set: [0]
     var roleSets: [[UInt32]: (offset: UInt32, users: Int)] = [[]: (0, 0)]
     var roleSetByOffset: [UInt32: [UInt32]] = [0: []]
+    /// Pool words of role sets no user holds any more; compacted away past a threshold.
+    var deadWords = 0
 
     /// A compiler for an empty tenant. `expectedUsers` sizes the user map up front.
     public init(tenantId: ID, expectedUsers: Int = 0) {
@@ -188,6 +190,7 @@ public final class TenantCompiler {
         if entry.users <= 1 && offset != 0 {
             roleSets.removeValue(forKey: set)
             roleSetByOffset.removeValue(forKey: offset)
+            deadWords += set.count + 1
         } else {
             roleSets[set]!.users = entry.users - 1
         }
@@ -239,10 +242,45 @@ public final class TenantCompiler {
         rolesDirty = false
     }
 
+    /// Rewrites the pool with only the role sets users hold and remaps every user (O(users)):
+    /// keeps memory flat under churn. Snapshots already published keep the old pool alive.
+    func compactPool() {
+        var remap: [UInt32: UInt32] = [0: 0]
+        var fresh = AppendOnlyBuffer(capacity: max(1024, poolCount - deadWords + 16))
+        fresh.base[0] = 0
+        var count = 1
+        var newByOffset: [UInt32: [UInt32]] = [0: []]
+        for (set, entry) in roleSets where entry.offset != 0 {
+            var encoded = [UInt32(set.count)]
+            encoded.append(contentsOf: set)
+            encoded.withUnsafeBufferPointer { fresh = fresh.appending($0, at: count) }
+            remap[entry.offset] = UInt32(count)
+            roleSets[set] = (UInt32(count), entry.users)
+            newByOffset[UInt32(count)] = set
+            count += encoded.count
+        }
+        for i in shards.indices {
+            let copy = shards[i].copy()
+            var updates: [(ID, UInt32)] = []
+            copy.forEach { id, v in
+                let off = v & ~inactiveUserBit
+                if let n = remap[off], n != off { updates.append((id, n | (v & inactiveUserBit))) }
+            }
+            for (id, v) in updates { copy.set(id, v) }
+            shards[i] = copy
+            copiedShards.insert(i)
+        }
+        pool = fresh
+        poolCount = count
+        roleSetByOffset = newByOffset
+        deadWords = 0
+    }
+
     /// Publishes the current state as an immutable snapshot. Shards changed since the last
     /// publish are handed over and will be copied before the next change.
     public func publish() -> TenantIndex {
         if rolesDirty { compileRoles() }
+        if deadWords > 16_384 && deadWords * 2 > poolCount { compactPool() }
         if permissionsDirty {
             permissionTable = NameTable(permissionBits.map { ($0.key, $0.value) })
             permissionsDirty = false

@@ -51,6 +51,7 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.mapSize = config.mapSize
         options.store.maxMapSize = config.maxMapSize
         options.store.keyRingPath = config.keyRingPath
+        options.store.autoMigrate = config.autoMigrate
         // Metrics handlers bind to the factory at creation: bootstrap before anything makes one.
         var registry: PrometheusCollectorRegistry?
         if config.metricsAddress != nil {

@@ -46,6 +46,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// A Unix peer running as the daemon's own uid or as root is a superuser (it can read the
     /// data directory anyway).
     public var localSuperuser = true
+    /// Migrate an older data directory at start (false: refuse it).
+    public var autoMigrate = true
     /// HTTP `host:port` for /metrics, /healthz and /readyz; nil = off.
     public var metricsAddress: String? = nil
     /// Decision log file (JSON Lines); nil = off.
@@ -104,6 +106,7 @@ public struct ServerConfig: Sendable, Equatable {
         case "map-size": mapSize = max(1 << 20, try int())
         case "max-map-size": maxMapSize = max(1 << 20, try int())
         case "keyring": keyRingPath = value.isEmpty ? nil : value
+        case "auto-migrate": autoMigrate = value != "false"
         case "metrics-address": metricsAddress = value.isEmpty ? nil : value
         case "decision-log": decisionLogPath = value.isEmpty ? nil : value
         case "decision-log-sample-rate":

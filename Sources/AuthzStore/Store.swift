@@ -23,6 +23,9 @@ public struct StoreOptions: Sendable {
     /// LMDB reader slots (LMDB's default of 126 is too few for a busy daemon).
     public var maxReaders: UInt32 = 1024
     public var sync: SyncMode = .full
+    /// Migrate an older data directory at open (default). False: refuse it with a message that
+    /// names both versions (then run `authzd migrate`).
+    public var autoMigrate = true
     /// Key ring for platform-credential secrets. Nil: `DIR/keyring`, created (0600) on first
     /// open. See `KeyRing` and docs/security.md.
     public var keyRingPath: String?
@@ -67,7 +70,31 @@ public struct WriteOutcome: Sendable {
 /// their thread). A write blocks while it commits (and fsyncs, in `.full` sync mode).
 public final class Store: @unchecked Sendable {
     /// The data-directory format this build writes and reads (see docs/migrations.md).
-    public static let formatVersion: UInt32 = 1
+    /// 1: the first format. 2: per-kind record counts kept in `meta` (`count.<kind>`).
+    public static let formatVersion: UInt32 = 2
+
+    /// One step of the format, `from` → `from + 1`, applied inside one write transaction
+    /// together with the new format number: killed halfway, the step did not happen.
+    struct Migration {
+        let from: UInt32
+        let name: String
+        let apply: (LMDBTransaction, Store) throws -> Void
+    }
+
+    /// Every step, in order. Adding a format means adding a step here (docs/migrations.md).
+    static let migrations: [Migration] = [
+        Migration(from: 1, name: "count records per kind into meta") { txn, store in
+            var counts: [EntityKind: UInt64] = [:]
+            try txn.scan(store.ids, prefix: []) { _, value in
+                if value.count == 17, let k = EntityKind(rawValue: value[16]) { counts[k, default: 0] += 1 }
+                return true
+            }
+            for k in EntityKind.allCases {
+                var v = (counts[k] ?? 0).littleEndian
+                try txn.put(store.meta, Array("count.\(k.name)".utf8), withUnsafeBytes(of: &v) { Array($0) })
+            }
+        },
+    ]
 
     let env: LMDBEnvironment
     let records: UInt32
@@ -130,6 +157,9 @@ public final class Store: @unchecked Sendable {
                 if format > Store.formatVersion {
                     throw AuthzError(.failedPrecondition, "data directory \(directory) has format version \(format), newer than this authzd (format version \(Store.formatVersion)); upgrade authzd")
                 }
+                if format < Store.formatVersion && !options.autoMigrate {
+                    throw AuthzError(.failedPrecondition, "data directory \(directory) has format version \(format); this authzd uses format version \(Store.formatVersion): run `authzd migrate --data-dir \(directory)` or start without --no-auto-migrate")
+                }
             } else {
                 if try txn.count(records) != 0 {
                     throw AuthzError(.dataLoss, "data directory \(directory) holds records but no format version; refusing to guess")
@@ -138,6 +168,7 @@ public final class Store: @unchecked Sendable {
                 try txn.put(meta, Array("format".utf8), withUnsafeBytes(of: &v) { Array($0) })
             }
             try txn.commit()
+            if let format, format < Store.formatVersion { try migrate(from: format) }
         } catch let e as LMDBError {
             throw AuthzError(.dataLoss, "cannot open the databases in \(directory): \(e)")
         }
@@ -145,6 +176,30 @@ public final class Store: @unchecked Sendable {
 
     deinit {
         if options.sync == .nosync { try? env.sync() }
+    }
+
+    /// The format steps from `format` to the current one, each in its own write transaction
+    /// that also records the new format number.
+    private func migrate(from format: UInt32) throws {
+        var current = format
+        for step in Store.migrations where step.from == current {
+            let txn = try LMDBTransaction(env: env, readOnly: false)
+            try step.apply(txn, self)
+            var v = (current + 1).littleEndian
+            try txn.put(meta, Array("format".utf8), withUnsafeBytes(of: &v) { Array($0) })
+            try txn.commit()
+            current += 1
+        }
+        if current != Store.formatVersion {
+            throw AuthzError(.failedPrecondition, "no migration from format version \(current) to \(Store.formatVersion)")
+        }
+    }
+
+    /// The data directory's format version.
+    public func format() throws -> UInt32 {
+        try read { r in
+            try r.txn.get(meta, Array("format".utf8)) { raw in raw.count == 4 ? raw.loadUnaligned(as: UInt32.self).littleEndian : 0 } ?? 0
+        }
     }
 
     /// Flushes everything to disk (meaningful in `.nosync` mode; a no-op cost otherwise).

@@ -16,7 +16,7 @@ struct Authzd: ParsableCommand {
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Keys.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Migrate.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -44,6 +44,8 @@ struct ServeOptions: ParsableArguments {
     var allowUid: String?
     @Flag(name: .long, help: "Treat every caller, TCP included, as a superuser. Benchmarks and laptops only.")
     var insecureNoAuth = false
+    @Flag(name: .long, help: "Refuse an older data directory instead of migrating it at start.")
+    var noAutoMigrate = false
     @Option(name: .long, help: "Seconds within which a started frame must complete (default 10).")
     var frameTimeout: Int?
     @Option(name: .long, help: "Seconds a connection may stay idle (default 300; 0 = never).")
@@ -69,6 +71,7 @@ struct ServeOptions: ParsableArguments {
         if let keyring { c.keyRingPath = keyring }
         if let allowUid { try c.set("allow-uid", allowUid, origin: "--allow-uid") }
         if insecureNoAuth { c.insecureNoAuth = true }
+        if noAutoMigrate { c.autoMigrate = false }
         if let frameTimeout { try c.set("frame-timeout", String(frameTimeout), origin: "--frame-timeout") }
         if let idleTimeout { try c.set("idle-timeout", String(idleTimeout), origin: "--idle-timeout") }
         if let maxConnections { try c.set("max-connections", String(maxConnections), origin: "--max-connections") }
@@ -258,6 +261,19 @@ struct KeysRotateData: ParsableCommand {
         let store = try Store(directory: dataDir, options: o)
         let n = try store.rotateSecrets(batchSize: batch)
         print("re-encrypted \(n) credential(s) to key \"\(store.sealer.ring.activeId)\"")
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Migrate a stopped daemon's data directory to this build's format (docs/migrations.md).")
+    @Option(name: .long) var dataDir = "./data"
+    @Option(name: .long) var keyring: String?
+
+    func run() throws {
+        var o = StoreOptions()
+        o.keyRingPath = keyring
+        let store = try Store(directory: dataDir, options: o)
+        print("{\"data_dir\":\"\(dataDir)\",\"format\":\(try store.format())}")
     }
 }
 
