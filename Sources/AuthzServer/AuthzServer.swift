@@ -156,8 +156,14 @@ public final class AuthzServer: @unchecked Sendable {
         }
     }
 
-    /// Replaces a stale socket file; refuses to steal one a live process is listening on.
+    /// Replaces a stale socket file; refuses to steal one a live process is listening on, and
+    /// refuses a directory that anyone may write to (another user could swap the socket).
     private func prepareSocketPath(_ path: String) throws {
+        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        var ds = stat()
+        if stat(dir.isEmpty ? "/" : dir, &ds) == 0, ds.st_mode & 0o002 != 0 {
+            throw ConfigError("the socket's directory \(dir) is writable by everyone; put the socket in a directory only the daemon's user (and group) can write")
+        }
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {

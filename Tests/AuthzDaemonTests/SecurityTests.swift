@@ -195,3 +195,50 @@ final class SecurityTests: XCTestCase {
         }
     }
 }
+
+/// A sidecar running as its service's uid needs no key: the Unix peer uid allowlist.
+final class PeerUIDTests: XCTestCase {
+    func runAs(uid: Int, _ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=\(uid)", "--regid=65534", "--clear-groups", productsDirectory().appendingPathComponent("authzctl").path] + args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
+    func testAllowlistedUIDGetsItsRoleAndNothingMore() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to act as another uid")
+        }
+        let t = ID.random(), other = ID.random(), u = ID.random(), r = ID.random(), p = ID.random()
+        let daemon = try DaemonProcess(tcp: false, extra: ["--allow-uid", "65534:checker:\(t)"])
+        defer { daemon.stop(); daemon.remove() }
+        chmod(daemon.dir, 0o755)
+        chown(daemon.socketPath, 0, 65534)  // group nogroup may connect (mode 0660)
+        let local = daemon.client()
+        defer { local.close() }
+        _ = try local.send(.write([.upsert(.tenant(Tenant(id: t, name: "svc"))), .upsert(.tenant(Tenant(id: other, name: "other"))),
+                                   .upsert(.user(User(id: u, tenantId: t))), .upsert(.role(Role(id: r, tenantId: t, name: "r"))),
+                                   .upsert(.permission(Permission(id: p, tenantId: t, name: "core.side.car", service: "core"))),
+                                   .upsert(.permissionBinding(PermissionBinding(id: .random(), tenantId: t, roleId: r, permissionId: p, scope: .global))),
+                                   .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: t, userId: u, roleId: r, scope: .tenant)))])).wait()
+        let sock = ["--socket", daemon.socketPath]
+        let (ok, out) = try runAs(uid: 65534, ["check"] + sock + [t.description, u.description, "core.side.car", "tenant"])
+        XCTAssertEqual(ok, 0, out)
+        let (cross, out2) = try runAs(uid: 65534, ["check"] + sock + [other.description, u.description, "core.side.car", "tenant"])
+        XCTAssertEqual(cross, 2, out2)
+        XCTAssertTrue(out2.contains("PERMISSION_DENIED"), out2)
+        let (write, out3) = try runAs(uid: 65534, ["delete"] + sock + ["user", t.description, u.description])
+        XCTAssertEqual(write, 2, out3)
+        XCTAssertTrue(out3.contains("PERMISSION_DENIED"), out3)
+        // Another uid with the same group reaches the socket but is not on the list.
+        let (stranger, out4) = try runAs(uid: 65533, ["check"] + sock + [t.description, u.description, "core.side.car", "tenant"])
+        XCTAssertEqual(stranger, 2, out4)
+        XCTAssertTrue(out4.contains("UNAUTHENTICATED"), out4)
+    }
+}
