@@ -47,7 +47,7 @@ final class DaemonProcess {
             if chunk.isEmpty { break }
             buffer.append(chunk)
             log = String(decoding: buffer, as: UTF8.self)
-            let listeningLines = log.components(separatedBy: "\n").filter { $0.contains("listen.unix=") || $0.contains("listen.tcp=") }
+            let listeningLines = log.components(separatedBy: "\n").filter { $0.hasSuffix("listening") && ($0.contains("listen.unix=") || $0.contains("listen.tcp=")) }
             if let line = listeningLines.first(where: { $0.contains("listen.tcp=") }),
                let r = line.range(of: #"listen\.tcp=[^ ]*:(\d+)"#, options: .regularExpression) {
                 tcpPort = Int(line[r].split(separator: ":").last!)
