@@ -2,6 +2,7 @@ import Atomics
 import AuthzIndex
 import AuthzModel
 import AuthzStore
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,13 +49,29 @@ public final class Engine: @unchecked Sendable {
         pthread_mutex_init(&writeLock, nil)
         var tenants: [ID: TenantIndex] = [:]
         var compilers: [ID: TenantCompiler] = [:]
-        let revision: UInt64 = try store.read { r in
-            for t in try r.tenantIDs() {
-                let c = try Engine.compile(tenant: t, from: r)
-                compilers[t] = c
-                tenants[t] = c.publish()
+        // Tenants compile independently: spread them over the cores, each worker with its own
+        // read transaction (nothing writes while the engine opens; the directory lock is ours).
+        let (ids, revision) = try store.read { (try $0.tenantIDs(), try $0.revision()) }
+        let store = self.store
+        let workers = max(1, min(ids.count, ProcessInfo.processInfo.activeProcessorCount))
+        var built = [(TenantCompiler, TenantIndex)?](repeating: nil, count: ids.count)
+        var failure: Error?
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for i in stride(from: w, to: ids.count, by: workers) {
+                do {
+                    let c = try store.read { try Engine.compile(tenant: ids[i], from: $0) }
+                    let index = c.publish()
+                    lock.lock(); built[i] = (c, index); lock.unlock()
+                } catch {
+                    lock.lock(); failure = error; lock.unlock()
+                }
             }
-            return try r.revision()
+        }
+        if let failure { throw failure }
+        for (i, t) in ids.enumerated() {
+            compilers[t] = built[i]!.0
+            tenants[t] = built[i]!.1
         }
         self.compilers = compilers
         current = ManagedAtomic(IndexSnapshot(revision: revision, tenants: tenants))
