@@ -434,6 +434,13 @@ public final class Store: @unchecked Sendable {
             switch e {
             case .mapFull: throw AuthzError(.resourceExhausted, "map full", field: "lmdb.map_full")
             case .noSpace: throw AuthzError(.resourceExhausted, "no space left on the device holding \(directory)")
+            case LMDBError(code: EIO):
+                // LMDB reports a short write as EIO: tell a full disk from a failing one.
+                var fs = statvfs()
+                if statvfs(directory, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 8 << 20 {
+                    throw AuthzError(.resourceExhausted, "no space left on the device holding \(directory); the write was not applied")
+                }
+                throw AuthzError(.unavailable, "I/O error on \(directory); the write was not applied")
             case .readersFull: throw AuthzError(.unavailable, "all LMDB reader slots are in use; retry")
             default: throw AuthzError.internalError("LMDB: \(e)")
             }
