@@ -206,17 +206,37 @@ final class WriteBatch {
         return e
     }
 
+    /// Like `referenced`, when only existence, kind and tenant matter: no record is decoded.
+    private var existing: Set<ID> = []
+    private func mustExist(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws {
+        if existing.contains(id) { return }
+        if let e = current[id] ?? referenceCache[id], e.kind == kind, e.tenantId == tenant {
+            existing.insert(id)
+            return
+        }
+        guard let (t, k) = try reader.locate(id) else {
+            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
+        }
+        if t != tenant {
+            throw AuthzError(.failedPrecondition, "\(field) \(id) belongs to another tenant; references must stay in tenant \(tenant)", field: field)
+        }
+        if k != kind {
+            throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
+        }
+        existing.insert(id)
+    }
+
     private func validateReferences(_ e: Entity) throws {
         let t = e.tenantId
         if e.kind != .tenant {
-            _ = try referenced(.tenant, t, tenant: t, field: "\(e.kind.name).tenant_id")
+            try mustExist(.tenant, t, tenant: t, field: "\(e.kind.name).tenant_id")
         }
         switch e {
         case .tenant, .user:
             break
         case .role(let r):
             for (i, parent) in r.inherits.enumerated() {
-                _ = try referenced(.role, parent, tenant: t, field: "role.inherits[\(i)]")
+                try mustExist(.role, parent, tenant: t, field: "role.inherits[\(i)]")
             }
             try checkAcyclic(from: r)
             for b in try reader.roleBindings(ofRole: r.fields.id, tenant: t) where !r.scopes.contains(b.scope) {
@@ -227,19 +247,19 @@ final class WriteBatch {
                 throw AuthzError(.failedPrecondition, "permission.scopes \(p.scopes) of permission \"\(p.name)\" must include scope \"\(b.scope)\" of its permission_binding \(b.fields.id)", field: "permission.scopes")
             }
         case .roleBinding(let b):
-            _ = try referenced(.user, b.userId, tenant: t, field: "role_binding.user_id")
+            try mustExist(.user, b.userId, tenant: t, field: "role_binding.user_id")
             guard case .role(let role) = try referenced(.role, b.roleId, tenant: t, field: "role_binding.role_id") else { return }
             if !role.scopes.contains(b.scope) {
                 throw AuthzError(.failedPrecondition, "role_binding.scope \"\(b.scope)\" is not in role \"\(role.name)\".scopes \(role.scopes)", field: "role_binding.scope")
             }
         case .permissionBinding(let b):
-            _ = try referenced(.role, b.roleId, tenant: t, field: "permission_binding.role_id")
+            try mustExist(.role, b.roleId, tenant: t, field: "permission_binding.role_id")
             guard case .permission(let p) = try referenced(.permission, b.permissionId, tenant: t, field: "permission_binding.permission_id") else { return }
             if !p.scopes.contains(b.scope) {
                 throw AuthzError(.failedPrecondition, "permission_binding.scope \"\(b.scope)\" is not in permission \"\(p.name)\".scopes \(p.scopes)", field: "permission_binding.scope")
             }
         case .platformCredential(let c):
-            _ = try referenced(.user, c.ownerUserId, tenant: t, field: "platform_credential.owner_user_id")
+            try mustExist(.user, c.ownerUserId, tenant: t, field: "platform_credential.owner_user_id")
         }
     }
 
