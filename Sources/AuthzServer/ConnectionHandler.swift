@@ -113,7 +113,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
         }
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
-        switch Dispatcher.lane(call) {
+        let lane = Dispatcher.lane(call)
+        switch lane {
         case .inline:
             let started: NIODeadline? = dispatcher.metricsEnabled || dispatcher.decisionLog != nil ? .now() : nil
             let result = dispatcher.execute(call, principal: principal)
@@ -125,7 +126,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 respond(context: context, id: request.requestId, result: result, flush: false)
             }
         case .reader, .writer:
-            let pool = Dispatcher.lane(call) == .writer ? dispatcher.writer : dispatcher.readers
+            let pool = lane == .writer ? dispatcher.writer : dispatcher.readers
             inFlight += 1
             let dispatcher = self.dispatcher
             let future = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<Reply, AuthzError> in

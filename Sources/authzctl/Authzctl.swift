@@ -288,6 +288,13 @@ struct Put: AsyncParsableCommand {
     }
 }
 
+/// Soft-deletes or re-activates one record and prints the new revision.
+func setActive(_ active: Bool, _ conn: Connection, _ kind: String, _ tenant: String, _ id: String) async throws {
+    let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
+    let rev = try await withClient(conn) { try await $0.write([active ? .activate(ref) : .deactivate(ref)]) }
+    print("{\"revision\":\(rev)}")
+}
+
 struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Soft-delete a record (is_active = false): KIND TENANT_ID ID.")
     @OptionGroup var conn: Connection
@@ -295,11 +302,7 @@ struct Delete: AsyncParsableCommand {
     @Argument var tenant: String
     @Argument var id: String
 
-    func run() async throws {
-        let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
-        let rev = try await withClient(conn) { try await $0.write([.deactivate(ref)]) }
-        print("{\"revision\":\(rev)}")
-    }
+    func run() async throws { try await setActive(false, conn, kind, tenant, id) }
 }
 
 struct Activate: AsyncParsableCommand {
@@ -309,11 +312,7 @@ struct Activate: AsyncParsableCommand {
     @Argument var tenant: String
     @Argument var id: String
 
-    func run() async throws {
-        let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
-        let rev = try await withClient(conn) { try await $0.write([.activate(ref)]) }
-        print("{\"revision\":\(rev)}")
-    }
+    func run() async throws { try await setActive(true, conn, kind, tenant, id) }
 }
 
 struct Info: AsyncParsableCommand {

@@ -160,6 +160,13 @@ struct KeyTarget: ParsableArguments {
     }
 }
 
+/// `--expires` as microseconds since the epoch; 0 when absent.
+func parseExpiry(_ text: String?) throws -> Int64 {
+    guard let text else { return 0 }
+    guard let v = Timestamp.parse(text) else { throw ValidationError("--expires must be RFC 3339") }
+    return v
+}
+
 func keyLine(_ k: ApiKey) -> String {
     var s = "{\"id\":\"\(k.id)\",\"role\":\"\(k.role)\""
     if k.tenantId != .zero { s += ",\"tenant_id\":\"\(k.tenantId)\"" }
@@ -192,10 +199,7 @@ struct KeysCreate: ParsableCommand {
             guard let id = ID(s) else { throw ValidationError("--tenant must be a UUID") }
             return id
         }
-        let exp = try expires.map { s -> Int64 in
-            guard let v = Timestamp.parse(s) else { throw ValidationError("--expires must be RFC 3339") }
-            return v
-        } ?? 0
+        let exp = try parseExpiry(expires)
         let (k, secret): (ApiKey, String)
         if target.offline {
             (k, secret) = try OfflineKeys.create(dataDir: target.dataDir, keyRing: target.keyring, tenant: t, role: r, name: name, expiresAt: exp)
@@ -234,10 +238,7 @@ struct KeysRevoke: ParsableCommand {
 
     func run() throws {
         guard let kid = ID(id) else { throw ValidationError("ID must be a UUID") }
-        let exp = try expires.map { s -> Int64 in
-            guard let v = Timestamp.parse(s) else { throw ValidationError("--expires must be RFC 3339") }
-            return v
-        } ?? 0
+        let exp = try parseExpiry(expires)
         let k: ApiKey
         if target.offline {
             k = try OfflineKeys.revoke(dataDir: target.dataDir, keyRing: target.keyring, id: kid, expiresAt: exp)

@@ -7,16 +7,7 @@ import XCTest
 
 final class BackupTests: XCTestCase {
     func run(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = productsDirectory().appendingPathComponent("authzd")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+        try runProcess(productsDirectory().appendingPathComponent("authzd").path, args, mergeStderr: false)
     }
 
     /// A backup taken under write load restores to a consistent state at an acknowledged

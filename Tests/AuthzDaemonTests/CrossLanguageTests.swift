@@ -5,18 +5,8 @@ import XCTest
 /// protobuf runtime talks to a real daemon: the protocol is what docs/protocol.md says, not
 /// what our own codec happens to do.
 final class CrossLanguageTests: XCTestCase {
-    func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [tool] + args
-        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+    func run(_ tool: String, _ args: [String]) throws -> (Int32, String) {
+        try runProcess("/usr/bin/env", [tool] + args)
     }
 
     func testPythonClientAgainstRealDaemon() throws {

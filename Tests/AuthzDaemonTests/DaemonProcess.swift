@@ -150,3 +150,18 @@ final class RawConnection {
         return recv(fd, &b, 1, 0) == 0
     }
 }
+
+/// Runs a program to completion; returns its exit status and its stdout (and stderr when
+/// `mergeStderr`).
+func runProcess(_ executable: String, _ args: [String], mergeStderr: Bool = true) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = mergeStderr ? out : FileHandle.nullDevice
+    try p.run()
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (p.terminationStatus, text)
+}

@@ -199,16 +199,7 @@ final class SecurityTests: XCTestCase {
 /// A sidecar running as its service's uid needs no key: the Unix peer uid allowlist.
 final class PeerUIDTests: XCTestCase {
     func runAs(uid: Int, _ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        p.arguments = ["--reuid=\(uid)", "--regid=65534", "--clear-groups", productsDirectory().appendingPathComponent("authzctl").path] + args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+        try runProcess("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=65534", "--clear-groups", productsDirectory().appendingPathComponent("authzctl").path] + args)
     }
 
     func testAllowlistedUIDGetsItsRoleAndNothingMore() throws {
