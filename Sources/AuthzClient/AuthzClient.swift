@@ -186,6 +186,13 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             promise.fail(AuthzError(.unavailable, "connection closed"))
             return promise.futureResult
         }
+        let payload: [UInt8]
+        do {
+            payload = try WireCodec.encodeRequestChecked(WireRequest(requestId: nextId, deadlineMs: UInt32(clamping: timeout.nanoseconds / 1_000_000), call: .success(call)))
+        } catch {
+            promise.fail(error)
+            return promise.futureResult
+        }
         let id = nextId
         nextId &+= 1
         let timer = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
@@ -194,7 +201,6 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         pending[id] = (promise, timer)
-        let payload = WireCodec.encodeRequest(WireRequest(requestId: id, deadlineMs: UInt32(clamping: timeout.nanoseconds / 1_000_000), call: .success(call)))
         var buf = channel.allocator.buffer(capacity: payload.count + 4)
         buf.writeInteger(UInt32(payload.count))
         buf.writeBytes(payload)

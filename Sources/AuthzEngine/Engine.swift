@@ -10,6 +10,8 @@ import Glibc
 /// Options of an `Engine`.
 public struct EngineOptions: Sendable {
     public var store = StoreOptions()
+    /// Per-tenant size and inheritance-depth limits, checked on every write and import.
+    public var limits = TenantLimits()
 
     public init() {}
 }
@@ -41,11 +43,17 @@ public final class Engine: @unchecked Sendable {
     private let cacheKey = snapshotCacheKey
     private var compilers: [ID: TenantCompiler] = [:]
     private var writeLock = pthread_mutex_t()
+    /// The limits writes are held to.
+    public let limits: TenantLimits
+    /// Callbacks waiting for the next published revision.
+    private let waiters = NSLock()
+    private var revisionWaiters: [() -> Void] = []
 
     /// Opens the store in `directory` and compiles every tenant's index from it.
     /// Throws what `Store.init` throws.
     public init(directory: String, options: EngineOptions = EngineOptions()) throws {
         store = try Store(directory: directory, options: options.store)
+        limits = options.limits
         pthread_mutex_init(&writeLock, nil)
         var tenants: [ID: TenantIndex] = [:]
         var compilers: [ID: TenantCompiler] = [:]
@@ -103,9 +111,12 @@ public final class Engine: @unchecked Sendable {
         for (u, active) in users { c.upsertUser(id: u, active: active) }
         var bindings: [ID: [(role: ID, scope: Scope)]] = [:]
         bindings.reserveCapacity(users.count)
+        var roleBindings = 0
         try r.forEachRoleBinding(tenant: tenant) { active, user, role, scope in
+            roleBindings += 1
             if active { bindings[user, default: []].append((role, scope)) }
         }
+        c.roleBindingCount = roleBindings
         for (u, list) in bindings { c.setUserBindings(user: u, bindings: list) }
         return c
     }
@@ -180,16 +191,19 @@ public final class Engine: @unchecked Sendable {
                 .sorted { ($0.scope, $1.fields.id) > ($1.scope, $0.fields.id) }
             for rb in bindings {
                 guard let r0 = try role(rb.roleId), r0.fields.isActive else { continue }
-                // Breadth-first over active roles: the first hit has the shortest chain.
-                var queue: [[ID]] = [[r0.fields.id]]
-                var seen: Set<ID> = [r0.fields.id]
+                // Breadth-first over active roles: the first hit has the shortest chain. Each role
+                // keeps the one it was reached from, so no chain is copied (any depth is linear).
+                var queue: [ID] = [r0.fields.id]
+                var reachedFrom: [ID: ID] = [r0.fields.id: r0.fields.id]
                 var head = 0
                 while head < queue.count {
-                    let chain = queue[head]
+                    let rk = queue[head]
                     head += 1
-                    let rk = chain.last!
                     for pb in try r.permissionBindings(ofRole: rk, tenant: tenant)
                     where pb.fields.isActive && pb.permissionId == pid && pb.scope >= scope {
+                        var chain = [rk]
+                        while let from = reachedFrom[chain.last!], from != chain.last! { chain.append(from) }
+                        chain.reverse()
                         var e = Explanation(decision: Decision(reason: .granted, revision: rev))
                         e.roleBindingId = rb.fields.id
                         e.roleBindingScope = rb.scope
@@ -200,8 +214,9 @@ public final class Engine: @unchecked Sendable {
                         return e
                     }
                     for parent in try role(rk)?.inherits ?? [] {
-                        guard let pr = try role(parent), pr.fields.isActive, seen.insert(parent).inserted else { continue }
-                        queue.append(chain + [parent])
+                        guard reachedFrom[parent] == nil, let pr = try role(parent), pr.fields.isActive else { continue }
+                        reachedFrom[parent] = rk
+                        queue.append(parent)
                     }
                 }
             }
@@ -240,9 +255,94 @@ public final class Engine: @unchecked Sendable {
     public func write(_ ops: [WriteOp], label: (Int) -> String = { "ops[\($0)]" }) throws -> UInt64 {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
-        let outcome = try store.write(ops, label: label)
+        let outcome = try store.write(ops, label: label, precommit: { try self.checkLimits($0) })
         try apply(outcome)
         return outcome.revision
+    }
+
+    /// Refuses (FAILED_PRECONDITION naming the limit) a batch that would take a tenant past
+    /// one of `limits`. Counts come from the compiled index plus what the batch creates; the
+    /// depth check walks, in memory, only the ancestors and descendants of roles whose
+    /// `inherits` gained a role, each once (linear in what the write reaches; never recursive).
+    /// A batch that creates nothing and lengthens no chain passes even where older data is
+    /// already past a limit, so such data can still be repaired.
+    private func checkLimits(_ outcome: WriteOutcome) throws {
+        var created: [ID: [EntityKind: Int]] = [:]
+        var changedRoles: [ID: Role] = [:]
+        var grown: [Role] = []
+        for (before, after) in outcome.changes {
+            if before == nil { created[after.tenantId, default: [:]][after.kind, default: 0] += 1 }
+            guard case .role(let r) = after else { continue }
+            changedRoles[r.fields.id] = r
+            var old: Set<ID> = []
+            if case .role(let o)? = before { old = Set(o.inherits) }
+            if r.inherits.contains(where: { !old.contains($0) }) { grown.append(r) }
+        }
+        for (t, kinds) in created {
+            let c = compilers[t]
+            let have = c?.counts
+            func bound(_ kind: EntityKind, _ count: Int, _ limit: Int, _ setting: String) throws {
+                guard let n = kinds[kind], count + n > limit else { return }
+                throw AuthzError(.failedPrecondition, "tenant \(t) would hold \(count + n) \(kind.name)s; the limit \(setting) is \(limit)", field: "\(kind.name)")
+            }
+            try bound(.role, have?.roles ?? 0, limits.maxRoles, "max-roles-per-tenant")
+            try bound(.permission, have?.permissions ?? 0, limits.maxPermissions, "max-permissions-per-tenant")
+            try bound(.permissionBinding, have?.permissionBindings ?? 0, limits.maxPermissionBindings, "max-permission-bindings-per-tenant")
+            try bound(.roleBinding, c?.roleBindingCount ?? 0, limits.maxRoleBindings, "max-role-bindings-per-tenant")
+        }
+        if grown.isEmpty { return }
+        // The role graph as the batch leaves it: the index's edges overlaid with the batch's roles.
+        var addedChildren: [ID: [ID]] = [:]
+        for r in changedRoles.values { for p in r.inherits { addedChildren[p, default: []].append(r.fields.id) } }
+        var up: [ID: Int] = [:], down: [ID: Int] = [:]
+        for r in grown {
+            let t = r.fields.tenantId
+            let c = compilers[t]
+            func parents(_ id: ID) -> [ID] {
+                if let x = changedRoles[id] { return x.fields.tenantId == t ? x.inherits : [] }
+                return c?.parents(of: id) ?? []
+            }
+            func children(_ id: ID) -> [ID] {
+                var out = (c?.children(of: id) ?? []).filter { child in changedRoles[child].map { $0.inherits.contains(id) } ?? true }
+                for child in addedChildren[id] ?? [] where changedRoles[child]?.fields.tenantId == t && !out.contains(child) { out.insert(child) }
+                return Array(out)
+            }
+            let above = Engine.longestChain(from: r.fields.id, next: parents, memo: &up)
+            let below = Engine.longestChain(from: r.fields.id, next: children, memo: &down)
+            let hops = above + below - 2
+            if hops > limits.maxInheritanceDepth {
+                throw AuthzError(.failedPrecondition, "role.inherits of role \"\(r.name)\" would make an inheritance chain of \(hops) hops; the limit max-inheritance-depth is \(limits.maxInheritanceDepth)", field: "role.inherits")
+            }
+        }
+    }
+
+    /// The number of roles on the longest path from `start` along `next` (start included),
+    /// memoised in `memo`. Iterative post-order; a role met again while still on the path (a
+    /// cycle, which the store rejects) counts as a dead end.
+    static func longestChain(from start: ID, next: (ID) -> [ID], memo: inout [ID: Int]) -> Int {
+        if let v = memo[start] { return v }
+        var onPath: Set<ID> = [start]
+        var stack: [(id: ID, edges: [ID], i: Int, best: Int)] = [(start, next(start), 0, 0)]
+        while !stack.isEmpty {
+            let top = stack.count - 1
+            if stack[top].i < stack[top].edges.count {
+                let n = stack[top].edges[stack[top].i]
+                stack[top].i += 1
+                if let v = memo[n] {
+                    stack[top].best = max(stack[top].best, v)
+                } else if !onPath.contains(n) {
+                    onPath.insert(n)
+                    stack.append((n, next(n), 0, 0))
+                }
+                continue
+            }
+            let done = stack.removeLast()
+            let length = done.best + 1
+            memo[done.id] = length
+            onPath.remove(done.id)
+            if !stack.isEmpty { stack[stack.count - 1].best = max(stack[stack.count - 1].best, length) }
+        }
+        return memo[start] ?? 1
     }
 
     private func compiler(_ tenant: ID) -> TenantCompiler {
@@ -270,6 +370,7 @@ public final class Engine: @unchecked Sendable {
                     c.upsertPermissionBinding(id: b.fields.id, role: b.roleId, permission: b.permissionId, scope: b.scope, active: b.fields.isActive)
                 case .user(let u): c.upsertUser(id: u.fields.id, active: u.fields.isActive)
                 case .roleBinding(let b):
+                    if before == nil { c.roleBindingCount += 1 }
                     dirtyUsers[t, default: []].insert(b.userId)
                     if case .roleBinding(let old)? = before, old.userId != b.userId { dirtyUsers[t, default: []].insert(old.userId) }
                 case .platformCredential: break
@@ -292,6 +393,20 @@ public final class Engine: @unchecked Sendable {
         for t in touched { tenants[t] = compilers[t]!.publish() }
         current.store(IndexSnapshot(revision: outcome.revision, tenants: tenants), ordering: .releasing)
         version.wrappingIncrement(ordering: .releasing)
+        waiters.lock()
+        let woken = revisionWaiters
+        revisionWaiters = []
+        waiters.unlock()
+        for w in woken { w() }
+    }
+
+    /// Calls `body` once, on the writer's thread, right after the next revision is published
+    /// (so a check waiting for a `min_revision` is re-run when it may succeed, never polled).
+    /// `body` must be quick and must not write; hop to your own thread in it.
+    public func whenRevisionAdvances(_ body: @escaping () -> Void) {
+        waiters.lock()
+        revisionWaiters.append(body)
+        waiters.unlock()
     }
 
     // MARK: reads

@@ -77,13 +77,31 @@ public final class TenantCompiler {
 
     public func setTenant(active: Bool) { self.active = active }
 
+    /// Roles whose `inherits` name a role id, by that id (the reverse of `inherits`).
+    var children: [ID: Set<ID>] = [:]
+
+    /// Role bindings the tenant holds (active or not); kept by the engine for its limits.
+    public var roleBindingCount = 0
+
+    /// How many roles, permissions and permission bindings the tenant holds (active or not).
+    public var counts: (roles: Int, permissions: Int, permissionBindings: Int) { (roles.count, perms.count, bindings.count) }
+
+    /// The roles `role` inherits, as last upserted; nil for an unknown role.
+    public func parents(of role: ID) -> [ID]? { roleIndex[role].map { roles[$0].inherits } }
+
+    /// The roles that inherit `role`.
+    public func children(of role: ID) -> Set<ID> { children[role] ?? [] }
+
     /// Adds or updates a role. `inherits` may name roles not yet known (they must arrive in
     /// the same batch); unknown ones grant nothing.
     public func upsertRole(id: ID, active: Bool, inherits: [ID]) {
         if let i = roleIndex[id] {
+            for p in roles[i].inherits { children[p]?.remove(id) }
+            for p in inherits { children[p, default: []].insert(id) }
             roles[i].active = active
             roles[i].inherits = inherits
         } else {
+            for p in inherits { children[p, default: []].insert(id) }
             roleIndex[id] = roles.count
             roles.append(RoleInfo(id: id, active: active, inherits: inherits))
         }
@@ -220,24 +238,36 @@ public final class TenantCompiler {
             for s in 0...Int(b.scope.rawValue) { own[(b.role * 3 + s) * words + w] |= m }
         }
         var eff = [UInt64](repeating: 0, count: n * 3 * words)
+        // Post-order over `inherits` with an explicit stack: a role's bits are final once every
+        // active parent's are. Never recurses, so any depth of data compiles.
         var state = [UInt8](repeating: 0, count: n)  // 0 new, 1 in progress, 2 done
-        func visit(_ r: Int) {
-            if state[r] != 0 { return }
-            state[r] = 1
-            if roles[r].active {
-                let base = r * 3 * words
-                for i in 0..<(3 * words) { eff[base + i] = own[base + i] }
-                for parentID in roles[r].inherits {
-                    guard let p = roleIndex[parentID], roles[p].active else { continue }
-                    visit(p)
-                    if state[p] != 2 { continue }  // a cycle (the store rejects them); grant nothing through it
-                    let pbase = p * 3 * words
-                    for i in 0..<(3 * words) { eff[base + i] |= eff[pbase + i] }
+        var stack: [(role: Int, next: Int)] = []
+        for root in 0..<n where state[root] == 0 {
+            state[root] = 1
+            stack.append((root, 0))
+            while let (r, next) = stack.last {
+                let parents = roles[r].active ? roles[r].inherits : []
+                if next < parents.count {
+                    stack[stack.count - 1].next += 1
+                    guard let p = roleIndex[parents[next]], roles[p].active, state[p] == 0 else { continue }
+                    state[p] = 1
+                    stack.append((p, 0))
+                    continue
                 }
+                stack.removeLast()
+                if roles[r].active {
+                    let base = r * 3 * words
+                    for i in 0..<(3 * words) { eff[base + i] = own[base + i] }
+                    for parentID in parents {
+                        // A parent still in progress is a cycle (the store rejects them): it grants nothing here.
+                        guard let p = roleIndex[parentID], roles[p].active, state[p] == 2 else { continue }
+                        let pbase = p * 3 * words
+                        for i in 0..<(3 * words) { eff[base + i] |= eff[pbase + i] }
+                    }
+                }
+                state[r] = 2
             }
-            state[r] = 2
         }
-        for r in 0..<n { visit(r) }
         roleBits = WordBuffer(eff)
         rolesDirty = false
     }

@@ -72,14 +72,15 @@ public enum Validate {
         try text(s, field: field, max: FieldLimits.maxNameBytes)
     }
 
-    /// Free text: at most `max` bytes, no control characters; empty only when `allowEmpty`.
-    /// With `secret`, messages never quote the value.
+    /// Free text: at most `max` bytes, no control characters (U+0000-U+001F, U+007F); empty
+    /// only when `allowEmpty`. With `secret`, messages never quote the value.
     public static func text(_ s: String, field: String, max: Int, allowEmpty: Bool = false, secret: Bool = false) throws {
         let n = s.utf8.count
         if n == 0 && !allowEmpty { throw AuthzError.invalid(field, "must not be empty") }
         if n > max { throw AuthzError.invalid(field, "must be at most \(max) bytes (got \(n))") }
-        if !secret, s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
-            throw AuthzError.invalid(field, "must not contain control characters")
+        // Secrets too: a token is printable text, and a NUL would be cut by C code downstream.
+        if s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            throw AuthzError.invalid(field, "must not contain control characters (NUL included)")
         }
     }
 

@@ -23,6 +23,9 @@ public final class AuthzServer: @unchecked Sendable {
     private var listeners: [Channel] = []
     private let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     private let connectionCount = NIOLockedValueBox(0)
+    private let unixConnectionCount = NIOLockedValueBox(0)
+    /// `maxConnections`, lowered at start if the descriptor limit cannot hold it.
+    private var effectiveMaxConnections = 0
     /// Refused connections (over `maxConnections`), for metrics.
     public let refusedConnections = NIOLockedValueBox(0)
     private var metricsServer: MetricsServer?
@@ -52,6 +55,7 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.maxMapSize = config.maxMapSize
         options.store.keyRingPath = config.keyRingPath
         options.store.autoMigrate = config.autoMigrate
+        options.limits = config.tenantLimits
         // Metrics handlers bind to the factory at creation: bootstrap before anything makes one.
         var registry: PrometheusCollectorRegistry?
         if config.metricsAddress != nil {
@@ -63,6 +67,7 @@ public final class AuthzServer: @unchecked Sendable {
             MetricsSystem.bootstrap(factory)
             registry = r
         }
+        planDescriptors()
         let started = NIODeadline.now()
         let engine = try Engine(directory: config.dataDir, options: options)
         let tenants = engine.snapshot.allTenants
@@ -79,7 +84,8 @@ public final class AuthzServer: @unchecked Sendable {
         if let address = config.metricsAddress, let registry {
             dispatcher.metricsEnabled = true
             let (host, port) = try AuthzServer.parse(address: address)
-            let m = MetricsServer(registry: registry, dispatcher: dispatcher)
+            let m = MetricsServer(registry: registry, dispatcher: dispatcher, maxConnections: config.maxMetricsConnections,
+                                  timeout: .seconds(Int64(config.metricsTimeoutSeconds)))
             metricsAddress = try m.start(group: group, host: host, port: port)
             metricsServer = m
             logger.info("metrics listening", metadata: ["listen.metrics": "\(metricsAddress?.description ?? address)"])
@@ -120,40 +126,67 @@ public final class AuthzServer: @unchecked Sendable {
     }
 
     private func initialize(_ channel: Channel, dispatcher: Dispatcher) -> EventLoopFuture<Void> {
-        let admitted = connectionCount.withLockedValue { n -> Bool in
-            if n >= config.maxConnections { return false }
+        var isUnix = false
+        if case .unixDomainSocket? = channel.localAddress { isUnix = true }
+        // Each listener has its own limit: idle TCP callers cannot lock out the local socket.
+        let counter = isUnix ? unixConnectionCount : connectionCount
+        let limit = isUnix ? config.maxUnixConnections : effectiveMaxConnections
+        let admitted = counter.withLockedValue { n -> Bool in
+            if n >= limit { return false }
             n += 1
             return true
         }
         if !admitted {
             refusedConnections.withLockedValue { $0 += 1 }
             dispatcher.metrics.connectionsRefused.increment()
-            logger.warning("refusing connection: max_connections reached", metadata: ["limit": "\(config.maxConnections)"])
+            logger.warning("refusing connection: connection limit reached", metadata: ["listener": "\(isUnix ? "unix" : "tcp")", "limit": "\(limit)"])
             return channel.close()
         }
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         dispatcher.metrics.connectionsOpened.increment()
-        dispatcher.metrics.connectionsOpen.record(connectionCount.withLockedValue { $0 })
+        dispatcher.metrics.connectionsOpen.record(openConnections)
         channel.closeFuture.whenComplete { [self] _ in
             connections.withLockedValue { _ = $0.removeValue(forKey: id) }
-            let n = connectionCount.withLockedValue { n -> Int in
-                n -= 1
-                return n
-            }
-            dispatcher.metrics.connectionsOpen.record(n)
+            counter.withLockedValue { $0 -= 1 }
+            dispatcher.metrics.connectionsOpen.record(openConnections)
         }
-        return channel.eventLoop.makeCompletedFuture {
+        let high = config.writeBufferHighWater
+        return channel.setOption(.writeBufferWaterMark, value: .init(low: high / 4, high: high)).flatMapThrowing { [self] in
             let sync = channel.pipeline.syncOperations
             if config.idleTimeoutSeconds > 0 {
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
             }
             try sync.addHandler(FrameTimeoutHandler(timeout: .seconds(Int64(config.frameTimeoutSeconds))))
-            try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: config.maxFrameSize)))
-            var isUnix = false
-            if case .unixDomainSocket? = channel.localAddress { isUnix = true }
-            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix))
+            let frameLimit = FrameDecoder.Limit(config.preAuthMaxFrameSize, note: "before the connection authenticates (send Hello with an API key first)")
+            try sync.addHandler(ByteToMessageHandler(FrameDecoder(limit: frameLimit)))
+            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix, frameLimit: frameLimit))
         }
+    }
+
+    /// Open connections on both listeners.
+    private var openConnections: Int { connectionCount.withLockedValue { $0 } + unixConnectionCount.withLockedValue { $0 } }
+
+    /// Raises the soft descriptor limit to the hard one and makes room, within it, for every
+    /// listener's connections plus `reservedFileDescriptors`; when they do not fit, the TCP
+    /// limit gives way (logged), never the Unix socket's.
+    private func planDescriptors() {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return }
+        if rl.rlim_cur < rl.rlim_max {
+            var raised = rl
+            raised.rlim_cur = rl.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { rl = raised }
+        }
+        let available = Int(min(rl.rlim_cur, rlim_t(Int32.max)))
+        let others = config.maxUnixConnections + (config.metricsAddress == nil ? 0 : config.maxMetricsConnections) + config.reservedFileDescriptors
+        let tcp = max(0, available - others)
+        if config.address != nil && tcp < config.maxConnections {
+            logger.warning("lowering max-connections to fit the descriptor limit", metadata: [
+                "limit.nofile": "\(available)", "max_connections": "\(tcp)", "max_connections.configured": "\(config.maxConnections)",
+            ])
+        }
+        effectiveMaxConnections = min(config.maxConnections, tcp)
     }
 
     /// Replaces a stale socket file; refuses to steal one a live process is listening on, and

@@ -3,6 +3,7 @@ import AuthzIndex
 import AuthzModel
 import AuthzWire
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -13,9 +14,16 @@ struct QuiesceEvent {}
 /// writer thread), writes responses as they complete — possibly out of order, each echoing its
 /// request id.
 ///
-/// Backpressure: with `maxInFlight` requests pending, it stops reading the socket until one
-/// completes; nothing is buffered without bound. Responses computed inline are flushed once
+/// Backpressure: with `maxInFlight` requests pending, or with more answers queued than the
+/// channel's high-water mark (a peer that does not read), it stops reading the socket until
+/// that clears; nothing is buffered without bound. Responses computed inline are flushed once
 /// per read burst.
+///
+/// Before a connection authenticates (a Hello with a valid key, or a trusted Unix peer), only
+/// the envelope of a frame is read: Hello and Health are decoded, a request carrying its own
+/// key is decoded once that key verifies, anything else is refused without decoding and counts
+/// as a failed authentication. Frames are limited to `preAuthMaxFrameSize` until Hello, and
+/// the connection is closed if it has not authenticated within `authTimeoutSeconds`.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -36,27 +44,66 @@ final class ConnectionHandler: ChannelDuplexHandler {
     static let maxFailures = 5
     static let failureWindow = TimeAmount.seconds(60)
 
-    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool) {
+    /// The frame limit in force on this connection (shared with its frame decoder).
+    private let frameLimit: FrameDecoder.Limit
+    private let limits: WireLimits
+    /// Some key verified on this connection, or the peer is trusted: requests are decoded.
+    private var authenticated = false
+    private var authTimer: Scheduled<Void>?
+
+    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool, frameLimit: FrameDecoder.Limit = FrameDecoder.Limit(Int.max)) {
         self.dispatcher = dispatcher
         self.logger = logger
         self.isUnix = isUnix
+        self.frameLimit = frameLimit
+        self.limits = dispatcher.config.wireLimits
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let config = dispatcher.config
         if config.insecureNoAuth {
             principal = .superuser
-        } else if isUnix {
-            peerUID(context.channel).whenSuccess { uid in
-                guard let uid else { return }
-                if config.localSuperuser && (uid == getuid() || uid == 0) {
-                    self.principal = .superuser
-                } else if let (role, tenant) = config.allowUIDs[uid] {
-                    self.principal = .uid(uid, role: role, tenant: tenant)
+            trust(full: true)
+        } else {
+            if config.authTimeoutSeconds > 0 {
+                authTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(config.authTimeoutSeconds))) { [weak self] in
+                    guard let self, !self.authenticated else { return }
+                    self.logger.info("closing connection: no authentication within auth-timeout")
+                    context.close(promise: nil)
+                }
+            }
+            if isUnix {
+                peerUID(context.channel).whenSuccess { uid in
+                    guard let uid else { return }
+                    if config.localSuperuser && (uid == getuid() || uid == 0) {
+                        self.principal = .superuser
+                        self.trust(full: true)
+                    } else if let (role, tenant) = config.allowUIDs[uid] {
+                        self.principal = .uid(uid, role: role, tenant: tenant)
+                        self.trust(full: true)
+                    }
                 }
             }
         }
         context.fireChannelActive()
+    }
+
+    /// Marks the connection authenticated; `full` (Hello or a trusted peer) also lifts the frame
+    /// limit to `maxFrameSize`.
+    private func trust(full: Bool) {
+        authenticated = true
+        authTimer?.cancel()
+        authTimer = nil
+        if full {
+            frameLimit.bytes = dispatcher.config.maxFrameSize
+            frameLimit.note = ""
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        authTimer?.cancel()
+        authTimer = nil
+        context.fireChannelInactive()
     }
 
     /// Counts a failed authentication; past the limit the connection is told and closed.
@@ -77,16 +124,37 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let request = frame.withUnsafeReadableBytes { WireCodec.decodeRequest($0) }
+        var principal = self.principal
+        var keyVerified = false
+        if !authenticated {
+            // Not authenticated: read the envelope only; decode nothing an anonymous caller sent
+            // unless it is Hello or Health, or carries a key that verifies.
+            guard let envelope = frame.withUnsafeReadableBytes({ WireCodec.peekEnvelope($0) }) else {
+                return authenticationFailed(context: context, id: 0, error: AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message"))
+            }
+            if let presented = envelope.apiKey {
+                switch dispatcher.keys.authenticate(presented) {
+                case .success(let k):
+                    principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+                    keyVerified = true
+                    trust(full: false)
+                case .failure(let e): return authenticationFailed(context: context, id: envelope.requestId, error: e)
+                }
+            } else if !envelope.isPreAuthentication {
+                return authenticationFailed(context: context, id: envelope.requestId, error: ConnectionHandler.noKey)
+            }
+        }
+        let request = frame.withUnsafeReadableBytes { WireCodec.decodeRequest($0, limits: limits) }
         // Authenticate: a per-request key, else the connection's principal (a Hello key is
         // re-validated on every request, so revocation applies to open connections).
-        var principal = self.principal
-        if let presented = request.apiKey {
+        if let presented = request.apiKey, !keyVerified {
             switch dispatcher.keys.authenticate(presented) {
-            case .success(let k): principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+            case .success(let k):
+                principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+                trust(full: false)
             case .failure(let e): return authenticationFailed(context: context, id: request.requestId, error: e)
             }
-        } else if case .key(let keyId, _, _) = principal, let e = dispatcher.keys.stillValid(keyId) {
+        } else if request.apiKey == nil, case .key(let keyId, _, _) = principal, let e = dispatcher.keys.stillValid(keyId) {
             self.principal = .unauthenticated
             return respond(context: context, id: request.requestId, result: .failure(e), flush: false)
         }
@@ -104,6 +172,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             switch dispatcher.keys.authenticate(presented) {
             case .success(let k):
                 self.principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+                trust(full: true)
                 return respond(context: context, id: request.requestId, result: .success(.hello(role: k.role, tenantId: k.tenantId, keyId: k.id)), flush: false)
             case .failure(let e):
                 return authenticationFailed(context: context, id: request.requestId, error: e)
@@ -120,7 +189,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let result = dispatcher.execute(call, principal: principal)
             if let started { observe(call, result, started) }
             if case .failure(let e) = result, isNotYetAtRevision(e) {
-                waitForRevision(context: context, id: request.requestId, call: call,
+                waitForRevision(context: context, id: request.requestId, call: call, principal: principal,
                                 until: min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis))))
             } else {
                 respond(context: context, id: request.requestId, result: result, flush: false)
@@ -129,20 +198,49 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let pool = lane == .writer ? dispatcher.writer : dispatcher.readers
             inFlight += 1
             let dispatcher = self.dispatcher
+            // Queued → running, or queued → abandoned when the deadline passes first: a call
+            // answered DEADLINE_EXCEEDED while it waited never runs afterwards.
+            let ticket = NIOLockedValueBox(Ticket.queued)
             let future = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<Reply, AuthzError> in
-                if NIODeadline.now() > deadline { return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run")) }
+                let run = ticket.withLockedValue { t -> Bool in
+                    guard t == .queued else { return false }
+                    t = .running
+                    return true
+                }
+                guard run, NIODeadline.now() <= deadline else {
+                    return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run; nothing was applied"))
+                }
                 return dispatcher.execute(call, principal: principal)
             }
+            var answered = false
+            let timer = context.eventLoop.scheduleTask(deadline: deadline) {
+                let abandoned = ticket.withLockedValue { t -> Bool in
+                    guard t == .queued else { return false }
+                    t = .abandoned
+                    return true
+                }
+                guard abandoned else { return }
+                answered = true
+                self.respond(context: context, id: request.requestId,
+                             result: .failure(AuthzError(.deadlineExceeded, "the request's deadline passed while it waited to run; nothing was applied")), flush: true)
+            }
             future.whenComplete { outcome in
+                timer.cancel()
                 self.inFlight -= 1
-                switch outcome {
-                case .success(let result): self.respond(context: context, id: request.requestId, result: result, flush: true)
-                case .failure: self.respond(context: context, id: request.requestId, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
+                if !answered {
+                    switch outcome {
+                    case .success(let result): self.respond(context: context, id: request.requestId, result: result, flush: true)
+                    case .failure: self.respond(context: context, id: request.requestId, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
+                    }
                 }
                 self.afterCompletion(context: context)
             }
         }
     }
+
+    private enum Ticket { case queued, running, abandoned }
+
+    static let noKey = AuthzError(.unauthenticated, "this connection presented no API key: send a Hello with api_key first, or set Request.api_key", field: "api_key")
 
     /// Metrics and decision log for an inline check or batch (only when either is on).
     private func observe(_ call: Call, _ result: Result<Reply, AuthzError>, _ started: NIODeadline) {
@@ -181,20 +279,32 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func isNotYetAtRevision(_ e: AuthzError) -> Bool { e.code == .unavailable && e.field == "min_revision" }
 
-    /// Re-runs an inline call every millisecond until the revision it names is reached or the
-    /// wait bound passes (then it answers UNAVAILABLE "not yet at revision").
-    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, until: NIODeadline) {
+    /// Re-runs an inline call each time the engine publishes a new revision, until the revision
+    /// it names is reached or the wait bound passes (then it answers UNAVAILABLE "not yet at
+    /// revision"). Nothing polls: the engine wakes the waiter.
+    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, until: NIODeadline) {
         inFlight += 1
-        context.eventLoop.scheduleTask(in: .milliseconds(1)) {
-            self.inFlight -= 1
-            let result = self.dispatcher.execute(call)
-            if case .failure(let e) = result, self.isNotYetAtRevision(e), NIODeadline.now() < until {
-                self.waitForRevision(context: context, id: id, call: call, until: until)
-                return
-            }
-            self.respond(context: context, id: id, result: result, flush: true)
-            self.afterCompletion(context: context)
+        let loop = context.eventLoop
+        var settled = false
+        var timeout: Scheduled<Void>?
+        func finish(_ result: Result<Reply, AuthzError>) {
+            guard !settled else { return }
+            settled = true
+            timeout?.cancel()
+            inFlight -= 1
+            respond(context: context, id: id, result: result, flush: true)
+            afterCompletion(context: context)
         }
+        // Registered before each try, so a revision published in between still wakes us.
+        func attempt() {
+            guard !settled else { return }
+            dispatcher.engine.whenRevisionAdvances { loop.execute { attempt() } }
+            let result = dispatcher.execute(call, principal: principal)
+            if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until { return }
+            finish(result)
+        }
+        timeout = loop.scheduleTask(deadline: until) { finish(self.dispatcher.execute(call, principal: principal)) }
+        attempt()
     }
 
     private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
@@ -216,7 +326,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        if readPending && inFlight < dispatcher.config.maxInFlight {
+        if readPending && inFlight < dispatcher.config.maxInFlight && context.channel.isWritable {
             readPending = false
             context.read()
         }
@@ -232,11 +342,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func read(context: ChannelHandlerContext) {
         if draining { return }
-        if inFlight >= dispatcher.config.maxInFlight {
+        if inFlight >= dispatcher.config.maxInFlight || !context.channel.isWritable {
             readPending = true
             return
         }
         context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readPending && !draining && inFlight < dispatcher.config.maxInFlight {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -261,7 +379,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let tooLarge = error as? FrameDecoder.FrameTooLarge {
             logger.info("refusing oversized frame", metadata: ["frame.length": "\(tooLarge.length)"])
-            let e = AuthzError(.resourceExhausted, "frame length \(tooLarge.length) exceeds max_frame_size \(tooLarge.maximum); closing the connection", field: "frame.length")
+            let why = tooLarge.note.isEmpty ? "" : " " + tooLarge.note
+            let e = AuthzError(.resourceExhausted, "frame length \(tooLarge.length) exceeds max_frame_size \(tooLarge.maximum)\(why); closing the connection", field: "frame.length")
             let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
             var out = context.channel.allocator.buffer(capacity: payload.count + 4)
             out.writeFrame(payload)

@@ -67,7 +67,7 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
     /// an opaque INTERNAL (logged, never echoed).
-    func execute(_ call: Call, principal: Principal = .superuser) -> Result<Reply, AuthzError> {
+    func execute(_ call: Call, principal: Principal) -> Result<Reply, AuthzError> {
         do {
             return .success(try run(call, principal: principal))
         } catch let e as AuthzError {

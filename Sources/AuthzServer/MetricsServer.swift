@@ -1,5 +1,6 @@
 import AuthzEngine
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -8,21 +9,43 @@ import Prometheus
 /// The optional HTTP listener (`--metrics-address`): `GET /metrics` (Prometheus text),
 /// `GET /healthz` (the process answers), `GET /readyz` (index built and the store accepting
 /// writes). Runs on the daemon's event loops; never touches the check path.
+///
+/// Bounded: at most `maxConnections` at once (more are closed on accept), and each connection
+/// is closed `timeout` after it opened, answered or not, so half-sent requests cannot hold
+/// descriptors.
 final class MetricsServer: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
     let dispatcher: Dispatcher
+    let maxConnections: Int
+    let timeout: TimeAmount
+    private let open = NIOLockedValueBox(0)
     var channel: Channel?
 
-    init(registry: PrometheusCollectorRegistry, dispatcher: Dispatcher) {
+    init(registry: PrometheusCollectorRegistry, dispatcher: Dispatcher, maxConnections: Int = 32, timeout: TimeAmount = .seconds(10)) {
         self.registry = registry
         self.dispatcher = dispatcher
+        self.maxConnections = maxConnections
+        self.timeout = timeout
     }
 
     func start(group: EventLoopGroup, host: String, port: Int) throws -> SocketAddress? {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { ch in
-                ch.pipeline.configureHTTPServerPipeline().flatMap { ch.pipeline.addHandler(MetricsHTTPHandler(server: self)) }
+                let limit = self.maxConnections
+                let admitted = self.open.withLockedValue { n -> Bool in
+                    if n >= limit { return false }
+                    n += 1
+                    return true
+                }
+                if !admitted {
+                    self.dispatcher.metrics.connectionsRefused.increment()
+                    return ch.close()
+                }
+                ch.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
+                let deadline = ch.eventLoop.scheduleTask(in: self.timeout) { ch.close(promise: nil) }
+                ch.closeFuture.whenComplete { _ in deadline.cancel() }
+                return ch.pipeline.configureHTTPServerPipeline().flatMap { ch.pipeline.addHandler(MetricsHTTPHandler(server: self)) }
             }
         let ch = try bootstrap.bind(host: host, port: port).wait()
         channel = ch

@@ -1,5 +1,6 @@
 import AuthzModel
 import AuthzStore
+import AuthzWire
 import Foundation
 import NIOCore
 
@@ -23,8 +24,30 @@ public struct ServerConfig: Sendable, Equatable {
     public var maxWriteOps = 100_000
     /// Most requests in flight per connection; past it the daemon stops reading that socket.
     public var maxInFlight = 1024
-    /// Most open connections; further ones are closed on accept.
+    /// Most open TCP connections; further ones are closed on accept. The Unix socket and the
+    /// metrics listener have limits of their own, so TCP callers can never lock out local ones.
     public var maxConnections = 4096
+    /// Most open Unix-socket connections.
+    public var maxUnixConnections = 1024
+    /// Most open connections to the metrics listener.
+    public var maxMetricsConnections = 32
+    /// A metrics request must arrive, whole, within this many seconds of the connection.
+    public var metricsTimeoutSeconds = 10
+    /// File descriptors kept free beyond the listeners' limits (LMDB, logs, the Unix socket's
+    /// own accepts). At start the daemon raises its soft descriptor limit to the hard one and
+    /// lowers `maxConnections` (logging it) if the sum would not fit.
+    public var reservedFileDescriptors = 64
+    /// Largest frame read from a connection that has not authenticated yet (no Hello with a
+    /// valid key, not a trusted Unix peer). Such a connection may only say Hello or Health, or
+    /// send requests carrying their own key.
+    public var preAuthMaxFrameSize = 64 * 1024
+    /// A connection that has not authenticated within this many seconds is closed. 0 = never.
+    public var authTimeoutSeconds = 10
+    /// Outbound bytes queued on a connection above which the daemon stops reading it until the
+    /// peer has read its answers (below the low mark).
+    public var writeBufferHighWater = 1 << 20
+    /// Per-tenant size and inheritance-depth limits.
+    public var tenantLimits = TenantLimits()
     /// A connection idle this long (no bytes read, nothing in flight) is closed. 0 = never.
     public var idleTimeoutSeconds = 300
     /// Once a frame has started, all of it must arrive within this many seconds (slow clients).
@@ -59,6 +82,11 @@ public struct ServerConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// The decoding bounds these settings imply.
+    public var wireLimits: WireLimits {
+        WireLimits(maxBatchChecks: maxBatchChecks, maxWriteOps: maxWriteOps, maxListItems: 1024)
+    }
+
     public static func == (a: ServerConfig, b: ServerConfig) -> Bool {
         a.dataDir == b.dataDir && a.socketPath == b.socketPath && a.address == b.address && a.threads == b.threads
             && a.maxFrameSize == b.maxFrameSize && a.sync == b.sync && a.insecureNoAuth == b.insecureNoAuth
@@ -66,8 +94,13 @@ public struct ServerConfig: Sendable, Equatable {
 
     /// Reads a config file of `key = value` lines (`#` comments, blank lines ignored). Keys are
     /// the long flag names: data-dir, socket, address, threads, max-frame-size, max-batch-checks,
-    /// max-write-ops, max-in-flight, max-connections, idle-timeout, revision-wait-ms,
-    /// default-deadline-ms, sync, map-size, max-map-size. Unknown keys are an error.
+    /// max-write-ops, max-in-flight, max-connections, max-unix-connections,
+    /// max-metrics-connections, metrics-timeout, reserved-fds, pre-auth-max-frame-size,
+    /// auth-timeout, write-buffer-high-water, idle-timeout, revision-wait-ms,
+    /// default-deadline-ms, sync, map-size, max-map-size, the tenant limits
+    /// (max-inheritance-depth, max-roles-per-tenant, max-permissions-per-tenant,
+    /// max-permission-bindings-per-tenant, max-role-bindings-per-tenant) and the others below.
+    /// Unknown keys are an error.
     public mutating func load(file path: String) throws {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigError("cannot read config file \(path)")
@@ -99,6 +132,18 @@ public struct ServerConfig: Sendable, Equatable {
         case "max-write-ops": maxWriteOps = max(1, try int())
         case "max-in-flight": maxInFlight = max(1, try int())
         case "max-connections": maxConnections = max(1, try int())
+        case "max-unix-connections": maxUnixConnections = max(1, try int())
+        case "max-metrics-connections": maxMetricsConnections = max(1, try int())
+        case "metrics-timeout": metricsTimeoutSeconds = max(1, try int())
+        case "reserved-fds": reservedFileDescriptors = try int()
+        case "pre-auth-max-frame-size": preAuthMaxFrameSize = max(64, try int())
+        case "auth-timeout": authTimeoutSeconds = try int()
+        case "write-buffer-high-water": writeBufferHighWater = max(4096, try int())
+        case "max-inheritance-depth": tenantLimits.maxInheritanceDepth = max(1, try int())
+        case "max-roles-per-tenant": tenantLimits.maxRoles = max(1, try int())
+        case "max-permissions-per-tenant": tenantLimits.maxPermissions = max(1, try int())
+        case "max-permission-bindings-per-tenant": tenantLimits.maxPermissionBindings = max(1, try int())
+        case "max-role-bindings-per-tenant": tenantLimits.maxRoleBindings = max(1, try int())
         case "idle-timeout": idleTimeoutSeconds = try int()
         case "frame-timeout": frameTimeoutSeconds = max(1, try int())
         case "revision-wait-ms": revisionWaitMillis = try int()

@@ -246,8 +246,13 @@ public final class Store: @unchecked Sendable {
     ///
     /// The map grows when full. Blocks until the commit is durable (per `SyncMode`).
     /// An empty batch is INVALID_ARGUMENT.
+    ///
+    /// `precommit`, when given, sees the outcome after every rule above held and before the
+    /// commit; throwing from it aborts the batch (nothing is kept). The engine uses it for the
+    /// per-tenant limits its in-memory index can check in time linear in the batch.
     public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now(),
-                      label: (Int) -> String = { "ops[\($0)]" }) throws -> WriteOutcome {
+                      label: (Int) -> String = { "ops[\($0)]" },
+                      precommit: ((WriteOutcome) throws -> Void)? = nil) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
@@ -259,6 +264,7 @@ public final class Store: @unchecked Sendable {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
                     let outcome = try batch.apply(ops, label: label)
+                    try precommit?(outcome)
                     try txn.commit()
                     return outcome
                 }

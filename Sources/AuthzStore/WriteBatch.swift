@@ -101,7 +101,7 @@ final class WriteBatch {
             if case .activate = op { activate = true }
             guard ref.id != .zero else { throw AuthzError.invalid("ref.id", "must be a UUID other than the nil UUID") }
             let tenant = ref.kind == .tenant ? ref.id : ref.tenantId
-            guard let existing = try existingRecord(for: ref.kind, tenant: tenant, id: ref.id) else {
+            guard let existing = try existingRecord(for: ref.kind, tenant: tenant, id: ref.id, mustExist: true) else {
                 throw AuthzError.notFound("\(ref.kind.name) \(ref.id) does not exist in tenant \(tenant)", field: "ref.id")
             }
             var e = existing
@@ -113,13 +113,18 @@ final class WriteBatch {
 
     /// The stored record with `id`, after checking that the id is not used by a record of
     /// another kind or tenant.
-    private func existingRecord(for kind: EntityKind, tenant: ID, id: ID) throws -> Entity? {
+    ///
+    /// Nothing about another tenant leaks: an id held in another tenant answers ALREADY_EXISTS
+    /// "is not available" (ids are unique in the daemon) without the holder's kind or tenant,
+    /// and for `mustExist` (deactivate, activate) it is the same NOT_FOUND as a missing id.
+    private func existingRecord(for kind: EntityKind, tenant: ID, id: ID, mustExist: Bool = false) throws -> Entity? {
         guard let (t, k) = try reader.locate(id) else { return nil }
+        if t != tenant {
+            if mustExist { return nil }
+            throw AuthzError(.alreadyExists, "\(kind.name).id \(id) is not available: ids are unique in the daemon; choose another", field: "\(kind.name).id")
+        }
         if k != kind {
             throw AuthzError(.alreadyExists, "\(kind.name).id \(id) is already used by a \(k.name)", field: "\(kind.name).id")
-        }
-        if t != tenant {
-            throw AuthzError(.alreadyExists, "\(kind.name).id \(id) is already used in another tenant", field: "\(kind.name).id")
         }
         return try reader.entity(kind, tenant: tenant, id: id)
     }
@@ -194,7 +199,8 @@ final class WriteBatch {
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if t != tenant {
-            throw AuthzError(.failedPrecondition, "\(field) \(id) belongs to another tenant; references must stay in tenant \(tenant)", field: field)
+            // The same answer as for a missing id: another tenant's ids are not disclosed.
+            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if k != kind {
             throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
@@ -218,7 +224,8 @@ final class WriteBatch {
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if t != tenant {
-            throw AuthzError(.failedPrecondition, "\(field) \(id) belongs to another tenant; references must stay in tenant \(tenant)", field: field)
+            // The same answer as for a missing id: another tenant's ids are not disclosed.
+            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if k != kind {
             throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
@@ -263,18 +270,53 @@ final class WriteBatch {
         }
     }
 
-    /// Depth-first search from `role` along `inherits`: reaching `role` again is a cycle.
+    /// Roles of the batch's tenant whose whole ancestry is known to be acyclic (black) or is on
+    /// the current search path (gray). Shared by every role the batch touches, so one batch
+    /// visits each ancestor once: linear in the roles it reaches, whatever their depth.
+    private var roleColor: [ID: Bool] = [:]  // false: on the path; true: done
+
+    /// The role `id` of tenant `t` as the batch leaves it, nil when it is not a role there
+    /// (references are reported elsewhere).
+    private func roleRecord(_ id: ID, tenant t: ID) throws -> Role? {
+        if let e = current[id] ?? referenceCache[id] {
+            if case .role(let r) = e, r.fields.tenantId == t { return r }
+            return nil
+        }
+        guard case .role(let r)? = try reader.entity(.role, tenant: t, id: id) else { return nil }
+        referenceCache[id] = .role(r)
+        return r
+    }
+
+    /// Iterative depth-first search from `role` along `inherits`, three-coloured: meeting a
+    /// role that is on the current path is a cycle, reported with the whole path. Never
+    /// recurses; never copies the path.
     private func checkAcyclic(from role: Role) throws {
         let t = role.fields.tenantId
-        var visited: Set<ID> = []
-        var stack: [(ID, [String])] = role.inherits.map { ($0, [role.name]) }
-        while let (id, path) = stack.popLast() {
-            guard case .role(let r)? = try reader.entity(.role, tenant: t, id: id) else { continue }
-            if id == role.fields.id {
-                throw AuthzError(.failedPrecondition, "role.inherits of role \"\(role.name)\" makes an inheritance cycle: \((path + [role.name]).joined(separator: " → "))", field: "role.inherits")
+        if roleColor[role.fields.id] == true { return }
+        var stack: [(role: Role, next: Int)] = [(role, 0)]
+        roleColor[role.fields.id] = false
+        while !stack.isEmpty {
+            let top = stack.count - 1
+            let r = stack[top].role
+            if stack[top].next == r.inherits.count {
+                roleColor[r.fields.id] = true
+                stack.removeLast()
+                continue
             }
-            if !visited.insert(id).inserted { continue }
-            for parent in r.inherits { stack.append((parent, path + [r.name])) }
+            let parentId = r.inherits[stack[top].next]
+            stack[top].next += 1
+            switch roleColor[parentId] {
+            case true?:
+                continue
+            case false?:
+                let from = stack.firstIndex { $0.role.fields.id == parentId } ?? 0
+                let names = stack[from...].map(\.role.name) + [stack[from].role.name]
+                throw AuthzError(.failedPrecondition, "role.inherits of role \"\(role.name)\" makes an inheritance cycle: \(names.joined(separator: " → "))", field: "role.inherits")
+            case nil:
+                guard let parent = try roleRecord(parentId, tenant: t) else { continue }
+                roleColor[parentId] = false
+                stack.append((parent, 0))
+            }
         }
     }
 }

@@ -7,6 +7,9 @@ import Glibc
 /// in `deinit`. Nothing it hands out may outlive it.
 final class Arena {
     private var blocks: [UnsafeMutableRawPointer] = []
+    /// Set when a string given to `cString` held a NUL byte: C would have cut it there, so
+    /// what was built does not say what the caller asked and must not be sent.
+    private(set) var sawNUL = false
 
     deinit { for b in blocks { free(b) } }
 
@@ -21,6 +24,7 @@ final class Arena {
 
     /// A NUL-terminated copy of `s`.
     func cString(_ s: String) -> UnsafeMutablePointer<CChar> {
+        if s.utf8.contains(0) { sawNUL = true }
         let p = strdup(s)!
         blocks.append(UnsafeMutableRawPointer(p))
         return p

@@ -55,7 +55,7 @@ enum FastPath {
     }
 
     /// Decodes `Request` when it holds a check or a batch check; nil to let protobuf-c decide.
-    static func decodeRequest(_ raw: UnsafeRawBufferPointer) -> WireRequest? {
+    static func decodeRequest(_ raw: UnsafeRawBufferPointer, limits: WireLimits = WireLimits()) -> WireRequest? {
         var r = Reader(raw)
         var requestId: UInt64 = 0
         var deadline: UInt64 = 0
@@ -78,7 +78,7 @@ enum FastPath {
                 call = c.map { .check($0) }
             case (11, 2):
                 guard call == nil, let range = r.bytes() else { return nil }
-                guard let c = batch(raw, range) else { return nil }
+                guard let c = batch(raw, range, limits: limits) else { return nil }
                 call = .success(c)
             case (1...25, _): return nil  // other calls, or wire-type surprises: protobuf-c decides
             default: guard r.skip(wt) else { return nil }
@@ -88,7 +88,16 @@ enum FastPath {
         return WireRequest(requestId: requestId, deadlineMs: UInt32(deadline), call: call, apiKey: apiKey)
     }
 
-    static func batch(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Call? {
+    static func batch(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, limits: WireLimits) -> Call? {
+        // Count the items before decoding any: the bound, not the frame, sizes what is built.
+        var counter = Reader(raw, from: range.lowerBound, to: range.upperBound)
+        var count = 0
+        while !counter.atEnd {
+            guard let key = counter.varint(), key >> 3 != 0 else { return nil }
+            if key == (1 << 3 | 2) { count += 1 }
+            guard counter.skip(key & 7) else { return nil }
+        }
+        if count > limits.maxBatchChecks { return nil }  // protobuf-c path answers with the same bound
         var r = Reader(raw, from: range.lowerBound, to: range.upperBound)
         var items: [Result<CheckCall, AuthzError>] = []
         var minRevision: UInt64 = 0

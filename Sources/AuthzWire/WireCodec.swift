@@ -23,20 +23,35 @@ public enum WireCodec {
     /// Decodes a request frame's payload. Never throws: a payload that is not a `Request`
     /// gives request id 0 and an INVALID_ARGUMENT naming the problem; a valid envelope with a
     /// malformed call keeps its request id.
-    public static func decodeRequest(_ bytes: UnsafeRawBufferPointer) -> WireRequest {
-        if let fast = FastPath.decodeRequest(bytes) { return fast }
-        return decodeRequestWithProtobufC(bytes)
+    ///
+    /// Before protobuf-c unpacks anything, every string field is checked for NUL bytes (which
+    /// protobuf-c would silently cut at) and every repeated field is counted against `limits`:
+    /// either problem is INVALID_ARGUMENT naming the field, and nothing is unpacked.
+    public static func decodeRequest(_ bytes: UnsafeRawBufferPointer, limits: WireLimits = WireLimits()) -> WireRequest {
+        if let fast = FastPath.decodeRequest(bytes, limits: limits) { return fast }
+        return decodeRequestWithProtobufC(bytes, limits: limits)
+    }
+
+    /// The envelope of a request (request id, api key, which call), read without decoding the
+    /// call: what the daemon looks at before a connection has authenticated. Nil when the
+    /// bytes are not a protobuf message.
+    public static func peekEnvelope(_ bytes: UnsafeRawBufferPointer) -> RequestEnvelope? {
+        RequestInspector.envelope(bytes)
     }
 
     /// The hand-written fast path alone: nil when it defers to protobuf-c. For the fuzzer and
     /// tests, which compare it with `decodeRequestWithProtobufC`.
-    public static func decodeRequestFastPathOnly(_ bytes: UnsafeRawBufferPointer) -> WireRequest? {
-        FastPath.decodeRequest(bytes)
+    public static func decodeRequestFastPathOnly(_ bytes: UnsafeRawBufferPointer, limits: WireLimits = WireLimits()) -> WireRequest? {
+        FastPath.decodeRequest(bytes, limits: limits)
     }
 
     /// The generated protobuf-c decoder: the reference for every message (tests compare the
     /// fast path with it).
-    public static func decodeRequestWithProtobufC(_ bytes: UnsafeRawBufferPointer) -> WireRequest {
+    public static func decodeRequestWithProtobufC(_ bytes: UnsafeRawBufferPointer, limits: WireLimits = WireLimits()) -> WireRequest {
+        if let problem = RequestInspector.problem(in: bytes, limits: limits) {
+            let envelope = RequestInspector.envelope(bytes)
+            return WireRequest(requestId: envelope?.requestId ?? 0, call: .failure(problem), apiKey: envelope?.apiKey)
+        }
         guard let msg = authz__v1__request__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
             return WireRequest(requestId: 0, call: .failure(AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message")))
         }
@@ -170,8 +185,31 @@ public enum WireCodec {
 
     /// Encodes a request (client side). Batch items that are failures are sent empty (the
     /// server then reports them as malformed).
+    ///
+    /// A string holding a NUL byte cannot be carried (the C message would cut it): use
+    /// `encodeRequestChecked` to refuse such a request instead of sending a different question.
     public static func encodeRequest(_ r: WireRequest) -> [UInt8] {
+        (try? encodeRequestChecked(r)) ?? encodeRequestUnchecked(r).bytes
+    }
+
+    /// Encodes a request, or throws INVALID_ARGUMENT when one of its strings holds a NUL byte
+    /// (the message never quotes the value: it may be a secret). Nothing is sent by the caller
+    /// then, so a question is never silently changed.
+    public static func encodeRequestChecked(_ r: WireRequest) throws -> [UInt8] {
+        let (bytes, sawNUL) = encodeRequestUnchecked(r)
+        if sawNUL {
+            throw AuthzError.invalid("request", "has a string field holding a NUL byte, which authz strings may not contain; nothing was sent")
+        }
+        return bytes
+    }
+
+    static func encodeRequestUnchecked(_ r: WireRequest) -> (bytes: [UInt8], sawNUL: Bool) {
         let a = Arena()
+        let bytes = encodeRequest(r, a)
+        return (bytes, a.sawNUL)
+    }
+
+    static func encodeRequest(_ r: WireRequest, _ a: Arena) -> [UInt8] {
         let msg = a.make(Authz__V1__Request.self) { authz__v1__request__init($0) }
         msg.pointee.request_id = r.requestId
         msg.pointee.deadline_ms = r.deadlineMs

@@ -58,6 +58,8 @@ struct ServeOptions: ParsableArguments {
     var decisionLog: String?
     @Option(name: .long, help: "Share of checks logged, in (0, 1] (default 1).")
     var decisionLogSampleRate: Double?
+    @Option(name: .long, help: ArgumentHelp("Any config-file setting as KEY=VALUE (repeatable), e.g. --set max-inheritance-depth=16.", valueName: "KEY=VALUE"))
+    var set: [String] = []
 
     func resolve() throws -> ServerConfig {
         var c = ServerConfig()
@@ -78,6 +80,10 @@ struct ServeOptions: ParsableArguments {
         if let metricsAddress { c.metricsAddress = metricsAddress }
         if let decisionLog { c.decisionLogPath = decisionLog }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }
+        for item in set {
+            guard let eq = item.firstIndex(of: "=") else { throw ConfigError("--set \(item): expected KEY=VALUE") }
+            try c.set(String(item[..<eq]), String(item[item.index(after: eq)...]), origin: "--set")
+        }
         if c.socketPath == nil && c.address == nil { c.socketPath = "./authzd.sock" }
         return c
     }

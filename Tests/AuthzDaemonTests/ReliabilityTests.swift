@@ -156,7 +156,7 @@ final class ReliabilityTests: XCTestCase {
     }
 
     func testConnectionsBeyondTheLimitAreRefusedCleanly() throws {
-        let daemon = try DaemonProcess(tcp: false, extra: ["--max-connections", "3"])
+        let daemon = try DaemonProcess(tcp: false, extra: ["--set", "max-unix-connections=3"])
         defer { daemon.stop(); daemon.remove() }
         let k = Known()
         let held = try (0..<3).map { _ in try RawConnection(unixPath: daemon.socketPath) }
