@@ -52,6 +52,7 @@ let package = Package(
             name: "AuthzServer",
             dependencies: [
                 "AuthzEngine", "AuthzWire", "AuthzStore",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

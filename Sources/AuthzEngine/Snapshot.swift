@@ -51,6 +51,17 @@ public final class IndexSnapshot: AtomicReference, @unchecked Sendable {
     }
 }
 
+extension IndexSnapshot {
+    /// `decide` with the permission given by the bytes of its name. Allocates nothing; never
+    /// blocks; never reads LMDB.
+    @inline(__always)
+    public func decide(tenant: ID, user: ID, permissionBytes: UnsafeRawBufferPointer, scope: Scope) -> Decision {
+        guard let i = tenantTable.find(tenant) else { return Decision(reason: .unknownTenant, revision: revision) }
+        let reason = tenantRefs[Int(i)]._withUnsafeGuaranteedRef { $0.reason(user: user, permissionBytes: permissionBytes, scope: scope) }
+        return Decision(reason: reason, revision: revision)
+    }
+}
+
 /// Each thread's cached reference to the newest snapshot it has seen, so that a check reads
 /// one shared counter instead of retaining and releasing the shared snapshot object (which
 /// would bounce its cache line between cores on every check).

@@ -87,7 +87,22 @@ public final class TenantIndex: @unchecked Sendable {
         if !isActive { return .inactiveTenant }
         guard let value = userValue(user) else { return .unknownUser }
         if value & inactiveUserBit != 0 { return .inactiveUser }
-        guard let bitValue = permissionBits.find(permission) else { return .unknownPermission }
+        return reason(userValue: value, permissionBits: permissionBits.find(permission), scope: scope)
+    }
+
+    /// `reason(user:permission:scope:)` with the permission given by the bytes of its name (as
+    /// they sit in a request frame). Allocates nothing; never blocks.
+    @inline(__always)
+    public func reason(user: ID, permissionBytes: UnsafeRawBufferPointer, scope: Scope) -> Reason {
+        if !isActive { return .inactiveTenant }
+        guard let value = userValue(user) else { return .unknownUser }
+        if value & inactiveUserBit != 0 { return .inactiveUser }
+        return reason(userValue: value, permissionBits: permissionBits.find(permissionBytes), scope: scope)
+    }
+
+    @inline(__always)
+    func reason(userValue value: UInt32, permissionBits found: UInt32?, scope: Scope) -> Reason {
+        guard let bitValue = found else { return .unknownPermission }
         if bitValue & inactivePermissionBit != 0 { return .inactivePermission }
         let bit = Int(bitValue)
         let s = Int(scope.rawValue)

@@ -1,3 +1,4 @@
+import Atomics
 import AuthzEngine
 import AuthzModel
 import AuthzStore
@@ -42,6 +43,9 @@ enum Principal: Equatable {
 final class KeyTable: @unchecked Sendable {
     private let keys: NIOLockedValueBox<[ID: ApiKey]>
     let store: Store
+    /// Bumped whenever a key is revoked or its expiry changes: a connection that authenticated
+    /// earlier re-validates its key only when this moved (one atomic load per read burst).
+    let epoch = ManagedAtomic<UInt64>(0)
 
     init(store: Store) throws {
         self.store = store
@@ -65,6 +69,13 @@ final class KeyTable: @unchecked Sendable {
         }
         if let why = k.unusable(at: now) { return .failure(AuthzError(.unauthenticated, "api_key \(id) is \(why)", field: "api_key")) }
         return .success(k)
+    }
+
+    /// When the key `id` stops being usable on its own (its expiry; `Int64.max` for none), for
+    /// connections that re-validate only when the clock passes it or `epoch` moves.
+    func expiry(of id: ID) -> Int64 {
+        guard let k = keys.withLockedValue({ $0[id] }) else { return 0 }
+        return k.expiresAt == 0 ? .max : k.expiresAt
     }
 
     /// Re-validates a key a connection authenticated with earlier.
@@ -100,6 +111,7 @@ final class KeyTable: @unchecked Sendable {
         if expiresAt == 0 { k.revokedAt = Timestamp.now() } else { k.expiresAt = expiresAt }
         try store.putKey(k)
         keys.withLockedValue { $0[id] = k }
+        epoch.wrappingIncrement(ordering: .releasing)
         return k
     }
 

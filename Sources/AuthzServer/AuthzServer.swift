@@ -157,10 +157,7 @@ public final class AuthzServer: @unchecked Sendable {
             if config.idleTimeoutSeconds > 0 {
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
             }
-            try sync.addHandler(FrameTimeoutHandler(timeout: .seconds(Int64(config.frameTimeoutSeconds))))
-            let frameLimit = FrameDecoder.Limit(config.preAuthMaxFrameSize, note: "before the connection authenticates (send Hello with an API key first)")
-            try sync.addHandler(ByteToMessageHandler(FrameDecoder(limit: frameLimit)))
-            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix, frameLimit: frameLimit))
+            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix))
         }
     }
 

@@ -10,9 +10,18 @@ import NIOPosix
 /// Asks a connection to finish what it has in flight and close (graceful shutdown).
 struct QuiesceEvent {}
 
-/// One connection: decodes request frames, runs them (inline, on the reader pool or on the
-/// writer thread), writes responses as they complete — possibly out of order, each echoing its
-/// request id.
+/// One connection: splits the bytes it reads into frames, runs them (inline, on the reader pool
+/// or on the writer thread), writes responses as they complete — possibly out of order, each
+/// echoing its request id.
+///
+/// The check path works on whole reads: every complete frame of a read is looked at in place in
+/// the read buffer; a plain Check or BatchCheck from an authenticated principal is decided and
+/// answered straight into one per-connection output buffer (`CheckFrame`: no per-request
+/// allocation, no decoding into Swift values, no key lookup), written and flushed once per read.
+/// Everything else — other calls, anything not well formed, per-request keys, `min_revision`,
+/// observability on — goes to the general path, which gives the same answers as before.
+/// The frame timeout (a started frame must complete within `frameTimeoutSeconds`) is this
+/// handler's own state.
 ///
 /// Backpressure: with `maxInFlight` requests pending, or with more answers queued than the
 /// channel's high-water mark (a peer that does not read), it stops reading the socket until
@@ -44,19 +53,37 @@ final class ConnectionHandler: ChannelDuplexHandler {
     static let maxFailures = 5
     static let failureWindow = TimeAmount.seconds(60)
 
-    /// The frame limit in force on this connection (shared with its frame decoder).
-    private let frameLimit: FrameDecoder.Limit
+    /// The frame limit in force on this connection: small until it authenticates.
+    private var frameLimit: Int
     private let limits: WireLimits
+    /// Bytes of a frame not yet complete, kept between reads.
+    private var cumulation: ByteBuffer?
+    private var frameTimer: Scheduled<Void>?
+    /// Answers of the current read burst (and of calls completed since), written once.
+    private var out = ByteBuffer()
+    private var items: [CheckQuery] = []
+    private var decisions: [Decision] = []
+    /// Check-path state refreshed once per read burst.
+    private var fastPath = false
+    private var fastPathTenant: ID?
+    /// The key table epoch and key expiry at which this connection's key was last validated.
+    private var keyEpoch: UInt64 = .max
+    private var keyExpiry: Int64 = 0
+    private var closed = false
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
     private var authenticated = false
     private var authTimer: Scheduled<Void>?
 
-    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool, frameLimit: FrameDecoder.Limit = FrameDecoder.Limit(Int.max)) {
+    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool) {
         self.dispatcher = dispatcher
         self.logger = logger
         self.isUnix = isUnix
-        self.frameLimit = frameLimit
+        self.frameLimit = dispatcher.config.preAuthMaxFrameSize
         self.limits = dispatcher.config.wireLimits
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        out = context.channel.allocator.buffer(capacity: 4096)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -94,16 +121,140 @@ final class ConnectionHandler: ChannelDuplexHandler {
         authenticated = true
         authTimer?.cancel()
         authTimer = nil
-        if full {
-            frameLimit.bytes = dispatcher.config.maxFrameSize
-            frameLimit.note = ""
-        }
+        if full { frameLimit = dispatcher.config.maxFrameSize }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed = true
         authTimer?.cancel()
         authTimer = nil
+        frameTimer?.cancel()
+        frameTimer = nil
         context.fireChannelInactive()
+    }
+
+    // MARK: reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var input = unwrapInboundIn(data)
+        if var pending = cumulation {
+            cumulation = nil
+            pending.writeImmutableBuffer(input)
+            input = pending
+        }
+        refreshFastPath()
+        var completed = 0
+        while !closed, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
+            if Int(length) > frameLimit { return frameTooLarge(context: context, length: length) }
+            guard input.readableBytes >= 4 + Int(length) else { break }
+            input.moveReaderIndex(forwardBy: 4)
+            let n = Int(length)
+            completed += 1
+            let answered = fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+            if !answered {
+                input.withUnsafeReadableBytes { raw in general(context: context, frame: UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+            }
+            input.moveReaderIndex(forwardBy: n)
+        }
+        if closed { return }
+        if input.readableBytes > 0 {
+            // Part of a frame: it must complete within frame-timeout of its first byte.
+            if completed > 0 || frameTimer == nil { armFrameTimer(context: context) }
+            input.discardReadBytes()
+            cumulation = input
+        } else if frameTimer != nil {
+            frameTimer?.cancel()
+            frameTimer = nil
+        }
+    }
+
+    private func armFrameTimer(context: ChannelHandlerContext) {
+        frameTimer?.cancel()
+        frameTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(dispatcher.config.frameTimeoutSeconds))) { [weak self] in
+            guard let self, !self.closed else { return }
+            self.dispatcher.metrics.slowClients.increment()
+            self.logger.info("closing slow client: a frame did not complete within frame-timeout")
+            context.close(promise: nil)
+        }
+    }
+
+    /// Decides once per read burst whether checks may take the in-place path: an authenticated
+    /// principal allowed to check, its key still valid (re-validated only when the key table's
+    /// epoch moved or the key's expiry passed), observability off.
+    private func refreshFastPath() {
+        fastPath = false
+        fastPathTenant = nil
+        if draining || dispatcher.metricsEnabled || dispatcher.decisionLog != nil { return }
+        switch principal {
+        case .unauthenticated:
+            return
+        case .superuser:
+            fastPath = true
+        case .uid(_, let role, let tenant):
+            fastPath = role != .operator
+            fastPathTenant = tenant
+        case .key(let id, let role, let tenant):
+            guard role != .operator else { return }
+            let keys = dispatcher.keys
+            let epoch = keys.epoch.load(ordering: .acquiring)
+            if epoch != keyEpoch || Timestamp.now() >= keyExpiry {
+                guard keys.stillValid(id) == nil else { return }  // the general path answers and forgets it
+                keyEpoch = epoch
+                keyExpiry = keys.expiry(of: id)
+            }
+            fastPath = true
+            fastPathTenant = tenant
+        }
+    }
+
+    /// Answers a plain Check or BatchCheck in place; false hands the frame to the general path.
+    /// Allocates nothing once the per-connection arrays and output buffer have grown.
+    private func answerCheck(_ frame: UnsafeRawBufferPointer) -> Bool {
+        guard let parsed = CheckFrame.parse(frame, maxItems: limits.maxBatchChecks, into: &items) else { return false }
+        if let t = fastPathTenant {
+            for q in items where q.tenant != t { return false }  // the general path says PERMISSION_DENIED
+        }
+        let engine = dispatcher.engine
+        if !parsed.isBatch {
+            let q = items[0]
+            let d = engine.withSnapshot { s in
+                s.decide(tenant: q.tenant, user: q.user, permissionBytes: UnsafeRawBufferPointer(rebasing: frame[q.permissionStart..<q.permissionEnd]), scope: q.scope)
+            }
+            let size = CheckFrame.checkResponseSize(requestId: parsed.requestId, d)
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeCheckResponse(requestId: parsed.requestId, d, to: $0) }
+        } else {
+            var decided = decisions
+            decisions = []
+            decided.removeAll(keepingCapacity: true)
+            let queries = items
+            let revision = engine.withSnapshot { s -> UInt64 in
+                for q in queries {
+                    decided.append(s.decide(tenant: q.tenant, user: q.user, permissionBytes: UnsafeRawBufferPointer(rebasing: frame[q.permissionStart..<q.permissionEnd]), scope: q.scope))
+                }
+                return s.revision
+            }
+            decided.withUnsafeBufferPointer { ds in
+                let size = CheckFrame.batchResponseSize(requestId: parsed.requestId, ds, revision: revision)
+                out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeBatchResponse(requestId: parsed.requestId, ds, revision: revision, to: $0) }
+            }
+            decisions = decided
+        }
+        needsFlush = true
+        return true
+    }
+
+    private func frameTooLarge(context: ChannelHandlerContext, length: UInt32) {
+        logger.info("refusing oversized frame", metadata: ["frame.length": "\(length)"])
+        let why = authenticated && frameLimit == dispatcher.config.maxFrameSize ? "" : " before the connection authenticates (send Hello with an API key first)"
+        let e = AuthzError(.resourceExhausted, "frame length \(length) exceeds max_frame_size \(frameLimit)\(why); closing the connection", field: "frame.length")
+        closed = true
+        cumulation = nil
+        let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
+        out.writeFrame(payload)
+        let buffer = out
+        out.clear()
+        needsFlush = false
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Counts a failed authentication; past the limit the connection is told and closed.
@@ -122,14 +273,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         respond(context: context, id: id, result: .failure(error), flush: false)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+    /// The general path for one frame: everything the in-place check path does not answer.
+    private func general(context: ChannelHandlerContext, frame: UnsafeRawBufferPointer) {
         var principal = self.principal
         var keyVerified = false
         if !authenticated {
             // Not authenticated: read the envelope only; decode nothing an anonymous caller sent
             // unless it is Hello or Health, or carries a key that verifies.
-            guard let envelope = frame.withUnsafeReadableBytes({ WireCodec.peekEnvelope($0) }) else {
+            guard let envelope = WireCodec.peekEnvelope(frame) else {
                 return authenticationFailed(context: context, id: 0, error: AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message"))
             }
             if let presented = envelope.apiKey {
@@ -144,7 +295,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 return authenticationFailed(context: context, id: envelope.requestId, error: ConnectionHandler.noKey)
             }
         }
-        let request = frame.withUnsafeReadableBytes { WireCodec.decodeRequest($0, limits: limits) }
+        let request = WireCodec.decodeRequest(frame, limits: limits)
         // Authenticate: a per-request key, else the connection's principal (a Hello key is
         // re-validated on every request, so revocation applies to open connections).
         if let presented = request.apiKey, !keyVerified {
@@ -307,18 +458,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
         attempt()
     }
 
+    /// Appends an answer to the output buffer; `flush` writes it out now (completions outside a
+    /// read burst), otherwise it leaves with the rest of the burst's answers.
     private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
         if case .failure(let e) = result { dispatcher.metrics.error(e.code) }
-        guard context.channel.isActive else { return }
-        let payload = WireCodec.encodeResponse(WireResponse(requestId: id, result: result))
-        var out = context.channel.allocator.buffer(capacity: payload.count + 4)
-        out.writeFrame(payload)
+        guard context.channel.isActive, !closed else { return }
+        out.writeFrame(WireCodec.encodeResponse(WireResponse(requestId: id, result: result)))
         if flush {
-            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            flushOut(context: context)
         } else {
-            context.write(wrapOutboundOut(out), promise: nil)
             needsFlush = true
         }
+    }
+
+    /// Writes and flushes what the output buffer holds. The buffer is reused: once the socket
+    /// has taken the bytes (the usual case, synchronously) clearing it allocates nothing.
+    private func flushOut(context: ChannelHandlerContext) {
+        needsFlush = false
+        guard out.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        out.clear()
     }
 
     private func afterCompletion(context: ChannelHandlerContext) {
@@ -333,10 +492,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
+        if needsFlush { flushOut(context: context) }
         context.fireChannelReadComplete()
     }
 
@@ -363,11 +519,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if inFlight == 0 { context.close(promise: nil) }
             return
         }
-        if event is SlowClientEvent {
-            dispatcher.metrics.slowClients.increment()
-            logger.info("closing slow client: a frame did not complete within frame-timeout")
-            return
-        }
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight == 0 {
             logger.debug("closing idle connection")
             context.close(promise: nil)
@@ -377,16 +528,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let tooLarge = error as? FrameDecoder.FrameTooLarge {
-            logger.info("refusing oversized frame", metadata: ["frame.length": "\(tooLarge.length)"])
-            let why = tooLarge.note.isEmpty ? "" : " " + tooLarge.note
-            let e = AuthzError(.resourceExhausted, "frame length \(tooLarge.length) exceeds max_frame_size \(tooLarge.maximum)\(why); closing the connection", field: "frame.length")
-            let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
-            var out = context.channel.allocator.buffer(capacity: payload.count + 4)
-            out.writeFrame(payload)
-            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
-            return
-        }
         logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }

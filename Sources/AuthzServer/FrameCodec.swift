@@ -8,34 +8,20 @@ import NIOCore
 public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = ByteBuffer
 
-    /// The limit in force, shared with the connection so that it can change (it is small until
-    /// a connection authenticates). Read on the channel's event loop only.
-    public final class Limit {
-        public var bytes: Int
-        /// Why the limit is what it is, appended to the refusal (e.g. "before authentication").
-        public var note: String
-        public init(_ bytes: Int, note: String = "") { self.bytes = bytes; self.note = note }
-    }
-
-    public let limit: Limit
-    public var maxFrameSize: Int { limit.bytes }
+    public let maxFrameSize: Int
 
     /// The error for a length header above the maximum.
     public struct FrameTooLarge: Error, CustomStringConvertible {
         public var length: UInt32
         public var maximum: Int
-        public var note: String = ""
         public var description: String { "frame length \(length) exceeds the maximum frame size \(maximum)" }
     }
 
-    public init(maxFrameSize: Int) { limit = Limit(maxFrameSize) }
-
-    /// A decoder whose limit the owner of `limit` may change while it runs.
-    public init(limit: Limit) { self.limit = limit }
+    public init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        if Int(length) > limit.bytes { throw FrameTooLarge(length: length, maximum: limit.bytes, note: limit.note) }
+        if Int(length) > maxFrameSize { throw FrameTooLarge(length: length, maximum: maxFrameSize) }
         guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
         let frame = buffer.readSlice(length: Int(length))!
