@@ -102,6 +102,9 @@ public enum BulkFormat {
 
     /// Encodes one entity as a line (no trailing newline). Without `includeSecrets`, platform
     /// credential tokens are left out and `"secrets_redacted":true` is written instead.
+    ///
+    /// The line never holds a raw line break, whatever the record holds: strings are escaped
+    /// and metadata is re-serialised (`exportedMetadata`).
     public static func encode(_ entity: Entity, includeSecrets: Bool = false) -> String {
         var w = Writer()
         let f = entity.fields
@@ -151,9 +154,24 @@ public enum BulkFormat {
         w.raw("is_active", f.isActive ? "true" : "false")
         if f.createdAt != 0 { w.str("created_at", Timestamp.format(f.createdAt)) }
         if f.updatedAt != 0 { w.str("updated_at", Timestamp.format(f.updatedAt)) }
-        w.raw("metadata", f.metadata.isEmpty ? "{}" : f.metadata)
+        w.raw("metadata", exportedMetadata(f.metadata))
         w.raw("schema_version", String(f.schemaVersion))
         return w.finish()
+    }
+
+    /// Stored metadata as one line of JSON: `{}` for empty, otherwise the object re-serialised
+    /// compactly, so that a record stored before metadata was canonicalised on write (which may
+    /// hold whitespace line breaks) still exports as one line. Stored metadata was validated as
+    /// a JSON object on write; text that no longer parses (a corrupt record) is exported as
+    /// `{"authzd_unparseable_metadata":"<the text, escaped>"}` rather than dropped or split.
+    static func exportedMetadata(_ stored: String) -> String {
+        if stored.isEmpty { return "{}" }
+        guard let v = try? JSONParser.parse(Array(stored.utf8)), case .object = v else {
+            var out = "{\"authzd_unparseable_metadata\":"
+            JSONWriter.writeString(stored, into: &out)
+            return out + "}"
+        }
+        return JSONWriter.serialize(v)
     }
 
     private struct Writer {

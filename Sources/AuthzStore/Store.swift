@@ -257,8 +257,9 @@ public final class Store: @unchecked Sendable {
                 defer { pthread_rwlock_unlock(&resizeLock) }
                 return try mapped {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
+                    let normalized = try normalize(ops, label: label)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
-                    let outcome = try batch.apply(ops, label: label)
+                    let outcome = try batch.apply(normalized, label: label)
                     try txn.commit()
                     return outcome
                 }
@@ -266,6 +267,25 @@ public final class Store: @unchecked Sendable {
                 try grow()
             }
         }
+    }
+
+    /// Puts every upsert in the form the store keeps, before the batch validates it: metadata
+    /// canonical (`Validate.canonicalMetadata`: never a raw line break). Throws INVALID_ARGUMENT
+    /// for bad metadata, prefixed by `label(i)` when the batch has more than one op (as the
+    /// batch's own errors are).
+    private func normalize(_ ops: [WriteOp], label: (Int) -> String) throws -> [WriteOp] {
+        var out = ops
+        for (i, op) in ops.enumerated() {
+            guard case .upsert(var e) = op else { continue }
+            do {
+                e.fields.metadata = try Validate.canonicalMetadata(e.fields.metadata, field: "\(e.kind.name).metadata")
+            } catch var err as AuthzError {
+                if ops.count > 1 { err.message = label(i) + ": " + err.message }
+                throw err
+            }
+            out[i] = .upsert(e)
+        }
+        return out
     }
 
     private func grow() throws {
