@@ -297,19 +297,23 @@ public final class Engine: @unchecked Sendable {
     // MARK: reads
 
     /// The record named by `ref`. NOT_FOUND when absent. Platform-credential secrets are
-    /// redacted unless `includeSecrets`.
+    /// redacted unless `includeSecrets`; with it, a credential whose stored tokens cannot be
+    /// decrypted is DATA_LOSS (without it, it is returned with `secretUnreadable` set).
     public func get(_ ref: RecordRef, includeSecrets: Bool = false) throws -> Entity {
         let tenant = ref.kind == .tenant ? ref.id : ref.tenantId
         guard let e = try store.read({ try $0.entity(ref.kind, tenant: tenant, id: ref.id) }) else {
             throw AuthzError.notFound("\(ref.kind.name) \(ref.id) does not exist in tenant \(tenant)", field: "ref.id")
         }
+        if includeSecrets { try e.requireReadableSecrets() }
         return includeSecrets ? e : e.redacted()
     }
 
     /// Up to `limit` records of `kind` in `tenant`, ids > `after`, in id order (tenants: every
-    /// tenant). Secrets redacted unless `includeSecrets`.
+    /// tenant). Secrets redacted unless `includeSecrets`; with it, a page holding a credential
+    /// whose tokens cannot be decrypted is DATA_LOSS naming that credential.
     public func list(_ kind: EntityKind, tenant: ID, after: ID? = nil, limit: Int = 100, includeSecrets: Bool = false) throws -> [Entity] {
         let page = try store.read { try $0.list(kind, tenant: tenant, after: after, limit: limit) }
+        if includeSecrets { for e in page { try e.requireReadableSecrets() } }
         return includeSecrets ? page : page.map { $0.redacted() }
     }
 
@@ -352,7 +356,9 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Exports every record (of one tenant, or all) in the bulk format, one line each, tenant
-    /// records first. Secrets only with `includeSecrets`.
+    /// records first. Secrets only with `includeSecrets`; with it, a credential whose stored
+    /// tokens cannot be decrypted makes the export DATA_LOSS naming it (without it, its line
+    /// carries `"secret_unreadable":true`).
     public func exportJSONL(tenant: ID? = nil, includeSecrets: Bool = false) throws -> (bytes: [UInt8], revision: UInt64) {
         try store.read { r in
             var out: [UInt8] = []
@@ -362,6 +368,7 @@ public final class Engine: @unchecked Sendable {
                     throw AuthzError.notFound("tenant \(t) does not exist", field: "tenant_id")
                 }
                 try r.forEachRecord(tenant: t) { e in
+                    if includeSecrets { try e.requireReadableSecrets() }
                     out.append(contentsOf: BulkFormat.encode(e, includeSecrets: includeSecrets).utf8)
                     out.append(0x0A)
                 }

@@ -66,6 +66,8 @@ public enum BulkFormat {
                                        tokenExpiresAt: try r.timestamp("token_expires_at") ?? 0,
                                        oauthScopes: try r.strings("oauth_scopes"), isActive: isActive, metadata: metadata)
             c.secretsRedacted = try r.bool("secrets_redacted") ?? false
+            // Written by the server on export; the store decides it again on write.
+            c.secretUnreadable = try r.bool("secret_unreadable") ?? false
             entity = .platformCredential(c)
         }
         if let extra = r.members.first {
@@ -101,7 +103,9 @@ public enum BulkFormat {
     }
 
     /// Encodes one entity as a line (no trailing newline). Without `includeSecrets`, platform
-    /// credential tokens are left out and `"secrets_redacted":true` is written instead.
+    /// credential tokens are left out and `"secrets_redacted":true` is written instead; a
+    /// credential whose stored tokens cannot be decrypted also gets `"secret_unreadable":true`
+    /// (callers that need the tokens check `Entity.requireReadableSecrets` first).
     ///
     /// The line never holds a raw line break, whatever the record holds: strings are escaped
     /// and metadata is re-serialised (`exportedMetadata`).
@@ -146,6 +150,7 @@ public enum BulkFormat {
             } else {
                 w.raw("secrets_redacted", "true")
             }
+            if c.secretUnreadable { w.raw("secret_unreadable", "true") }
             if c.tokenExpiresAt != 0 { w.str("token_expires_at", Timestamp.format(c.tokenExpiresAt)) }
             var scopes = ""
             JSONWriter.write(.array(c.oauthScopes.map { .string($0) }), into: &scopes)

@@ -83,4 +83,65 @@ final class ExportHardeningTests: XCTestCase {
         let missing = await failure { _ = try await fresh.get(RecordRef(kind: .role, tenantId: tb, id: forgedId)) }
         XCTAssertEqual(missing?.code, .notFound)
     }
+
+    /// Hardening 9: a credential whose ciphertext cannot be decrypted (its key left the ring)
+    /// fails only the reads that need the secret; an admin can deactivate or overwrite it.
+    func testUnreadableSecretFailsOnlyTheReadsThatNeedIt() async throws {
+        let base = temporaryDirectory()
+        func ring(_ name: String, _ id: String) throws -> String {
+            let path = base + "/" + name
+            let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            try "\(id) \(key) active\n".write(toFile: path, atomically: true, encoding: .utf8)
+            chmod(path, 0o600)
+            return path
+        }
+        let t = ID.random(), u = ID.random(), bad = ID.random(), good = ID.random()
+        let badRef = RecordRef(kind: .platformCredential, tenantId: t, id: bad)
+        let first = try start(dir: base, extra: ["--keyring", try ring("ring1", "k1")])
+        do {
+            let local = first.client()
+            defer { local.close() }
+            try await local.write([.upsert(.tenant(Tenant(id: t, name: "acme"))), .upsert(.user(User(id: u, tenantId: t))),
+                                   .upsert(.platformCredential(PlatformCredential(id: bad, tenantId: t, ownerUserId: u, platform: "gmail",
+                                                                                  externalAccountId: "ana", accessToken: "SECRET-A", refreshToken: "SECRET-R")))])
+        }
+        first.stop()
+        let daemon = try start(dir: base, extra: ["--keyring", try ring("ring2", "k2")])
+        let local = daemon.client()
+        defer { local.close() }
+        let admin = try await adminClient(daemon, local, tenant: t)
+        defer { admin.close() }
+        try await admin.write([.upsert(.platformCredential(PlatformCredential(id: good, tenantId: t, ownerUserId: u, platform: "gmail",
+                                                                              externalAccountId: "good", accessToken: "GOOD")))])
+        for c in [local, admin] {
+            guard case .platformCredential(let cred) = try await c.get(badRef) else { return XCTFail() }
+            XCTAssertTrue(cred.secretUnreadable)
+            XCTAssertTrue(cred.secretsRedacted)
+            guard case .list(let items, _) = try await c.call(.list(.platformCredential, tenantId: t, pageSize: 10, after: nil, includeSecrets: false)) else { return XCTFail() }
+            XCTAssertEqual(items.count, 2)
+            let tenantExport = String(decoding: try await export(c, tenant: t), as: UTF8.self)
+            XCTAssertTrue(tenantExport.contains(#""secret_unreadable":true"#), tenantExport)
+            XCTAssertFalse(tenantExport.contains("SECRET"))
+            let secretRead = await failure { _ = try await c.get(badRef, includeSecrets: true) }
+            XCTAssertEqual(secretRead?.code, .dataLoss)
+            XCTAssertTrue(secretRead?.message.contains(bad.description) ?? false, "\(String(describing: secretRead))")
+            let secretExport = await failure { _ = try await self.export(c, tenant: t, secrets: true) }
+            XCTAssertEqual(secretExport?.code, .dataLoss)
+            guard case .platformCredential(let g) = try await c.get(RecordRef(kind: .platformCredential, tenantId: t, id: good), includeSecrets: true) else { return XCTFail() }
+            XCTAssertEqual(g.accessToken, "GOOD")
+        }
+        let fullExport = try await export(local, tenant: nil)
+        XCTAssertEqual(lines(fullExport).count, 4)
+        // The redacted export imports back; the admin deactivates, then overwrites it.
+        _ = try await local.call(.importJSONL(fullExport))
+        try await admin.write([.deactivate(badRef)])
+        let deactivated = try await admin.get(badRef)
+        XCTAssertFalse(deactivated.fields.isActive)
+        try await admin.write([.upsert(.platformCredential(PlatformCredential(id: bad, tenantId: t, ownerUserId: u, platform: "gmail",
+                                                                              externalAccountId: "ana", accessToken: "NEW-A")))])
+        guard case .platformCredential(let fixed) = try await admin.get(badRef, includeSecrets: true) else { return XCTFail() }
+        XCTAssertFalse(fixed.secretUnreadable)
+        XCTAssertEqual(fixed.accessToken, "NEW-A")
+        XCTAssertFalse(daemon.log.contains("SECRET"))
+    }
 }
