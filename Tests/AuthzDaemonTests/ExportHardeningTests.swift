@@ -84,6 +84,42 @@ final class ExportHardeningTests: XCTestCase {
         XCTAssertEqual(missing?.code, .notFound)
     }
 
+    /// Hardening 11 and duplicate ids: an admin's export imports back with its key; a changed
+    /// tenant line is refused naming the line; the same id twice with different content is
+    /// refused naming both lines.
+    func testAdminReimportsItsOwnExport() async throws {
+        let daemon = try start()
+        let local = daemon.client()
+        defer { local.close() }
+        let t = ID.random(), u = ID.random(), r = ID.random()
+        try await local.write([.upsert(.tenant(Tenant(id: t, name: "alpha", metadata: #"{"plan":"gold"}"#))),
+                               .upsert(.user(User(id: u, tenantId: t, email: "ana@alpha.test", metadata: "{\"k\":\n1}"))),
+                               .upsert(.role(Role(id: r, tenantId: t, name: "viewer \"quoted\" é")))])
+        let admin = try await adminClient(daemon, local, tenant: t)
+        defer { admin.close() }
+        let mine = try await export(admin, tenant: nil)
+        XCTAssertTrue(lines(mine)[0].contains(#""kind":"tenant""#))
+        guard case .importResult(_, let n) = try await admin.call(.importJSONL(mine)) else { return XCTFail() }
+        XCTAssertEqual(n, 3)
+        let again = try await export(admin, tenant: t)
+        XCTAssertEqual(strip(again), strip(mine))
+
+        let renamed = lines(mine).map { $0.replacingOccurrences(of: #""name":"alpha""#, with: #""name":"omega""#) }
+        XCTAssertNotEqual(renamed, lines(mine))
+        let denied = await failure { _ = try await admin.call(.importJSONL(Array(renamed.joined(separator: "\n").utf8))) }
+        XCTAssertEqual(denied?.code, .permissionDenied, "\(String(describing: denied))")
+        XCTAssertTrue(denied?.message.hasPrefix("line 1: ") ?? false, "\(String(describing: denied))")
+
+        let userLine = lines(mine).first { $0.contains(#""kind":"user""#) }!
+        let changed = userLine.replacingOccurrences(of: "ana@alpha.test", with: "eve@alpha.test")
+        let dup = await failure { _ = try await admin.call(.importJSONL(Array((lines(mine) + [changed]).joined(separator: "\n").utf8))) }
+        XCTAssertEqual(dup?.code, .invalidArgument, "\(String(describing: dup))")
+        XCTAssertTrue(dup?.message.hasPrefix("line 4: ") ?? false, "\(String(describing: dup))")
+        XCTAssertTrue(dup?.message.contains("line 2 ") ?? false, "\(String(describing: dup))")
+        guard case .user(let still) = try await admin.get(RecordRef(kind: .user, tenantId: t, id: u)) else { return XCTFail() }
+        XCTAssertEqual(still.email, "ana@alpha.test")
+    }
+
     /// Hardening 9: a credential whose ciphertext cannot be decrypted (its key left the ring)
     /// fails only the reads that need the secret; an admin can deactivate or overwrite it.
     func testUnreadableSecretFailsOnlyTheReadsThatNeedIt() async throws {
@@ -132,8 +168,8 @@ final class ExportHardeningTests: XCTestCase {
         }
         let fullExport = try await export(local, tenant: nil)
         XCTAssertEqual(lines(fullExport).count, 4)
-        // The redacted export imports back; the admin deactivates, then overwrites it.
-        _ = try await local.call(.importJSONL(fullExport))
+        // The admin's redacted export imports back; the admin deactivates, then overwrites it.
+        _ = try await admin.call(.importJSONL(try await export(admin, tenant: nil)))
         try await admin.write([.deactivate(badRef)])
         let deactivated = try await admin.get(badRef)
         XCTAssertFalse(deactivated.fields.isActive)
