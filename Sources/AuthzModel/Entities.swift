@@ -215,10 +215,12 @@ public struct PlatformCredential: Hashable, Sendable {
 public struct UnreadableSecret: Hashable, Sendable {
     /// Why the ciphertexts could not be opened; safe to return to a caller and to log.
     public var reason: String
-    /// The sealed access and refresh tokens exactly as stored (empty when that token is empty).
+    /// The sealed access token exactly as stored (empty when the token is empty).
     public var sealedAccessToken: [UInt8]
+    /// The sealed refresh token exactly as stored (empty when the token is empty).
     public var sealedRefreshToken: [UInt8]
 
+    /// Wraps ciphertexts as read from a record; copies the bytes, checks nothing.
     public init(reason: String, sealedAccessToken: [UInt8], sealedRefreshToken: [UInt8]) {
         self.reason = reason
         self.sealedAccessToken = sealedAccessToken
