@@ -412,19 +412,23 @@ public final class Engine: @unchecked Sendable {
     // MARK: reads
 
     /// The record named by `ref`. NOT_FOUND when absent. Platform-credential secrets are
-    /// redacted unless `includeSecrets`.
+    /// redacted unless `includeSecrets`; with it, a credential whose stored tokens cannot be
+    /// decrypted is DATA_LOSS (without it, it is returned with `secretUnreadable` set).
     public func get(_ ref: RecordRef, includeSecrets: Bool = false) throws -> Entity {
         let tenant = ref.kind == .tenant ? ref.id : ref.tenantId
         guard let e = try store.read({ try $0.entity(ref.kind, tenant: tenant, id: ref.id) }) else {
             throw AuthzError.notFound("\(ref.kind.name) \(ref.id) does not exist in tenant \(tenant)", field: "ref.id")
         }
+        if includeSecrets { try e.requireReadableSecrets() }
         return includeSecrets ? e : e.redacted()
     }
 
     /// Up to `limit` records of `kind` in `tenant`, ids > `after`, in id order (tenants: every
-    /// tenant). Secrets redacted unless `includeSecrets`.
+    /// tenant). Secrets redacted unless `includeSecrets`; with it, a page holding a credential
+    /// whose tokens cannot be decrypted is DATA_LOSS naming that credential.
     public func list(_ kind: EntityKind, tenant: ID, after: ID? = nil, limit: Int = 100, includeSecrets: Bool = false) throws -> [Entity] {
         let page = try store.read { try $0.list(kind, tenant: tenant, after: after, limit: limit) }
+        if includeSecrets { for e in page { try e.requireReadableSecrets() } }
         return includeSecrets ? page : page.map { $0.redacted() }
     }
 
@@ -433,11 +437,22 @@ public final class Engine: @unchecked Sendable {
     /// Imports the spec's JSON Lines atomically: a bad line (its number and reason in the
     /// error) changes nothing. Lines may come in any order; importing twice is idempotent.
     /// Returns the new revision and the number of records.
-    /// With `onlyTenant`, a line of another tenant (or a tenant record) is PERMISSION_DENIED and
-    /// nothing is written.
+    ///
+    /// The same id on two lines is INVALID_ARGUMENT naming both line numbers, unless the two
+    /// lines decode to the same record (then the later one is dropped).
+    ///
+    /// With `onlyTenant` (an admin key): a line of another tenant, or another tenant's tenant
+    /// line, is PERMISSION_DENIED naming the line. The tenant line of `onlyTenant` itself is
+    /// accepted when it matches the stored tenant (name, active flag and metadata; server-owned
+    /// fields are ignored), so that the tenant's own export imports back, and is then not
+    /// written; when it would change anything it is PERMISSION_DENIED naming the line and the
+    /// fields. Nothing is written on any error. When every accepted line was such an unchanged
+    /// tenant line, nothing is written and the current revision is returned.
     public func importJSONL(_ bytes: [UInt8], onlyTenant: ID? = nil) throws -> (revision: UInt64, records: Int) {
         var lines: [Int] = []
         var entities: [Entity] = []
+        var firstSeen: [ID: (line: Int, index: Int)] = [:]
+        var ownTenantLines = 0
         var lineNo = 0
         var start = 0
         while start < bytes.count {
@@ -449,9 +464,28 @@ public final class Engine: @unchecked Sendable {
             if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
                 do {
                     let e = try BulkFormat.decode(line: line)
-                    if let only = onlyTenant, e.kind == .tenant || e.tenantId != only {
-                        throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant (or a tenant record) may not be imported with this key", field: "\(e.kind.name).tenant_id")
+                    if let first = firstSeen[e.id] {
+                        if entities[first.index] == e { start = end + 1; continue }
+                        throw AuthzError.invalid("\(e.kind.name).id", "\(e.id) is also on line \(first.line) with different content (lines \(first.line) and \(lineNo) name the same record)")
                     }
+                    if let only = onlyTenant {
+                        if e.kind == .tenant && e.id == only {
+                            try checkUnchangedTenant(e)
+                            firstSeen[e.id] = (lineNo, entities.count)
+                            entities.append(e)
+                            lines.append(lineNo)
+                            ownTenantLines += 1
+                            start = end + 1
+                            continue
+                        }
+                        if e.kind == .tenant {
+                            throw AuthzError(.permissionDenied, "tenant \(e.id) is not this key's tenant; only the key's own tenant line may be imported, unchanged", field: "tenant.id")
+                        }
+                        if e.tenantId != only {
+                            throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant may not be imported with this key", field: "\(e.kind.name).tenant_id")
+                        }
+                    }
+                    firstSeen[e.id] = (lineNo, entities.count)
                     entities.append(e)
                     lines.append(lineNo)
                 } catch var e as AuthzError {
@@ -462,12 +496,41 @@ public final class Engine: @unchecked Sendable {
             start = end + 1
         }
         if entities.isEmpty { throw AuthzError.invalid("jsonl", "holds no records") }
-        let revision = try write(entities.map { .upsert($0) }, label: { "line \(lines[$0])" })
+        // An admin's own, unchanged tenant line is checked, not written.
+        var writeLines: [Int] = []
+        var ops: [WriteOp] = []
+        for (i, e) in entities.enumerated() where !(onlyTenant != nil && e.kind == .tenant) {
+            ops.append(.upsert(e))
+            writeLines.append(lines[i])
+        }
+        if ops.isEmpty { return (try store.revision(), ownTenantLines) }
+        let revision = try write(ops, label: { "line \(writeLines[$0])" })
         return (revision, entities.count)
     }
 
+    /// PERMISSION_DENIED unless `line` (a tenant line) matches the stored tenant in every field a
+    /// client controls: name, active flag, metadata (compared in canonical form).
+    private func checkUnchangedTenant(_ line: Entity) throws {
+        guard case .tenant(let wanted) = line else { return }
+        let stored = try store.read { try $0.entity(.tenant, tenant: wanted.fields.id, id: wanted.fields.id) }
+        guard case .tenant(let have)? = stored else {
+            throw AuthzError(.permissionDenied, "tenant \(wanted.fields.id) does not exist and an admin key may not create it", field: "tenant.id")
+        }
+        var differs: [String] = []
+        if have.name != wanted.name { differs.append("name") }
+        if have.fields.isActive != wanted.fields.isActive { differs.append("is_active") }
+        let a = (try? Validate.canonicalMetadata(have.fields.metadata, field: "")) ?? have.fields.metadata
+        let b = (try? Validate.canonicalMetadata(wanted.fields.metadata, field: "")) ?? wanted.fields.metadata
+        if a != b { differs.append("metadata") }
+        if !differs.isEmpty {
+            throw AuthzError(.permissionDenied, "the tenant line would change tenant \(wanted.fields.id) (\(differs.joined(separator: ", "))); an admin key may import its own tenant's line only unchanged", field: "tenant." + differs[0])
+        }
+    }
+
     /// Exports every record (of one tenant, or all) in the bulk format, one line each, tenant
-    /// records first. Secrets only with `includeSecrets`.
+    /// records first. Secrets only with `includeSecrets`; with it, a credential whose stored
+    /// tokens cannot be decrypted makes the export DATA_LOSS naming it (without it, its line
+    /// carries `"secret_unreadable":true`).
     public func exportJSONL(tenant: ID? = nil, includeSecrets: Bool = false) throws -> (bytes: [UInt8], revision: UInt64) {
         try store.read { r in
             var out: [UInt8] = []
@@ -477,6 +540,7 @@ public final class Engine: @unchecked Sendable {
                     throw AuthzError.notFound("tenant \(t) does not exist", field: "tenant_id")
                 }
                 try r.forEachRecord(tenant: t) { e in
+                    if includeSecrets { try e.requireReadableSecrets() }
                     out.append(contentsOf: BulkFormat.encode(e, includeSecrets: includeSecrets).utf8)
                     out.append(0x0A)
                 }

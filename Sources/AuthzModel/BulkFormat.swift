@@ -66,6 +66,8 @@ public enum BulkFormat {
                                        tokenExpiresAt: try r.timestamp("token_expires_at") ?? 0,
                                        oauthScopes: try r.strings("oauth_scopes"), isActive: isActive, metadata: metadata)
             c.secretsRedacted = try r.bool("secrets_redacted") ?? false
+            // Written by the server on export; the store decides it again on write.
+            c.secretUnreadable = try r.bool("secret_unreadable") ?? false
             entity = .platformCredential(c)
         }
         if let extra = r.members.first {
@@ -101,7 +103,12 @@ public enum BulkFormat {
     }
 
     /// Encodes one entity as a line (no trailing newline). Without `includeSecrets`, platform
-    /// credential tokens are left out and `"secrets_redacted":true` is written instead.
+    /// credential tokens are left out and `"secrets_redacted":true` is written instead; a
+    /// credential whose stored tokens cannot be decrypted also gets `"secret_unreadable":true`
+    /// (callers that need the tokens check `Entity.requireReadableSecrets` first).
+    ///
+    /// The line never holds a raw line break, whatever the record holds: strings are escaped
+    /// and metadata is re-serialised (`exportedMetadata`).
     public static func encode(_ entity: Entity, includeSecrets: Bool = false) -> String {
         var w = Writer()
         let f = entity.fields
@@ -143,6 +150,7 @@ public enum BulkFormat {
             } else {
                 w.raw("secrets_redacted", "true")
             }
+            if c.secretUnreadable { w.raw("secret_unreadable", "true") }
             if c.tokenExpiresAt != 0 { w.str("token_expires_at", Timestamp.format(c.tokenExpiresAt)) }
             var scopes = ""
             JSONWriter.write(.array(c.oauthScopes.map { .string($0) }), into: &scopes)
@@ -151,9 +159,24 @@ public enum BulkFormat {
         w.raw("is_active", f.isActive ? "true" : "false")
         if f.createdAt != 0 { w.str("created_at", Timestamp.format(f.createdAt)) }
         if f.updatedAt != 0 { w.str("updated_at", Timestamp.format(f.updatedAt)) }
-        w.raw("metadata", f.metadata.isEmpty ? "{}" : f.metadata)
+        w.raw("metadata", exportedMetadata(f.metadata))
         w.raw("schema_version", String(f.schemaVersion))
         return w.finish()
+    }
+
+    /// Stored metadata as one line of JSON: `{}` for empty, otherwise the object re-serialised
+    /// compactly, so that a record stored before metadata was canonicalised on write (which may
+    /// hold whitespace line breaks) still exports as one line. Stored metadata was validated as
+    /// a JSON object on write; text that no longer parses (a corrupt record) is exported as
+    /// `{"authzd_unparseable_metadata":"<the text, escaped>"}` rather than dropped or split.
+    static func exportedMetadata(_ stored: String) -> String {
+        if stored.isEmpty { return "{}" }
+        guard let v = try? JSONParser.parse(Array(stored.utf8)), case .object = v else {
+            var out = "{\"authzd_unparseable_metadata\":"
+            JSONWriter.writeString(stored, into: &out)
+            return out + "}"
+        }
+        return JSONWriter.serialize(v)
     }
 
     private struct Writer {

@@ -170,6 +170,16 @@ public struct PlatformCredential: Hashable, Sendable {
     public var oauthScopes: [String]
     /// True when the tokens above were blanked out for the reader.
     public var secretsRedacted: Bool
+    /// True when the stored tokens cannot be decrypted (their key is not in the key ring, or
+    /// the ciphertext was altered or moved). Set only by the store when it reads the record:
+    /// the tokens are then empty and `secretsRedacted` is set. A read that needs the tokens
+    /// fails with DATA_LOSS; a redacted read, a listing or a redacted export shows the record
+    /// with this marker. Whatever a client sends in it is ignored on write.
+    public var secretUnreadable: Bool
+    /// When `secretUnreadable`, the ciphertexts as stored, so that rewriting the record without
+    /// new tokens (deactivate, activate, a redacted write-back) keeps them byte for byte.
+    /// Only the store reads or fills it; never on the wire, in a bulk file or in a log.
+    public var unreadableSecret: UnreadableSecret?
 
     public init(id: ID, tenantId: ID, ownerUserId: ID, platform: String, externalAccountId: String,
                 accessToken: String = "", refreshToken: String = "", tokenExpiresAt: Int64 = 0,
@@ -183,6 +193,8 @@ public struct PlatformCredential: Hashable, Sendable {
         self.tokenExpiresAt = tokenExpiresAt
         self.oauthScopes = oauthScopes
         self.secretsRedacted = false
+        self.secretUnreadable = false
+        self.unreadableSecret = nil
     }
 
     /// A copy with both tokens blanked and `secretsRedacted` set.
@@ -191,7 +203,28 @@ public struct PlatformCredential: Hashable, Sendable {
         copy.accessToken = ""
         copy.refreshToken = ""
         copy.secretsRedacted = true
+        copy.unreadableSecret = nil
         return copy
+    }
+}
+
+/// The stored ciphertexts of a platform credential that could not be decrypted, kept opaque.
+///
+/// Built only by the store's record decoder. `reason` says why opening failed (a key id
+/// missing from the ring, or a failed authentication) and never holds secret material.
+public struct UnreadableSecret: Hashable, Sendable {
+    /// Why the ciphertexts could not be opened; safe to return to a caller and to log.
+    public var reason: String
+    /// The sealed access token exactly as stored (empty when the token is empty).
+    public var sealedAccessToken: [UInt8]
+    /// The sealed refresh token exactly as stored (empty when the token is empty).
+    public var sealedRefreshToken: [UInt8]
+
+    /// Wraps ciphertexts as read from a record; copies the bytes, checks nothing.
+    public init(reason: String, sealedAccessToken: [UInt8], sealedRefreshToken: [UInt8]) {
+        self.reason = reason
+        self.sealedAccessToken = sealedAccessToken
+        self.sealedRefreshToken = sealedRefreshToken
     }
 }
 
@@ -250,6 +283,16 @@ public enum Entity: Hashable, Sendable {
     public func redacted() -> Entity {
         if case .platformCredential(let c) = self { return .platformCredential(c.redacted()) }
         return self
+    }
+
+    /// Throws DATA_LOSS (naming the credential and why) when this is a platform credential
+    /// whose stored tokens cannot be decrypted; returns otherwise. Call it before handing a
+    /// record to a reader that asked for secrets: such a read fails closed rather than return
+    /// empty tokens.
+    public func requireReadableSecrets() throws {
+        guard case .platformCredential(let c) = self, c.secretUnreadable else { return }
+        let why = c.unreadableSecret.map { ": \($0.reason)" } ?? ""
+        throw AuthzError(.dataLoss, "platform_credential \(c.fields.id) holds tokens that cannot be decrypted\(why); read it without include_secrets, overwrite it with new tokens, or restore the key ring", field: "platform_credential.secret_unreadable")
     }
 }
 

@@ -262,11 +262,14 @@ public enum JSONWriter {
         }
     }
 
-    /// Appends `s` as a JSON string literal.
+    /// Appends `s` as a JSON string literal. Control characters and the characters that some
+    /// line splitters treat as line breaks (U+0085, U+2028, U+2029) are escaped, so the literal
+    /// never spans two lines of a JSON Lines file for any reader.
     public static func writeString(_ s: String, into out: inout String) {
         out += "\""
         var needsEscape = false
-        for b in s.utf8 where b < 0x20 || b == 0x22 || b == 0x5C { needsEscape = true; break }
+        // 0xC2 and 0xE2 lead the UTF-8 forms of U+0085 and U+2028/U+2029: take the slow path.
+        for b in s.utf8 where b < 0x20 || b == 0x22 || b == 0x5C || b == 0xC2 || b == 0xE2 { needsEscape = true; break }
         if !needsEscape {
             out += s
         } else {
@@ -278,7 +281,7 @@ public enum JSONWriter {
                 case "\r": out += "\\r"
                 case "\t": out += "\\t"
                 default:
-                    if scalar.value < 0x20 {
+                    if scalar.value < 0x20 || scalar.value == 0x85 || scalar.value == 0x2028 || scalar.value == 0x2029 {
                         let hex = String(scalar.value, radix: 16)
                         out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
                     } else {

@@ -119,9 +119,24 @@ public enum Validate {
         if atStart || segments < 2 { throw failure }
     }
 
-    /// Metadata: empty (meaning `{}`) or the text of one JSON object of at most 16 KiB.
+    /// Metadata: empty (meaning `{}`) or the text of one JSON object of at most 16 KiB that
+    /// repeats no member name. Same rules as `canonicalMetadata`, result discarded.
     public static func metadata(_ s: String, field: String) throws {
-        if s.isEmpty { return }
+        _ = try canonicalMetadata(s, field: field)
+    }
+
+    /// Metadata in the form the store keeps and export writes: "" for absent or `{}`, otherwise
+    /// the object re-serialised compactly by `JSONWriter` (members in the order sent, numbers
+    /// as sent, no insignificant whitespace, control characters and Unicode line separators
+    /// escaped), so that the result never holds a raw line break and one record stays one line.
+    /// Idempotent: `canonicalMetadata(canonicalMetadata(x)) == canonicalMetadata(x)`.
+    ///
+    /// Throws `.invalidArgument` naming `field` when `s` is not one JSON object, repeats a member
+    /// name in any object (readers would disagree on which value counts), or when `s` or its
+    /// canonical form is larger than `FieldLimits.maxMetadataBytes`. Costs one parse and one
+    /// serialisation of `s`; recursion is bounded by `FieldLimits.maxJSONDepth`.
+    public static func canonicalMetadata(_ s: String, field: String) throws -> String {
+        if s.isEmpty { return "" }
         let n = s.utf8.count
         if n > FieldLimits.maxMetadataBytes {
             throw AuthzError.invalid(field, "must be at most \(FieldLimits.maxMetadataBytes) bytes (got \(n))")
@@ -132,7 +147,35 @@ public enum Validate {
         } catch let e as JSONParser.Failure {
             throw AuthzError.invalid(field, "must be a JSON object: \(e.message)")
         }
-        guard case .object = value else { throw AuthzError.invalid(field, "must be a JSON object") }
+        guard case .object(let members) = value else { throw AuthzError.invalid(field, "must be a JSON object") }
+        if members.isEmpty { return "" }
+        if let key = repeatedKey(value) {
+            throw AuthzError.invalid(field, "must not repeat the member name \(quoted(key)) in one object")
+        }
+        let canonical = JSONWriter.serialize(value)
+        let m = canonical.utf8.count
+        if m > FieldLimits.maxMetadataBytes {
+            throw AuthzError.invalid(field, "must be at most \(FieldLimits.maxMetadataBytes) bytes once re-serialised (got \(m))")
+        }
+        return canonical
+    }
+
+    /// The first member name repeated within one object, at any depth; nil when there is none.
+    private static func repeatedKey(_ v: JSONValue) -> String? {
+        switch v {
+        case .object(let members):
+            var seen = Set<String>()
+            for (k, child) in members {
+                if !seen.insert(k).inserted { return k }
+                if let r = repeatedKey(child) { return r }
+            }
+            return nil
+        case .array(let items):
+            for child in items { if let r = repeatedKey(child) { return r } }
+            return nil
+        default:
+            return nil
+        }
     }
 
     static func quoted(_ s: String) -> String {

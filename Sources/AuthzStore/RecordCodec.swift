@@ -9,7 +9,9 @@ import AuthzModel
 /// older build stay readable (see docs/migrations.md).
 enum RecordCodec {
     /// Encodes a record; platform-credential tokens are sealed with `sealer` (an error without
-    /// one, so that no secret is ever written in clear).
+    /// one, so that no secret is ever written in clear). A credential that carries the
+    /// ciphertexts of unreadable tokens (`unreadableSecret`) has them written back byte for
+    /// byte instead: nothing can re-seal what nothing can open.
     static func encode(_ e: Entity, sealer: SecretSealer?) throws -> [UInt8] {
         var w = ByteWriter()
         let f = e.fields
@@ -38,11 +40,19 @@ enum RecordCodec {
             w.id(b.roleId); w.id(b.permissionId); w.u8(b.scope.rawValue)
         case .platformCredential(let c):
             w.id(c.ownerUserId); w.str(c.platform); w.str(c.externalAccountId)
-            if !(c.accessToken.isEmpty && c.refreshToken.isEmpty) && sealer == nil {
-                throw AuthzError.internalError("no key ring: refusing to store platform credential secrets in clear")
+            if let kept = c.unreadableSecret {
+                w.bytes(kept.sealedAccessToken)
+                w.bytes(kept.sealedRefreshToken)
+            } else {
+                if c.secretUnreadable {
+                    throw AuthzError.internalError("platform_credential \(f.id) is marked secret_unreadable without its stored ciphertexts")
+                }
+                if !(c.accessToken.isEmpty && c.refreshToken.isEmpty) && sealer == nil {
+                    throw AuthzError.internalError("no key ring: refusing to store platform credential secrets in clear")
+                }
+                w.bytes(try sealer?.seal(c.accessToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "access_token") ?? [])
+                w.bytes(try sealer?.seal(c.refreshToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "refresh_token") ?? [])
             }
-            w.bytes(try sealer?.seal(c.accessToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "access_token") ?? [])
-            w.bytes(try sealer?.seal(c.refreshToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "refresh_token") ?? [])
             w.i64(c.tokenExpiresAt)
             w.u32(UInt32(c.oauthScopes.count))
             for s in c.oauthScopes { w.str(s) }
@@ -52,6 +62,11 @@ enum RecordCodec {
 
     /// Decodes a record. Throws `AuthzError(.dataLoss)` for bytes that are not a record of a
     /// known schema version.
+    ///
+    /// Never throws for platform-credential tokens that cannot be decrypted (no key ring, a key
+    /// missing from it, a failed authentication): the credential is returned with empty tokens,
+    /// `secretsRedacted` and `secretUnreadable` set and the ciphertexts in `unreadableSecret`,
+    /// so that one bad ciphertext fails only the reads that need it.
     static func decode(_ raw: UnsafeRawBufferPointer, sealer: SecretSealer?) throws -> Entity {
         var r = ByteReader(raw)
         let version = try r.u16()
@@ -94,14 +109,28 @@ enum RecordCodec {
                 }
                 return try sealer.open(sealed, tenant: f.tenantId, owner: owner, credential: f.id, field: field)
             }
-            let at = try open(atSealed, "access_token"), rt = try open(rtSealed, "refresh_token")
+            var at = "", rt = ""
+            var unreadable: UnreadableSecret?
+            do {
+                at = try open(atSealed, "access_token")
+                rt = try open(rtSealed, "refresh_token")
+            } catch let e as AuthzError where e.code == .dataLoss {
+                at = ""; rt = ""
+                unreadable = UnreadableSecret(reason: e.message, sealedAccessToken: atSealed, sealedRefreshToken: rtSealed)
+            }
             let n = Int(try r.u32())
             guard n <= FieldLimits.maxListItems else { throw AuthzError(.dataLoss, "credential record is corrupt") }
             var scopes: [String] = []
             for _ in 0..<n { scopes.append(try r.str()) }
-            e = .platformCredential(PlatformCredential(id: f.id, tenantId: f.tenantId, ownerUserId: owner, platform: platform,
-                                                       externalAccountId: ext, accessToken: at, refreshToken: rt,
-                                                       tokenExpiresAt: exp, oauthScopes: scopes))
+            var c = PlatformCredential(id: f.id, tenantId: f.tenantId, ownerUserId: owner, platform: platform,
+                                       externalAccountId: ext, accessToken: at, refreshToken: rt,
+                                       tokenExpiresAt: exp, oauthScopes: scopes)
+            if let unreadable {
+                c.secretsRedacted = true
+                c.secretUnreadable = true
+                c.unreadableSecret = unreadable
+            }
+            e = .platformCredential(c)
         }
         e.fields = f
         return e

@@ -262,8 +262,9 @@ public final class Store: @unchecked Sendable {
                 defer { pthread_rwlock_unlock(&resizeLock) }
                 return try mapped {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
+                    let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
-                    let outcome = try batch.apply(ops, label: label)
+                    let outcome = try batch.apply(normalized, label: label)
                     try precommit?(outcome)
                     try txn.commit()
                     return outcome
@@ -272,6 +273,39 @@ public final class Store: @unchecked Sendable {
                 try grow()
             }
         }
+    }
+
+    /// Puts every upsert in the form the store keeps, before the batch validates it: metadata
+    /// canonical (`Validate.canonicalMetadata`: never a raw line break), and a platform
+    /// credential's `secretUnreadable` decided by the store, never by the writer. A redacted
+    /// write-back (`secretsRedacted`) of a credential whose stored tokens cannot be decrypted
+    /// carries the stored ciphertexts, so that they are kept byte for byte; any other upsert of
+    /// a credential clears the marker. Throws INVALID_ARGUMENT for bad metadata, prefixed by
+    /// `label(i)` when the batch has more than one op (as the batch's own errors are).
+    private func normalize(_ ops: [WriteOp], reader: StoreReader, label: (Int) -> String) throws -> [WriteOp] {
+        var out = ops
+        for (i, op) in ops.enumerated() {
+            guard case .upsert(var e) = op else { continue }
+            do {
+                e.fields.metadata = try Validate.canonicalMetadata(e.fields.metadata, field: "\(e.kind.name).metadata")
+            } catch var err as AuthzError {
+                if ops.count > 1 { err.message = label(i) + ": " + err.message }
+                throw err
+            }
+            if case .platformCredential(var c) = e {
+                c.secretUnreadable = false
+                c.unreadableSecret = nil
+                if c.secretsRedacted,
+                   case .platformCredential(let old)? = try reader.entity(.platformCredential, tenant: c.fields.tenantId, id: c.fields.id),
+                   let kept = old.unreadableSecret {
+                    c.secretUnreadable = true
+                    c.unreadableSecret = kept
+                }
+                e = .platformCredential(c)
+            }
+            out[i] = .upsert(e)
+        }
+        return out
     }
 
     private func grow() throws {
@@ -308,7 +342,11 @@ public final class Store: @unchecked Sendable {
                     prefix.append(EntityKind.platformCredential.rawValue)
                     try txn.scan(records, prefix: prefix) { key, value in
                         if let ids = try RecordCodec.credentialKeyIds(value), ids.contains(where: { $0 != active }) {
-                            stale.append((Array(key), try RecordCodec.decode(value, sealer: sealer)))
+                            let e = try RecordCodec.decode(value, sealer: sealer)
+                            if case .platformCredential(let c) = e, let why = c.unreadableSecret {
+                                throw AuthzError(.dataLoss, "cannot re-encrypt platform_credential \(c.fields.id): \(why.reason); add its key to the ring, or overwrite or deactivate the credential", field: "platform_credential.secret_unreadable")
+                            }
+                            stale.append((Array(key), e))
                         }
                         return stale.count < batchSize
                     }

@@ -140,6 +140,7 @@ enum EntityCodec {
                                        oauthScopes: try r.strings(m.n_oauth_scopes, m.oauth_scopes, "oauth_scopes"),
                                        isActive: r.active(m.is_active), metadata: try r.metadata(m.metadata))
             c.secretsRedacted = m.secrets_redacted != 0
+            c.secretUnreadable = m.secret_unreadable != 0  // server-owned: the store decides it on write
             var entity = Entity.platformCredential(c)
             entity.fields.createdAt = m.created_at
             return entity
@@ -280,6 +281,7 @@ enum EntityCodec {
                     m.pointee.token_expires_at = c.tokenExpiresAt
                     m.pointee.n_oauth_scopes = c.oauthScopes.count; m.pointee.oauth_scopes = a.cStrings(c.oauthScopes)
                     m.pointee.secrets_redacted = c.secretsRedacted ? 1 : 0
+                    m.pointee.secret_unreadable = c.secretUnreadable ? 1 : 0
                 }
             }
         }

@@ -3968,7 +3968,7 @@ const ProtobufCMessageDescriptor authz__v1__permission_binding__descriptor =
   (ProtobufCMessageInit) authz__v1__permission_binding__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__platform_credential__field_descriptors[15] =
+static const ProtobufCFieldDescriptor authz__v1__platform_credential__field_descriptors[16] =
 {
   {
     "id",
@@ -4150,6 +4150,18 @@ static const ProtobufCFieldDescriptor authz__v1__platform_credential__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secret_unreadable",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__PlatformCredential, secret_unreadable),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__platform_credential__field_indices_by_name[] = {
   10,   /* field[10] = access_token */
@@ -4163,6 +4175,7 @@ static const unsigned authz__v1__platform_credential__field_indices_by_name[] = 
   8,   /* field[8] = platform */
   11,   /* field[11] = refresh_token */
   6,   /* field[6] = schema_version */
+  15,   /* field[15] = secret_unreadable */
   14,   /* field[14] = secrets_redacted */
   1,   /* field[1] = tenant_id */
   12,   /* field[12] = token_expires_at */
@@ -4171,7 +4184,7 @@ static const unsigned authz__v1__platform_credential__field_indices_by_name[] = 
 static const ProtobufCIntRange authz__v1__platform_credential__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor authz__v1__platform_credential__descriptor =
 {
@@ -4181,7 +4194,7 @@ const ProtobufCMessageDescriptor authz__v1__platform_credential__descriptor =
   "Authz__V1__PlatformCredential",
   "authz.v1",
   sizeof(Authz__V1__PlatformCredential),
-  15,
+  16,
   authz__v1__platform_credential__field_descriptors,
   authz__v1__platform_credential__field_indices_by_name,
   1,  authz__v1__platform_credential__number_ranges,

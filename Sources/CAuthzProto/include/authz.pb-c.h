@@ -546,10 +546,16 @@ struct  Authz__V1__PlatformCredential
   size_t n_oauth_scopes;
   char **oauth_scopes;
   protobuf_c_boolean secrets_redacted;
+  /*
+   * Set by the server when the stored tokens cannot be decrypted (their key is not in the
+   * key ring, or the ciphertext was altered): the tokens are empty and secrets_redacted is
+   * set. Ignored on write.
+   */
+  protobuf_c_boolean secret_unreadable;
 };
 #define AUTHZ__V1__PLATFORM_CREDENTIAL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__platform_credential__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0 }
 
 
 typedef enum {
