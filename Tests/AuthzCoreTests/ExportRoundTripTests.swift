@@ -192,7 +192,7 @@ final class ExportRoundTripTests: XCTestCase {
                 for (i, u) in users.enumerated() where chance(50) {
                     ops.append(.upsert(.platformCredential(PlatformCredential(
                         id: ID.random(using: &rng), tenantId: t, ownerUserId: u, platform: pick(["gmail", "outlook"]),
-                        externalAccountId: text(5) + "\(i)", accessToken: chance(80) ? text(12) + "\n\"tok" : "",
+                        externalAccountId: text(5) + "\(i)", accessToken: chance(80) ? text(12) + "\\\"tok\\" : "",
                         refreshToken: chance(60) ? text(8) : "", tokenExpiresAt: chance(50) ? 1_700_000_000_123_456 : 0,
                         oauthScopes: (0..<Int(rng.next() % 3)).map { _ in text(4) }, isActive: !chance(15), metadata: metadata()))))
                 }
