@@ -1,0 +1,174 @@
+import AuthzEngine
+import AuthzIndex
+import AuthzModel
+import Logging
+import NIOCore
+import NIOEmbedded
+import XCTest
+@testable import AuthzServer
+@testable import AuthzWire
+
+/// The in-place check path: its codec against protobuf-c, and the connection handler's framing,
+/// timeouts and answers on an EmbeddedChannel (no sockets).
+final class CheckPathTests: XCTestCase {
+    func frame(_ payload: [UInt8]) -> [UInt8] {
+        let n = UInt32(payload.count)
+        return [UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)] + payload
+    }
+
+    func testAnswersAreByteIdenticalToProtobufC() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let id = [0, 1, 127, 128, UInt64.random(in: 0...UInt64.max, using: &rng)].randomElement()!
+            let revision = [0, 1, 300, UInt64.random(in: 0...UInt64.max, using: &rng)].randomElement()!
+            let decisions = (0..<Int.random(in: 1...40)).map { _ in Decision(reason: Reason.allCases.randomElement()!, revision: revision) }
+            let single = decisions[0]
+            var out = [UInt8](repeating: 0, count: CheckFrame.checkResponseSize(requestId: id, single))
+            let n = out.withUnsafeMutableBytes { CheckFrame.writeCheckResponse(requestId: id, single, to: $0) }
+            XCTAssertEqual(n, out.count)
+            XCTAssertEqual(out, frame(WireCodec.encodeResponseWithProtobufC(WireResponse(requestId: id, result: .success(.check(single))))))
+            let batch = decisions.withUnsafeBufferPointer { ds -> [UInt8] in
+                var b = [UInt8](repeating: 0, count: CheckFrame.batchResponseSize(requestId: id, ds, revision: revision))
+                let m = b.withUnsafeMutableBytes { CheckFrame.writeBatchResponse(requestId: id, ds, revision: revision, to: $0) }
+                XCTAssertEqual(m, b.count)
+                return b
+            }
+            let reference = WireResponse(requestId: id, result: .success(.batchCheck(decisions.map { .success($0) }, revision: revision)))
+            XCTAssertEqual(batch, frame(WireCodec.encodeResponseWithProtobufC(reference)))
+        }
+    }
+
+    func testParsesWhatTheGeneralDecoderDecodesOrDefers() {
+        let names = ["gmail.messages.read", "a.b", String(repeating: "x", count: 128), String(repeating: "x", count: 129), "", "caf\u{E9}.read", "has space"]
+        var items: [CheckQuery] = []
+        for _ in 0..<2000 {
+            let c = CheckCall(tenantId: .random(), userId: .random(), permission: names.randomElement()!, scope: [Scope.`self`, .tenant, .global].randomElement()!,
+                              minRevision: Bool.random() ? 0 : 5)
+            let batch = Bool.random()
+            let call: Call = batch ? .batchCheck([.success(c), .success(c)], minRevision: 0) : .check(c)
+            let bytes = WireCodec.encodeRequest(WireRequest(requestId: UInt64.random(in: 0...1000), call: .success(call)))
+            let parsed = bytes.withUnsafeBytes { CheckFrame.parse($0, maxItems: 10_000, into: &items) }
+            let reference = bytes.withUnsafeBytes { WireCodec.decodeRequestWithProtobufC($0) }
+            guard let parsed else {
+                // Deferred: fine for anything unusual; never for a plain, valid check.
+                let plain = c.minRevision == 0 && !c.permission.isEmpty && c.permission.utf8.count <= 128 && c.permission.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+                XCTAssertFalse(plain, "a plain check was deferred: \(c)")
+                continue
+            }
+            XCTAssertEqual(parsed.requestId, reference.requestId)
+            XCTAssertEqual(parsed.isBatch, batch)
+            guard case .success(let decoded) = reference.call else { return XCTFail("protobuf-c refused what the check path took: \(c)") }
+            let expected: [CheckCall]
+            switch decoded {
+            case .check(let x): expected = [x]
+            case .batchCheck(let xs, _): expected = xs.compactMap { try? $0.get() }
+            default: return XCTFail()
+            }
+            XCTAssertEqual(items.count, expected.count)
+            for (q, e) in zip(items, expected) {
+                XCTAssertEqual(q.tenant, e.tenantId)
+                XCTAssertEqual(q.user, e.userId)
+                XCTAssertEqual(q.scope, e.scope)
+                let name = bytes.withUnsafeBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[q.permissionStart..<q.permissionEnd]), as: UTF8.self) }
+                XCTAssertEqual(name, e.permission)
+            }
+        }
+    }
+
+    // MARK: the handler on an EmbeddedChannel
+
+    var dir: String!
+    var engine: Engine!
+    var dispatcher: Dispatcher!
+    let t = ID.random(), u = ID.random()
+
+    override func setUpWithError() throws {
+        dir = temporaryDirectory("checkpath")
+        var o = EngineOptions()
+        o.store.sync = .nosync
+        engine = try Engine(directory: dir + "/data", options: o)
+        let r = ID.random(), p = ID.random()
+        try engine.write([.upsert(.tenant(Tenant(id: t, name: "acme"))), .upsert(.user(User(id: u, tenantId: t))),
+                          .upsert(.role(Role(id: r, tenantId: t, name: "reader"))),
+                          .upsert(.permission(Permission(id: p, tenantId: t, name: "gmail.messages.read", service: "gmail"))),
+                          .upsert(.permissionBinding(PermissionBinding(id: .random(), tenantId: t, roleId: r, permissionId: p, scope: .tenant))),
+                          .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: t, userId: u, roleId: r, scope: .global)))])
+        var config = ServerConfig()
+        config.insecureNoAuth = true
+        config.frameTimeoutSeconds = 3
+        dispatcher = try Dispatcher(engine: engine, config: config, logger: Logger(label: "test"))
+    }
+
+    override func tearDown() {
+        dispatcher?.shutdown()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func channel() throws -> EmbeddedChannel {
+        let ch = EmbeddedChannel(handler: ConnectionHandler(dispatcher: dispatcher, logger: Logger(label: "test"), isUnix: false))
+        try ch.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return ch
+    }
+
+    func answers(_ ch: EmbeddedChannel) throws -> [WireResponse] {
+        var bytes: [UInt8] = []
+        while var b = try ch.readOutbound(as: ByteBuffer.self) { bytes += b.readBytes(length: b.readableBytes)! }
+        var out: [WireResponse] = []
+        var i = 0
+        while i + 4 <= bytes.count {
+            let n = Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+            out.append(try Array(bytes[(i + 4)..<(i + 4 + n)]).withUnsafeBytes { try WireCodec.decodeResponse($0) })
+            i += 4 + n
+        }
+        return out
+    }
+
+    func testFramesSplitAnywhereAreAnsweredOncePerReadInOneWrite() throws {
+        let checks: [(String, Scope, Reason)] = [("gmail.messages.read", .tenant, .granted), ("gmail.messages.read", .global, .noGrant),
+                                                  ("core.admin", .self, .unknownPermission)]
+        var stream: [UInt8] = []
+        for (i, (perm, scope, _)) in checks.enumerated() {
+            stream += frame(WireCodec.encodeRequest(WireRequest(requestId: UInt64(i + 1), call: .success(.check(CheckCall(tenantId: t, userId: u, permission: perm, scope: scope, minRevision: 0))))))
+        }
+        // Every split point, including mid-header.
+        for cut in 1..<stream.count {
+            let ch = try channel()
+            try ch.writeInbound(ByteBuffer(bytes: stream[..<cut]))
+            try ch.writeInbound(ByteBuffer(bytes: stream[cut...]))
+            let got = try answers(ch)
+            XCTAssertEqual(got.map(\.requestId).sorted(), [1, 2, 3], "cut at \(cut)")
+            for r in got {
+                guard case .success(.check(let d)) = r.result else { return XCTFail("\(r)") }
+                XCTAssertEqual(d.reason, checks[Int(r.requestId) - 1].2)
+            }
+            _ = try ch.finish()
+        }
+        // All three in one read: one write.
+        let ch = try channel()
+        try ch.writeInbound(ByteBuffer(bytes: stream))
+        ch.pipeline.fireChannelReadComplete()
+        var writes = 0
+        while try ch.readOutbound(as: ByteBuffer.self) != nil { writes += 1 }
+        XCTAssertEqual(writes, 1)
+    }
+
+    func testAStartedFrameMustCompleteWithinTheFrameTimeout() throws {
+        let ch = try channel()
+        let request = frame(WireCodec.encodeRequest(WireRequest(requestId: 1, call: .success(.health))))
+        try ch.writeInbound(ByteBuffer(bytes: request.prefix(5)))
+        ch.embeddedEventLoop.advanceTime(by: .seconds(2))
+        XCTAssertTrue(ch.isActive)
+        ch.embeddedEventLoop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(ch.isActive, "a frame trickling past frame-timeout must close the connection")
+    }
+
+    func testOversizedFrameIsRefusedFromItsHeader() throws {
+        let ch = try channel()
+        try ch.writeInbound(ByteBuffer(bytes: [0x7F, 0, 0, 0]))
+        let got = try answers(ch)
+        XCTAssertEqual(got.count, 1)
+        guard case .failure(let e) = got.first?.result else { return XCTFail() }
+        XCTAssertEqual(e.code, .resourceExhausted)
+        XCTAssertFalse(ch.isActive)
+    }
+}
