@@ -295,7 +295,34 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 return authenticationFailed(context: context, id: envelope.requestId, error: ConnectionHandler.noKey)
             }
         }
-        let request = WireCodec.decodeRequest(frame, limits: limits)
+        if frame.count > ConnectionHandler.offloadDecodingAbove {
+            // A large frame (a big Write or Import) is decoded on the reader pool, so that other
+            // connections of this event loop never wait for it.
+            let bytes = Array(frame)
+            let limits = self.limits
+            inFlight += 1
+            dispatcher.readers.runIfActive(eventLoop: context.eventLoop) {
+                bytes.withUnsafeBytes { WireCodec.decodeRequest($0, limits: limits) }
+            }.whenComplete { outcome in
+                self.inFlight -= 1
+                switch outcome {
+                case .success(let request): self.proceed(context: context, request: request, principal: principal, keyVerified: keyVerified)
+                case .failure: self.respond(context: context, id: 0, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
+                }
+                if self.needsFlush { self.flushOut(context: context) }
+                self.afterCompletion(context: context)
+            }
+            return
+        }
+        proceed(context: context, request: WireCodec.decodeRequest(frame, limits: limits), principal: principal, keyVerified: keyVerified)
+    }
+
+    /// Frames larger than this are decoded off the event loop.
+    static let offloadDecodingAbove = 256 * 1024
+
+    /// The general path once the request is decoded.
+    private func proceed(context: ChannelHandlerContext, request: WireRequest, principal: Principal, keyVerified: Bool) {
+        var principal = principal
         // Authenticate: a per-request key, else the connection's principal (a Hello key is
         // re-validated on every request, so revocation applies to open connections).
         if let presented = request.apiKey, !keyVerified {

@@ -250,6 +250,7 @@ final class HardeningTests: XCTestCase {
         for _ in 0..<40_000 { big += BulkFormat.encode(.user(User(id: .random(), tenantId: t))) + "\n" }
         let raw = try RawConnection(unixPath: daemon.socketPath)
         raw.sendFrame(PB.request(id: 1, call: 18, PB.field(1, Array(big.utf8))))
+        Thread.sleep(forTimeInterval: 0.5)  // decoded off the event loop, then on the writer
         // Queued behind it, with a 50 ms deadline.
         let late = ID.random()
         let user = PB.field(1, late.description) + PB.field(2, t.description)
