@@ -11,7 +11,7 @@ struct AuthzBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzbench",
         abstract: "authzd side by side with Redis, on the same client.",
-        subcommands: [Matrix.self, Smoke.self, Soak.self, Micro.self, Generate.self, EchoServer.self]
+        subcommands: [Matrix.self, Smoke.self, AllocGuard.self, Soak.self, Micro.self, Generate.self, EchoServer.self]
     )
 }
 
@@ -260,6 +260,18 @@ struct Matrix: ParsableCommand {
         let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: !noRedis, withEcho: !noRedis,
                                skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads, observability: observability)
         if !ok { throw HarnessError("some answers were wrong or failed") }
+    }
+}
+
+struct AllocGuard: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "alloc-guard", abstract: "Fails when an in-process check allocates (by name, or on the daemon's in-place frame path). Counts, never times. Meaningful in a release build only.")
+
+    func run() throws {
+        #if DEBUG
+        print("alloc-guard: a debug build allocates by design (unspecialised generics, closure contexts); run it from a release build")
+        #else
+        try AllocationGuard.run()
+        #endif
     }
 }
 
