@@ -55,23 +55,21 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     /// Parses the canonical text form from UTF-8 bytes without building a String.
-    /// Branch-light: hyphens are checked at their four positions, digits by range.
+    /// Table-driven and branch-free per digit: each byte is looked up in a 256-entry table that
+    /// gives its nibble, or 0x80 for a byte that is not a hex digit (upper case accepted);
+    /// hyphens are checked at their four positions. Allocates nothing.
+    @inline(__always)
     public init?(bytes text: UnsafeRawBufferPointer) {
         guard text.count == 36, let base = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
         if base[8] != 0x2D || base[13] != 0x2D || base[18] != 0x2D || base[23] != 0x2D { return nil }
+        let table = hexNibbles
         var bad: UInt8 = 0
-        @inline(__always) func nibble(_ b: UInt8) -> UInt64 {
-            let d = b &- 0x30
-            let l = (b | 0x20) &- 0x61
-            let isDigit = d < 10
-            let isLetter = l < 6
-            bad |= (isDigit || isLetter) ? 0 : 1
-            return UInt64(isDigit ? d : l &+ 10)
-        }
         @inline(__always) func run(_ from: Int, _ to: Int, _ acc: inout UInt64) {
             var i = from
             while i < to {
-                acc = acc << 4 | nibble(base[i])
+                let v = table[Int(base[i])]
+                bad |= v
+                acc = acc << 4 | UInt64(v & 0x0F)
                 i &+= 1
             }
         }
@@ -82,7 +80,7 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
         run(14, 18, &hi)
         run(19, 23, &lo)
         run(24, 36, &lo)
-        if bad != 0 { return nil }
+        if bad & 0x80 != 0 { return nil }
         self.hi = hi
         self.lo = lo
     }
@@ -147,3 +145,17 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
         hasher.combine(lo)
     }
 }
+
+/// Hex digit values by byte (0x80: not a hex digit), allocated once and never freed.
+let hexNibbles: UnsafePointer<UInt8> = {
+    let t = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+    for b in 0..<256 {
+        switch UInt8(b) {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): t[b] = UInt8(b) - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): t[b] = UInt8(b) - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): t[b] = UInt8(b) - UInt8(ascii: "A") + 10
+        default: t[b] = 0x80
+        }
+    }
+    return UnsafePointer(t)
+}()
