@@ -102,13 +102,9 @@ struct Serve: ParsableCommand {
             logger.critical("bad configuration: \(error)")
             throw ExitCode(2)
         }
-        let server = AuthzServer(config: config, logger: logger)
-        do {
-            try server.start()
-        } catch {
-            logger.critical("cannot start: \(error)")
-            throw ExitCode(1)
-        }
+        // Signal handling is armed before the server starts: a SIGTERM sent as soon as
+        // "listening" is logged (tests do) would otherwise fall between SIG_IGN and the
+        // source's registration and be lost, leaving the daemon running.
         let done = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
@@ -120,6 +116,13 @@ struct Serve: ParsableCommand {
             }
             s.resume()
             sources.append(s)
+        }
+        let server = AuthzServer(config: config, logger: logger)
+        do {
+            try server.start()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
         }
         done.wait()
         server.shutdown()
