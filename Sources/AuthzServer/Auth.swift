@@ -205,18 +205,21 @@ public enum OfflineKeys {
     public static func create(dataDir: String, keyRing: String?, tenant: ID?, role: KeyRole, name: String, expiresAt: Int64) throws -> (ApiKey, String) {
         var o = StoreOptions()
         o.keyRingPath = keyRing
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
         return try KeyTable(store: try Store(directory: dataDir, options: o)).create(tenant: tenant, role: role, name: name, expiresAt: expiresAt)
     }
 
     public static func list(dataDir: String, keyRing: String?, tenant: ID?) throws -> [ApiKey] {
         var o = StoreOptions()
         o.keyRingPath = keyRing
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
         return try KeyTable(store: try Store(directory: dataDir, options: o)).list(tenant: tenant)
     }
 
     public static func revoke(dataDir: String, keyRing: String?, id: ID, expiresAt: Int64) throws -> ApiKey {
         var o = StoreOptions()
         o.keyRingPath = keyRing
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
         return try KeyTable(store: try Store(directory: dataDir, options: o)).revoke(id, expiresAt: expiresAt)
     }
 }

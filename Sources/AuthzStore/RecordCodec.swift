@@ -39,7 +39,7 @@ enum RecordCodec {
         case .platformCredential(let c):
             w.id(c.ownerUserId); w.str(c.platform); w.str(c.externalAccountId)
             if !(c.accessToken.isEmpty && c.refreshToken.isEmpty) && sealer == nil {
-                throw AuthzError.internalError("no key ring: refusing to store platform credential secrets in clear")
+                throw AuthzError(.failedPrecondition, "no key ring is loaded: refusing to store platform credential secrets in clear")
             }
             w.bytes(try sealer?.seal(c.accessToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "access_token") ?? [])
             w.bytes(try sealer?.seal(c.refreshToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "refresh_token") ?? [])

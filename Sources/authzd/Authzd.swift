@@ -262,9 +262,10 @@ struct KeysRotateData: ParsableCommand {
     func run() throws {
         var o = StoreOptions()
         o.keyRingPath = keyring
+        o.keyRing = .require
         let store = try Store(directory: dataDir, options: o)
         let n = try store.rotateSecrets(batchSize: batch)
-        print("re-encrypted \(n) credential(s) to key \"\(store.sealer.ring.activeId)\"")
+        print("re-encrypted \(n) credential(s) to key \"\(store.sealer?.ring.activeId ?? "")\"")
     }
 }
 
@@ -276,6 +277,7 @@ struct Migrate: ParsableCommand {
     func run() throws {
         var o = StoreOptions()
         o.keyRingPath = keyring
+        o.keyRing = .loadIfPresent  // migrating seals nothing: never invent a key ring
         let store = try Store(directory: dataDir, options: o)
         print("{\"data_dir\":\"\(dataDir)\",\"format\":\(try store.format())}")
     }
@@ -286,9 +288,14 @@ struct Verify: ParsableCommand {
 
     @Option(name: .long, help: "LMDB data directory.")
     var dataDir = "./data"
+    @Option(name: .long, help: "Key ring (default DATA_DIR/keyring if it exists; verify never creates one).")
+    var keyring: String?
 
     func run() throws {
-        let engine = try Engine(directory: dataDir)
+        var o = EngineOptions()
+        o.store.keyRingPath = keyring
+        o.store.keyRing = .loadIfPresent  // verifying seals nothing: never invent a key ring
+        let engine = try Engine(directory: dataDir, options: o)
         let problems = try engine.verifyIndex()
         print("revision \(engine.revision): \(problems.isEmpty ? "index consistent" : problems.joined(separator: "\n"))")
         if !problems.isEmpty { throw ExitCode(1) }
@@ -315,12 +322,17 @@ struct Restore: ParsableCommand {
 
     @Option(name: .long, help: "LMDB data directory to restore into.")
     var dataDir = "./data"
+    @Option(name: .long, help: "Key ring the restored data will be served with (default DATA_DIR/keyring). Required, holding every key id that sealed the backup's secrets, when it holds any; never created.")
+    var keyring: String?
     @Argument(help: "Backup directory (holding data.mdb).")
     var backup: String
 
     func run() throws {
-        try Store.restore(from: backup, into: dataDir)
-        let engine = try Engine(directory: dataDir)
+        try Store.restore(from: backup, into: dataDir, keyRingPath: keyring)
+        var o = EngineOptions()
+        o.store.keyRingPath = keyring
+        o.store.keyRing = .loadIfPresent
+        let engine = try Engine(directory: dataDir, options: o)
         print("{\"restored\":\"\(dataDir)\",\"revision\":\(engine.revision)}")
     }
 }
