@@ -140,8 +140,10 @@ struct Keys: ParsableCommand {
 struct KeyTarget: ParsableArguments {
     @Option(name: .long, help: "Unix socket of a running daemon (default ./authzd.sock).")
     var socket = "./authzd.sock"
-    @Option(name: .long, help: "Operator key to present (not needed as the daemon's uid or root).")
+    @Option(name: .long, help: "Operator key to present (not needed as the daemon's uid or root). Visible to other local users in `ps`: prefer --key-file or $AUTHZ_API_KEY.")
     var key: String?
+    @Option(name: .long, help: "File holding the operator key (one line). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
+    var keyFile: String?
     @Flag(name: .long, help: "Work on the data directory directly (the daemon must be stopped).")
     var offline = false
     @Option(name: .long, help: "Data directory, with --offline.")
@@ -151,8 +153,15 @@ struct KeyTarget: ParsableArguments {
 
     /// Runs `call` on the daemon and returns its reply.
     func send(_ call: Call) throws -> Reply {
+        let apiKey: String?
+        do {
+            apiKey = try KeySource.resolve(flag: key, file: keyFile, environment: ProcessInfo.processInfo.environment)
+        } catch let e as AuthzError {
+            FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
+            throw ExitCode(2)
+        }
         let client = AuthzClient(endpoint: .unix(socket))
-        client.apiKey = key
+        client.apiKey = apiKey
         defer { client.close() }
         do {
             return try client.send(call, timeout: .seconds(30)).wait()
