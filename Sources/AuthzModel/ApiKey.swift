@@ -76,7 +76,7 @@ public struct ApiKey: Hashable, Sendable {
 
     /// Splits a presented key into its id and 32-byte secret. Accepts exactly the form `format`
     /// writes, `azk_<32 lowercase hex>_<64 lowercase hex>` (no upper case, signs, spaces or other
-    /// spellings of the same bytes); nil otherwise. Allocates only the result.
+    /// spellings of the same bytes); nil otherwise. Never echoes or logs the text.
     public static func parse(_ text: String) -> (ID, [UInt8])? {
         let u = Array(text.utf8)
         guard u.count == 4 + 32 + 1 + 64, u[0..<4].elementsEqual("azk_".utf8), u[36] == UInt8(ascii: "_") else { return nil }
