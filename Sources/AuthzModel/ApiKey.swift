@@ -37,8 +37,17 @@ public struct ApiKey: Hashable, Sendable {
     /// 0 = not revoked.
     public var revokedAt: Int64
     public var secretHash: [UInt8]
+    /// Whether the key may read credential secrets (`include_secrets`). True only for an admin key
+    /// created by a local superuser (the daemon's uid on the Unix socket, root, or the offline
+    /// CLI); false for keys an operator key created and for keys stored before this flag existed
+    /// (fail closed). See docs/security.md.
+    public var maySeeSecrets: Bool
+    /// The operator key that created this key; `.zero` when a local superuser created it or the
+    /// record predates the field.
+    public var createdBy: ID
 
-    public init(id: ID, tenantId: ID, role: KeyRole, name: String, createdAt: Int64, expiresAt: Int64 = 0, revokedAt: Int64 = 0, secretHash: [UInt8] = []) {
+    public init(id: ID, tenantId: ID, role: KeyRole, name: String, createdAt: Int64, expiresAt: Int64 = 0, revokedAt: Int64 = 0,
+                secretHash: [UInt8] = [], maySeeSecrets: Bool = false, createdBy: ID = .zero) {
         self.id = id
         self.tenantId = tenantId
         self.role = role
@@ -47,6 +56,8 @@ public struct ApiKey: Hashable, Sendable {
         self.expiresAt = expiresAt
         self.revokedAt = revokedAt
         self.secretHash = secretHash
+        self.maySeeSecrets = maySeeSecrets
+        self.createdBy = createdBy
     }
 
     /// Why the key cannot be used at `now`, or nil when it can.
@@ -56,26 +67,39 @@ public struct ApiKey: Hashable, Sendable {
         return nil
     }
 
-    /// The presented form of a key: `azk_` ‖ 32 hex digits of the key id ‖ `_` ‖ 64 hex digits
-    /// of the secret.
+    /// The presented form of a key: `azk_` ‖ 32 lowercase hex digits of the key id ‖ `_` ‖ 64
+    /// lowercase hex digits of the secret.
     public static func format(id: ID, secret: [UInt8]) -> String {
         let hex = String(id.description.filter { $0 != "-" })
         return "azk_" + hex + "_" + secret.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
     }
 
-    /// Splits a presented key into its id and secret; nil when malformed.
+    /// Splits a presented key into its id and 32-byte secret. Accepts exactly the form `format`
+    /// writes, `azk_<32 lowercase hex>_<64 lowercase hex>` (no upper case, signs, spaces or other
+    /// spellings of the same bytes); nil otherwise. Never echoes or logs the text.
     public static func parse(_ text: String) -> (ID, [UInt8])? {
-        let parts = text.split(separator: "_")
-        guard parts.count == 3, parts[0] == "azk", parts[1].utf8.count == 32, parts[2].utf8.count == 64 else { return nil }
-        let h = Array(parts[1].utf8)
-        let dashed = String(decoding: h[0..<8], as: UTF8.self) + "-" + String(decoding: h[8..<12], as: UTF8.self) + "-" + String(decoding: h[12..<16], as: UTF8.self) + "-" + String(decoding: h[16..<20], as: UTF8.self) + "-" + String(decoding: h[20..<32], as: UTF8.self)
-        guard let id = ID(dashed) else { return nil }
-        var secret: [UInt8] = []
-        let s = Array(parts[2].utf8)
-        for i in stride(from: 0, to: 64, by: 2) {
-            guard let b = UInt8(String(decoding: s[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-            secret.append(b)
+        let u = Array(text.utf8)
+        guard u.count == 4 + 32 + 1 + 64, u[0..<4].elementsEqual("azk_".utf8), u[36] == UInt8(ascii: "_") else { return nil }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            default: return nil
+            }
         }
-        return (id, secret)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(48)
+        for i in stride(from: 4, to: 36, by: 2) {
+            guard let h = nibble(u[i]), let l = nibble(u[i + 1]) else { return nil }
+            bytes.append(h << 4 | l)
+        }
+        for i in stride(from: 37, to: 101, by: 2) {
+            guard let h = nibble(u[i]), let l = nibble(u[i + 1]) else { return nil }
+            bytes.append(h << 4 | l)
+        }
+        var hi: UInt64 = 0, lo: UInt64 = 0
+        for i in 0..<8 { hi = hi << 8 | UInt64(bytes[i]) }
+        for i in 8..<16 { lo = lo << 8 | UInt64(bytes[i]) }
+        return (ID(hi: hi, lo: lo), Array(bytes[16...]))
     }
 }

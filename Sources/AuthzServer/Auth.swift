@@ -52,20 +52,25 @@ final class KeyTable: @unchecked Sendable {
         keys = NIOLockedValueBox(Dictionary(uniqueKeysWithValues: try store.keys().map { ($0.id, $0) }))
     }
 
+    /// Compared against when a presented key id is unknown, so that an unknown id and a wrong
+    /// secret cost the same hash and compare.
+    private static let decoyHash = Array(SHA256.hash(data: [UInt8](repeating: 0, count: 32)))
+
     /// Verifies a presented key. UNAUTHENTICATED for a malformed, unknown, wrong, expired or
-    /// revoked key (the message says which, never echoing the secret).
+    /// revoked key, never echoing the secret. An unknown key id and a wrong secret get the same
+    /// message ("api_key ID is not valid") after the same work, so a caller cannot learn which
+    /// key ids exist; expired and revoked are named (only the holder of the secret sees them).
     func authenticate(_ presented: String, now: Int64 = Timestamp.now()) -> Result<ApiKey, AuthzError> {
         guard let (id, secret) = ApiKey.parse(presented) else {
-            return .failure(AuthzError(.unauthenticated, "api_key is malformed (expected azk_<32 hex>_<64 hex>)", field: "api_key"))
+            return .failure(AuthzError(.unauthenticated, "api_key is malformed (expected azk_<32 lowercase hex>_<64 lowercase hex>)", field: "api_key"))
         }
-        guard let k = keys.withLockedValue({ $0[id] }) else {
-            return .failure(AuthzError(.unauthenticated, "api_key \(id) is not known", field: "api_key"))
-        }
+        let known = keys.withLockedValue({ $0[id] })
+        let expected = known?.secretHash ?? KeyTable.decoyHash
         let hash = Array(SHA256.hash(data: secret))
-        var diff: UInt8 = 0
-        for (a, b) in zip(hash, k.secretHash) { diff |= a ^ b }
-        if diff != 0 || hash.count != k.secretHash.count {
-            return .failure(AuthzError(.unauthenticated, "api_key \(id) does not match", field: "api_key"))
+        var diff: UInt8 = known == nil ? 1 : 0
+        for (a, b) in zip(hash, expected) { diff |= a ^ b }
+        guard let k = known, diff == 0, hash.count == expected.count else {
+            return .failure(KeyTable.notValid(id))
         }
         if let why = k.unusable(at: now) { return .failure(AuthzError(.unauthenticated, "api_key \(id) is \(why)", field: "api_key")) }
         return .success(k)
@@ -78,15 +83,43 @@ final class KeyTable: @unchecked Sendable {
         return k.expiresAt == 0 ? .max : k.expiresAt
     }
 
+    /// The one answer for an unknown key id and a wrong secret.
+    static func notValid(_ id: ID) -> AuthzError {
+        AuthzError(.unauthenticated, "api_key \(id) is not valid", field: "api_key")
+    }
+
     /// Re-validates a key a connection authenticated with earlier.
     func stillValid(_ id: ID, now: Int64 = Timestamp.now()) -> AuthzError? {
-        guard let k = keys.withLockedValue({ $0[id] }) else { return AuthzError(.unauthenticated, "api_key \(id) is not known", field: "api_key") }
+        guard let k = keys.withLockedValue({ $0[id] }) else { return KeyTable.notValid(id) }
         if let why = k.unusable(at: now) { return AuthzError(.unauthenticated, "api_key \(id) is \(why)", field: "api_key") }
         return nil
     }
 
-    /// Creates a key: returns the record and the secret to show once. Blocks for the commit.
-    func create(tenant: ID?, role: KeyRole, name: String, expiresAt: Int64) throws -> (ApiKey, String) {
+    /// PERMISSION_DENIED when `call` asks for credential secrets (`include_secrets` on a Get or
+    /// List of platform credentials, or on an Export) and `principal` is an API key whose record
+    /// does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
+    /// allowlisted uid are configured by whoever runs the daemon and are not limited here.
+    /// Never touches the store: one locked dictionary lookup.
+    func secretsDenied(_ principal: Principal, _ call: Call) -> AuthzError? {
+        let field: String
+        switch call {
+        case .get(let ref, true) where ref.kind == .platformCredential: field = "get.include_secrets"
+        case .list(.platformCredential, _, _, _, true): field = "list.include_secrets"
+        case .export(_, true): field = "export.include_secrets"
+        default: return nil
+        }
+        guard case .key(let id, _, _) = principal else { return nil }
+        if keys.withLockedValue({ $0[id] })?.maySeeSecrets == true { return nil }
+        return AuthzError(.permissionDenied, "api_key \(id) may not read credential secrets (\(field)): only admin keys created by a local superuser may (keys an operator key created never can); omit include_secrets", field: field)
+    }
+
+    /// Creates a key on behalf of `creator`: returns the record and the secret to show once.
+    /// An admin key may read credential secrets only when `creator` is `.superuser` (the
+    /// daemon's uid or root on the Unix socket, or the offline CLI); a key an operator key
+    /// creates records that operator key in `createdBy` and may never read secrets. Blocks for
+    /// the commit. INVALID_ARGUMENT for a tenant given to an operator key or missing for another
+    /// role; NOT_FOUND for an unknown tenant.
+    func create(tenant: ID?, role: KeyRole, name: String, expiresAt: Int64, creator: Principal) throws -> (ApiKey, String) {
         if role == .operator && tenant != nil {
             throw AuthzError.invalid("create_key.tenant_id", "must be empty for an operator key")
         }
@@ -96,10 +129,13 @@ final class KeyTable: @unchecked Sendable {
                 throw AuthzError(.notFound, "create_key.tenant_id \(t) does not exist", field: "create_key.tenant_id")
             }
         }
+        var createdBy = ID.zero
+        if case .key(let id, _, _) = creator { createdBy = id }
         var g = SystemRandomNumberGenerator()
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }
         let k = ApiKey(id: .random(), tenantId: tenant ?? .zero, role: role, name: name, createdAt: Timestamp.now(),
-                       expiresAt: expiresAt, secretHash: Array(SHA256.hash(data: secret)))
+                       expiresAt: expiresAt, secretHash: Array(SHA256.hash(data: secret)),
+                       maySeeSecrets: role == .admin && creator == .superuser, createdBy: createdBy)
         try store.putKey(k)
         keys.withLockedValue { $0[k.id] = k }
         return (k, ApiKey.format(id: k.id, secret: secret))
@@ -217,18 +253,21 @@ public enum OfflineKeys {
     public static func create(dataDir: String, keyRing: String?, tenant: ID?, role: KeyRole, name: String, expiresAt: Int64) throws -> (ApiKey, String) {
         var o = StoreOptions()
         o.keyRingPath = keyRing
-        return try KeyTable(store: try Store(directory: dataDir, options: o)).create(tenant: tenant, role: role, name: name, expiresAt: expiresAt)
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
+        return try KeyTable(store: try Store(directory: dataDir, options: o)).create(tenant: tenant, role: role, name: name, expiresAt: expiresAt, creator: .superuser)
     }
 
     public static func list(dataDir: String, keyRing: String?, tenant: ID?) throws -> [ApiKey] {
         var o = StoreOptions()
         o.keyRingPath = keyRing
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
         return try KeyTable(store: try Store(directory: dataDir, options: o)).list(tenant: tenant)
     }
 
     public static func revoke(dataDir: String, keyRing: String?, id: ID, expiresAt: Int64) throws -> ApiKey {
         var o = StoreOptions()
         o.keyRingPath = keyRing
+        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
         return try KeyTable(store: try Store(directory: dataDir, options: o)).revoke(id, expiresAt: expiresAt)
     }
 }

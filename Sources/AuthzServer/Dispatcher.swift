@@ -67,7 +67,11 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
     /// an opaque INTERNAL (logged, never echoed).
+    ///
+    /// Refuses (PERMISSION_DENIED, before anything runs) a request for credential secrets from
+    /// a key that may not read them (`KeyTable.secretsDenied`).
     func execute(_ call: Call, principal: Principal) -> Result<Reply, AuthzError> {
+        if let denied = keys.secretsDenied(principal, call) { return .failure(denied) }
         do {
             return .success(try run(call, principal: principal))
         } catch let e as AuthzError {
@@ -146,8 +150,10 @@ public final class Dispatcher: @unchecked Sendable {
         case .hello:
             return .hello(role: principal.role, tenantId: principal.tenant, keyId: nil)
         case .createKey(let t, let role, let name, let expires):
-            let (k, secret) = try keys.create(tenant: t, role: role, name: name, expiresAt: expires)
-            logger.notice("api key created", metadata: ["key.id": "\(k.id)", "key.role": "\(k.role)", "key.tenant": "\(k.tenantId)"])
+            let (k, secret) = try keys.create(tenant: t, role: role, name: name, expiresAt: expires, creator: principal)
+            logger.notice("api key created", metadata: ["key.id": "\(k.id)", "key.role": "\(k.role)", "key.tenant": "\(k.tenantId)",
+                                                        "key.created_by": "\(k.createdBy == .zero ? "local" : k.createdBy.description)",
+                                                        "key.may_see_secrets": "\(k.maySeeSecrets)"])
             return .createKey(k, secret: secret)
         case .listKeys(let t):
             return .listKeys(keys.list(tenant: t))

@@ -33,7 +33,9 @@ final class LMDBEnvironment {
 
     /// The corresponding C functions are `mdb_env_create`, `mdb_env_set_*`, `mdb_env_open`.
     /// Throws `LMDBError` (e.g. `MDB_INVALID` for a file that is not LMDB, `MDB_VERSION_MISMATCH`).
-    init(path: String, mapSize: Int, maxReaders: UInt32, maxDatabases: UInt32, noSync: Bool, readOnly: Bool = false) throws {
+    /// `noLock` (`MDB_NOLOCK`): no `lock.mdb` is created or used; only for a read-only look at an
+    /// environment no process writes (a backup).
+    init(path: String, mapSize: Int, maxReaders: UInt32, maxDatabases: UInt32, noSync: Bool, readOnly: Bool = false, noLock: Bool = false) throws {
         var e: OpaquePointer?
         try LMDBError.check(mdb_env_create(&e))
         guard let env = e else { throw LMDBError(code: ENOMEM) }
@@ -46,6 +48,7 @@ final class LMDBEnvironment {
         var flags = UInt32(MDB_NOTLS)
         if noSync { flags |= UInt32(MDB_NOSYNC) }
         if readOnly { flags |= UInt32(MDB_RDONLY) }
+        if noLock { flags |= UInt32(MDB_NOLOCK) }
         try LMDBError.check(mdb_env_open(env, path, flags, 0o600))
         var info = MDB_envinfo()
         if mdb_env_info(env, &info) == 0 { self.mapSize = max(mapSize, info.me_mapsize) }
@@ -78,9 +81,11 @@ final class LMDBEnvironment {
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
     }
 
-    /// Compacting copy to a directory (`mdb_env_copy2` with `MDB_CP_COMPACT`).
-    func copy(to path: String) throws {
-        try LMDBError.check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)))
+    /// Compacting copy into an open file descriptor the caller owns (and created with the mode
+    /// it wants: `mdb_env_copy2` would create `data.mdb` 0644). The corresponding C function is
+    /// `mdb_env_copyfd2` with `MDB_CP_COMPACT`; it does not fsync or close `fd`.
+    func copy(toDescriptor fd: Int32) throws {
+        try LMDBError.check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)))
     }
 }
 

@@ -48,7 +48,7 @@ enum RecordCodec {
                     throw AuthzError.internalError("platform_credential \(f.id) is marked secret_unreadable without its stored ciphertexts")
                 }
                 if !(c.accessToken.isEmpty && c.refreshToken.isEmpty) && sealer == nil {
-                    throw AuthzError.internalError("no key ring: refusing to store platform credential secrets in clear")
+                    throw AuthzError(.failedPrecondition, "no key ring is loaded: refusing to store platform credential secrets in clear")
                 }
                 w.bytes(try sealer?.seal(c.accessToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "access_token") ?? [])
                 w.bytes(try sealer?.seal(c.refreshToken, tenant: f.tenantId, owner: c.ownerUserId, credential: f.id, field: "refresh_token") ?? [])

@@ -10,7 +10,8 @@ import Glibc
 ///
 /// File format, one key a line: `ID BASE64KEY [active]` (`#` comments). IDs are 1...32 bytes of
 /// `[A-Za-z0-9._-]`; keys are 32 bytes (AES-256). Exactly one line is marked `active`. The file
-/// must not be readable or writable by group or others: `load` refuses it otherwise.
+/// must be owned by the process's effective uid and not be readable or writable by group or
+/// others: `load` refuses it otherwise.
 public struct KeyRing: Sendable {
     public let activeId: String
     let keys: [String: SymmetricKey]
@@ -22,13 +23,17 @@ public struct KeyRing: Sendable {
         self.keys = keys
     }
 
-    /// Loads a key ring file. Throws FAILED_PRECONDITION for a file readable by group or
-    /// others, and INVALID_ARGUMENT (naming the line) for a malformed one. Key bytes never
-    /// appear in an error.
+    /// Loads a key ring file. Throws FAILED_PRECONDITION for a file owned by another uid than
+    /// the process's effective uid (whoever owns it could swap the keys) or accessible by group
+    /// or others, each naming the path and the fix; INVALID_ARGUMENT (naming the line) for a
+    /// malformed one. Key bytes never appear in an error.
     public static func load(path: String) throws -> KeyRing {
         var st = stat()
         guard stat(path, &st) == 0 else {
             throw AuthzError(.failedPrecondition, "key ring \(path) cannot be read: \(String(cString: strerror(errno)))")
+        }
+        if st.st_uid != geteuid() {
+            throw AuthzError(.failedPrecondition, "key ring \(path) is owned by uid \(st.st_uid), not by this process's uid \(geteuid()); refusing to use it (fix: chown \(geteuid()) \(path))")
         }
         if st.st_mode & 0o077 != 0 {
             throw AuthzError(.failedPrecondition, "key ring \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); it must not be accessible by group or others (chmod 600)")

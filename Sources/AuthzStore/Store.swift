@@ -26,11 +26,27 @@ public struct StoreOptions: Sendable {
     /// Migrate an older data directory at open (default). False: refuse it with a message that
     /// names both versions (then run `authzd migrate`).
     public var autoMigrate = true
-    /// Key ring for platform-credential secrets. Nil: `DIR/keyring`, created (0600) on first
-    /// open. See `KeyRing` and docs/security.md.
+    /// Key ring for platform-credential secrets. Nil: `DIR/keyring`. See `KeyRing` and
+    /// docs/security.md. A path given here must exist, whatever `keyRing` says.
     public var keyRingPath: String?
+    /// What to do when the default key ring `DIR/keyring` does not exist (default: create it,
+    /// as the daemon does at first start).
+    public var keyRing: KeyRingPolicy = .createIfMissing
 
     public init() {}
+}
+
+/// How a store treats a missing default key ring (`DIR/keyring`).
+public enum KeyRingPolicy: Sendable {
+    /// Create it (0600, one fresh active key). Only for code that will seal secrets: the daemon.
+    case createIfMissing
+    /// Open without one: reading a sealed secret then fails with DATA_LOSS naming its key, and
+    /// storing a secret fails with FAILED_PRECONDITION. For commands that never seal (verify,
+    /// migrate, restore, offline key management): they must not invent a key ring that later
+    /// seals new secrets with a key the real ring lacks.
+    case loadIfPresent
+    /// Refuse to open (FAILED_PRECONDITION naming the path) without one.
+    case require
 }
 
 /// Secondary-key tags in the `refs` database.
@@ -107,8 +123,9 @@ public final class Store: @unchecked Sendable {
     private var resizeLock = pthread_rwlock_t()
     private var writeLock = pthread_mutex_t()
     private let lock: LockFile
-    /// Seals platform-credential secrets.
-    public let sealer: SecretSealer
+    /// Seals platform-credential secrets; nil when opened with `.loadIfPresent` and no key
+    /// ring exists.
+    public let sealer: SecretSealer?
     public let directory: String
 
     /// Opens (creating if needed) the store in `directory`.
@@ -117,16 +134,25 @@ public final class Store: @unchecked Sendable {
     /// directory fails with FAILED_PRECONDITION. Clears reader slots of dead processes.
     /// Refuses, with FAILED_PRECONDITION and both versions named, a directory written by a newer
     /// format; refuses a file that is not an LMDB environment with DATA_LOSS.
+    /// Refuses with FAILED_PRECONDITION a data directory writable by group or others (naming it
+    /// and the `chmod` that fixes it), and a key ring `KeyRing.load` refuses. Creates the default
+    /// key ring only under `KeyRingPolicy.createIfMissing`.
     public init(directory: String, options: StoreOptions = StoreOptions()) throws {
         self.directory = directory
         self.options = options
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw AuthzError(.failedPrecondition, "cannot create data directory \(directory): \(String(cString: strerror(errno)))")
         }
+        try Store.checkPrivateDirectory(directory)
         lock = try LockFile(path: directory + "/authzd.lock")
         let ringPath = options.keyRingPath ?? directory + "/keyring"
         if options.keyRingPath == nil && access(ringPath, F_OK) != 0 {
-            sealer = SecretSealer(ring: try KeyRing.create(path: ringPath))
+            switch options.keyRing {
+            case .createIfMissing: sealer = SecretSealer(ring: try KeyRing.create(path: ringPath))
+            case .loadIfPresent: sealer = nil
+            case .require:
+                throw AuthzError(.failedPrecondition, "key ring \(ringPath) does not exist: put the key ring that sealed this data there (mode 0600) or pass --keyring")
+            }
         } else {
             sealer = SecretSealer(ring: try KeyRing.load(path: ringPath))
         }
@@ -325,10 +351,14 @@ public final class Store: @unchecked Sendable {
     /// each batch commits atomically and every record names the key that sealed it, so a run
     /// killed halfway leaves every record readable and the next run continues. Returns the
     /// number of records re-encrypted. Does not change the revision (no logical change).
+    /// FAILED_PRECONDITION when the store was opened without a key ring.
     /// `stopAfter` (tests) stops after that many records.
     public func rotateSecrets(batchSize: Int = 256, stopAfter: Int? = nil) throws -> Int {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
+        guard let sealer else {
+            throw AuthzError(.failedPrecondition, "no key ring is loaded: rotation needs the key ring (\(directory)/keyring or --keyring)")
+        }
         var done = 0
         let active = sealer.ring.activeId
         while true {
@@ -366,10 +396,11 @@ public final class Store: @unchecked Sendable {
     // MARK: backups
 
     /// A consistent, compacting copy of the environment in `directory` into `destination` (an
-    /// empty or new directory), taken while a daemon serves: it opens the environment read-only
-    /// beside the daemon (LMDB allows readers in other processes) and copies one read
-    /// transaction's snapshot (`mdb_env_copy2` with `MDB_CP_COMPACT`). Returns the revision
-    /// the copy holds. The key ring is not copied: back it up separately.
+    /// empty or new directory, created 0700), taken while a daemon serves: it opens the
+    /// environment read-only beside the daemon (LMDB allows readers in other processes) and
+    /// copies one read transaction's snapshot (`mdb_env_copyfd2` with `MDB_CP_COMPACT`) into
+    /// `destination/data.mdb`, created 0600 and fsynced. Returns the revision the copy holds.
+    /// The key ring is not copied: back it up separately.
     public static func backup(directory: String, to destination: String) throws -> UInt64 {
         guard access(directory + "/data.mdb", R_OK) == 0 else {
             throw AuthzError(.notFound, "\(directory)/data.mdb does not exist")
@@ -386,35 +417,131 @@ public final class Store: @unchecked Sendable {
             let meta = try txn.openDatabase("meta", create: false)
             let revision = try txn.get(meta, Array("revision".utf8)) { raw in raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0 } ?? 0
             txn.abort()
-            try env.copy(to: destination)
+            try copyPrivately(env, to: destination)
             return revision
         } catch let e as LMDBError {
             throw AuthzError(.failedPrecondition, "backup of \(directory) failed: \(e)")
         }
     }
 
-    /// Restores a backup into `directory`, which must not be in use and must hold no data.
-    public static func restore(from backup: String, into directory: String) throws {
+    /// Copies `env` into a new `directory/data.mdb` created 0600 (never readable by others, even
+    /// for a moment), fsynced; removes the partial file on failure. Throws `LMDBError` from the
+    /// copy, FAILED_PRECONDITION when the file cannot be created.
+    static func copyPrivately(_ env: LMDBEnvironment, to directory: String) throws {
+        let path = directory + "/data.mdb"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw AuthzError(.failedPrecondition, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        do {
+            try env.copy(toDescriptor: fd)
+            guard fsync(fd) == 0 else { throw AuthzError(.unavailable, "cannot fsync \(path): \(String(cString: strerror(errno)))") }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(path)
+            throw error
+        }
+    }
+
+    /// The ids of the keys that sealed the credential secrets held in the backup directory
+    /// `backup` (empty when it holds none). Opens `backup/data.mdb` read-only without a lock
+    /// file (nothing is written to the backup). NOT_FOUND when there is no `data.mdb`;
+    /// FAILED_PRECONDITION when it is not an authzd LMDB environment.
+    public static func sealingKeyIds(backup: String) throws -> Set<String> {
+        guard access(backup + "/data.mdb", R_OK) == 0 else { throw AuthzError(.notFound, "\(backup)/data.mdb cannot be read") }
+        do {
+            let env = try LMDBEnvironment(path: backup, mapSize: 0, maxReaders: 1, maxDatabases: 8, noSync: false, readOnly: true, noLock: true)
+            let txn = try LMDBTransaction(env: env, readOnly: true)
+            defer { txn.abort() }
+            let records = try txn.openDatabase("records", create: false)
+            var ids = Set<String>()
+            try txn.scan(records, prefix: []) { _, value in
+                if let used = try RecordCodec.credentialKeyIds(value) { ids.formUnion(used) }
+                return true
+            }
+            return ids
+        } catch let e as LMDBError {
+            throw AuthzError(.failedPrecondition, "\(backup)/data.mdb is not a readable authzd backup: \(e)")
+        }
+    }
+
+    /// Restores a backup into `directory`, which must not be in use, must hold no data and must
+    /// not be writable by group or others (created 0700 when missing). The restored `data.mdb`
+    /// is 0600.
+    ///
+    /// Never creates a key ring. When the backup holds credential secrets, the key ring the
+    /// restored data will be served with (`keyRingPath`, default `directory/keyring`) must exist
+    /// and hold every key id that sealed them: otherwise FAILED_PRECONDITION naming the missing
+    /// key ids and the path, before anything is written (a fresh key ring could not open them,
+    /// and would seal new secrets with a key the real ring lacks).
+    public static func restore(from backup: String, into directory: String, keyRingPath: String? = nil) throws {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw AuthzError(.failedPrecondition, "cannot create \(directory): \(String(cString: strerror(errno)))")
         }
+        try checkPrivateDirectory(directory)
         let lock = try LockFile(path: directory + "/authzd.lock")
         defer { _ = lock }
         if access(directory + "/data.mdb", F_OK) == 0 {
             throw AuthzError(.alreadyExists, "\(directory) already holds a data.mdb; restore into an empty directory")
         }
-        guard let data = FileManager.default.contents(atPath: backup + "/data.mdb") else {
-            throw AuthzError(.notFound, "\(backup)/data.mdb cannot be read")
+        let needed = try sealingKeyIds(backup: backup)
+        if !needed.isEmpty {
+            let ringPath = keyRingPath ?? directory + "/keyring"
+            let names = needed.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+            guard access(ringPath, F_OK) == 0 else {
+                throw AuthzError(.failedPrecondition, "\(backup) holds credential secrets sealed with key id(s) \(names), and there is no key ring at \(ringPath): copy the key ring that sealed them there (chmod 600) or pass --keyring PATH; nothing was restored")
+            }
+            let missing = needed.subtracting(try KeyRing.load(path: ringPath).ids)
+            guard missing.isEmpty else {
+                throw AuthzError(.failedPrecondition, "\(backup) holds credential secrets sealed with key id(s) \(missing.sorted().map { "\"\($0)\"" }.joined(separator: ", ")), which key ring \(ringPath) lacks: use the key ring that sealed them; nothing was restored")
+            }
         }
         let tmp = directory + "/data.mdb.restoring"
-        guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]) else {
-            throw AuthzError(.failedPrecondition, "cannot write \(tmp)")
-        }
-        let fd = open(tmp, O_RDONLY)
-        fsync(fd)
-        close(fd)
+        unlink(tmp)
+        try copyFile(backup + "/data.mdb", to: tmp)
         guard rename(tmp, directory + "/data.mdb") == 0 else {
             throw AuthzError(.failedPrecondition, "cannot move the restored file into place: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Copies a file into a new file created 0600 and fsynced. FAILED_PRECONDITION naming the
+    /// path that failed.
+    static func copyFile(_ source: String, to destination: String) throws {
+        let src = open(source, O_RDONLY | O_CLOEXEC)
+        guard src >= 0 else { throw AuthzError(.notFound, "\(source) cannot be read: \(String(cString: strerror(errno)))") }
+        defer { close(src) }
+        let dst = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard dst >= 0 else { throw AuthzError(.failedPrecondition, "cannot create \(destination): \(String(cString: strerror(errno)))") }
+        defer { close(dst) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw AuthzError(.failedPrecondition, "cannot read \(source): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            var off = 0
+            while off < n {
+                let w = buffer[off..<n].withUnsafeBytes { Glibc.write(dst, $0.baseAddress, $0.count) }
+                if w < 0 && errno == EINTR { continue }
+                guard w > 0 else { throw AuthzError(.failedPrecondition, "cannot write \(destination): \(String(cString: strerror(errno)))") }
+                off += w
+            }
+        }
+        guard fsync(dst) == 0 else { throw AuthzError(.failedPrecondition, "cannot fsync \(destination): \(String(cString: strerror(errno)))") }
+    }
+
+    /// Throws FAILED_PRECONDITION when `path` is not a directory, or is writable by group or
+    /// others (another local user could then replace its files: the LMDB environment, the lock,
+    /// the default key ring), naming the path, its mode and the `chmod` that fixes it.
+    static func checkPrivateDirectory(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw AuthzError(.failedPrecondition, "data directory \(path) cannot be read: \(String(cString: strerror(errno)))")
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            throw AuthzError(.failedPrecondition, "data directory \(path) is not a directory")
+        }
+        if st.st_mode & 0o022 != 0 {
+            throw AuthzError(.failedPrecondition, "data directory \(path) has mode \(String(st.st_mode & 0o7777, radix: 8)): it is writable by group or others, so another local user could replace its files; refusing to use it (fix: chmod 700 \(path))")
         }
     }
 
@@ -426,16 +553,7 @@ public final class Store: @unchecked Sendable {
         defer { pthread_mutex_unlock(&writeLock) }
         try mapped {
             let txn = try LMDBTransaction(env: env, readOnly: false)
-            var w = ByteWriter()
-            w.u8(1)
-            w.u8(k.role.rawValue)
-            w.id(k.tenantId)
-            w.i64(k.createdAt)
-            w.i64(k.expiresAt)
-            w.i64(k.revokedAt)
-            w.bytes(k.secretHash)
-            w.str(k.name)
-            try txn.put(keysDB, Store.idKey(k.id), w.bytes)
+            try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
             try txn.commit()
         }
     }
@@ -445,27 +563,61 @@ public final class Store: @unchecked Sendable {
         try read { r in
             var out: [ApiKey] = []
             try r.txn.scan(keysDB, prefix: []) { key, value in
-                var b = ByteReader(value)
-                guard try b.u8() == 1, let role = KeyRole(rawValue: try b.u8()) else { throw ByteReader.corrupt }
-                let tenant = try b.id()
-                let created = try b.i64(), expires = try b.i64(), revoked = try b.i64()
-                let hash = try b.bytes()
-                let name = try b.str()
-                out.append(ApiKey(id: readID(key, at: 0), tenantId: tenant, role: role, name: name, createdAt: created,
-                                  expiresAt: expires, revokedAt: revoked, secretHash: hash))
+                out.append(try Store.decodeKey(id: readID(key, at: 0), value))
                 return true
             }
             return out
         }
     }
 
+    /// The encoding of a key record (version 1): `1 ‖ role ‖ tenant ‖ created ‖ expires ‖
+    /// revoked ‖ hash ‖ name`, then, since keys carry the secrets rule, `flags (bit 0: may read
+    /// secrets) ‖ created_by`. The trailing fields are an extension older builds skip (they read
+    /// up to the name and ignore the rest), so a rollback still starts; a key such a build
+    /// rewrites loses them and with them the right to read secrets (fail closed).
+    static func encodeKey(_ k: ApiKey) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(1)
+        w.u8(k.role.rawValue)
+        w.id(k.tenantId)
+        w.i64(k.createdAt)
+        w.i64(k.expiresAt)
+        w.i64(k.revokedAt)
+        w.bytes(k.secretHash)
+        w.str(k.name)
+        w.u8(k.maySeeSecrets ? 1 : 0)
+        w.id(k.createdBy)
+        return w.bytes
+    }
+
+    /// Decodes a key record. One without the trailing fields (stored before keys carried the
+    /// secrets rule) decodes with `maySeeSecrets == false` and `createdBy == .zero`: fail closed,
+    /// since who created it is unknown. Throws DATA_LOSS for an unknown version or a truncated
+    /// record.
+    static func decodeKey(id: ID, _ value: UnsafeRawBufferPointer) throws -> ApiKey {
+        var b = ByteReader(value)
+        guard try b.u8() == 1, let role = KeyRole(rawValue: try b.u8()) else { throw ByteReader.corrupt }
+        let tenant = try b.id()
+        let created = try b.i64(), expires = try b.i64(), revoked = try b.i64()
+        let hash = try b.bytes()
+        let name = try b.str()
+        var k = ApiKey(id: id, tenantId: tenant, role: role, name: name, createdAt: created,
+                       expiresAt: expires, revokedAt: revoked, secretHash: hash)
+        if b.pos < value.count {
+            k.maySeeSecrets = try b.u8() & 1 != 0
+            k.createdBy = try b.id()
+        }
+        return k
+    }
+
     /// Map size and bytes in use.
     public func mapUsage() -> (size: Int, used: Int) { (env.mapSize, env.usedBytes()) }
 
-    /// A compacting, consistent copy of the environment into the empty directory `path`, taken
-    /// while the store serves. The C function is `mdb_env_copy2(MDB_CP_COMPACT)`.
+    /// A compacting, consistent copy of the environment into the directory `path` (which must
+    /// hold no `data.mdb`), taken while the store serves; the copy is created 0600. The C
+    /// function is `mdb_env_copyfd2(MDB_CP_COMPACT)`.
     public func backup(to path: String) throws {
-        do { try env.copy(to: path) } catch {
+        do { try Store.copyPrivately(env, to: path) } catch let e as AuthzError { throw e } catch {
             throw AuthzError(.failedPrecondition, "backup to \(path) failed: \(error)")
         }
     }

@@ -24,8 +24,10 @@ struct Connection: ParsableArguments {
     var address: String?
     @Option(name: .long, help: "Deadline of each call in milliseconds.")
     var timeoutMs: Int = 30_000
-    @Option(name: .long, help: "API key (default: $AUTHZ_API_KEY). Not needed on the Unix socket as the daemon's uid.")
+    @Option(name: .long, help: "API key. Visible to other local users in `ps`: prefer --key-file or $AUTHZ_API_KEY. Not needed on the Unix socket as the daemon's uid.")
     var key: String?
+    @Option(name: .long, help: "File holding the API key (one line). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
+    var keyFile: String?
 
     func client() throws -> AuthzClient {
         let endpoint: Endpoint
@@ -35,9 +37,15 @@ struct Connection: ParsableArguments {
         } else {
             endpoint = .unix(socket ?? "./authzd.sock")
         }
+        let apiKey: String?
+        do {
+            apiKey = try KeySource.resolve(flag: key, file: keyFile, environment: ProcessInfo.processInfo.environment)
+        } catch let e as AuthzError {
+            throw usageError(e.message)
+        }
         let c = AuthzClient(endpoint: endpoint)
         c.defaultTimeout = .milliseconds(Int64(timeoutMs))
-        c.apiKey = key ?? ProcessInfo.processInfo.environment["AUTHZ_API_KEY"]
+        c.apiKey = apiKey
         return c
     }
 }

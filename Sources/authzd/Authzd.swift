@@ -108,13 +108,9 @@ struct Serve: ParsableCommand {
             logger.critical("bad configuration: \(error)")
             throw ExitCode(2)
         }
-        let server = AuthzServer(config: config, logger: logger)
-        do {
-            try server.start()
-        } catch {
-            logger.critical("cannot start: \(error)")
-            throw ExitCode(1)
-        }
+        // Signal handling is armed before the server starts: a SIGTERM sent as soon as
+        // "listening" is logged (tests do) would otherwise fall between SIG_IGN and the
+        // source's registration and be lost, leaving the daemon running.
         let done = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
@@ -126,6 +122,13 @@ struct Serve: ParsableCommand {
             }
             s.resume()
             sources.append(s)
+        }
+        let server = AuthzServer(config: config, logger: logger)
+        do {
+            try server.start()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
         }
         done.wait()
         server.shutdown()
@@ -143,8 +146,10 @@ struct Keys: ParsableCommand {
 struct KeyTarget: ParsableArguments {
     @Option(name: .long, help: "Unix socket of a running daemon (default ./authzd.sock).")
     var socket = "./authzd.sock"
-    @Option(name: .long, help: "Operator key to present (not needed as the daemon's uid or root).")
+    @Option(name: .long, help: "Operator key to present (not needed as the daemon's uid or root). Visible to other local users in `ps`: prefer --key-file or $AUTHZ_API_KEY.")
     var key: String?
+    @Option(name: .long, help: "File holding the operator key (one line). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
+    var keyFile: String?
     @Flag(name: .long, help: "Work on the data directory directly (the daemon must be stopped).")
     var offline = false
     @Option(name: .long, help: "Data directory, with --offline.")
@@ -154,8 +159,15 @@ struct KeyTarget: ParsableArguments {
 
     /// Runs `call` on the daemon and returns its reply.
     func send(_ call: Call) throws -> Reply {
+        let apiKey: String?
+        do {
+            apiKey = try KeySource.resolve(flag: key, file: keyFile, environment: ProcessInfo.processInfo.environment)
+        } catch let e as AuthzError {
+            FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
+            throw ExitCode(2)
+        }
         let client = AuthzClient(endpoint: .unix(socket))
-        client.apiKey = key
+        client.apiKey = apiKey
         defer { client.close() }
         do {
             return try client.send(call, timeout: .seconds(30)).wait()
@@ -265,9 +277,10 @@ struct KeysRotateData: ParsableCommand {
     func run() throws {
         var o = StoreOptions()
         o.keyRingPath = keyring
+        o.keyRing = .require
         let store = try Store(directory: dataDir, options: o)
         let n = try store.rotateSecrets(batchSize: batch)
-        print("re-encrypted \(n) credential(s) to key \"\(store.sealer.ring.activeId)\"")
+        print("re-encrypted \(n) credential(s) to key \"\(store.sealer?.ring.activeId ?? "")\"")
     }
 }
 
@@ -279,6 +292,7 @@ struct Migrate: ParsableCommand {
     func run() throws {
         var o = StoreOptions()
         o.keyRingPath = keyring
+        o.keyRing = .loadIfPresent  // migrating seals nothing: never invent a key ring
         let store = try Store(directory: dataDir, options: o)
         print("{\"data_dir\":\"\(dataDir)\",\"format\":\(try store.format())}")
     }
@@ -289,9 +303,14 @@ struct Verify: ParsableCommand {
 
     @Option(name: .long, help: "LMDB data directory.")
     var dataDir = "./data"
+    @Option(name: .long, help: "Key ring (default DATA_DIR/keyring if it exists; verify never creates one).")
+    var keyring: String?
 
     func run() throws {
-        let engine = try Engine(directory: dataDir)
+        var o = EngineOptions()
+        o.store.keyRingPath = keyring
+        o.store.keyRing = .loadIfPresent  // verifying seals nothing: never invent a key ring
+        let engine = try Engine(directory: dataDir, options: o)
         let problems = try engine.verifyIndex()
         print("revision \(engine.revision): \(problems.isEmpty ? "index consistent" : problems.joined(separator: "\n"))")
         if !problems.isEmpty { throw ExitCode(1) }
@@ -318,12 +337,17 @@ struct Restore: ParsableCommand {
 
     @Option(name: .long, help: "LMDB data directory to restore into.")
     var dataDir = "./data"
+    @Option(name: .long, help: "Key ring the restored data will be served with (default DATA_DIR/keyring). Required, holding every key id that sealed the backup's secrets, when it holds any; never created.")
+    var keyring: String?
     @Argument(help: "Backup directory (holding data.mdb).")
     var backup: String
 
     func run() throws {
-        try Store.restore(from: backup, into: dataDir)
-        let engine = try Engine(directory: dataDir)
+        try Store.restore(from: backup, into: dataDir, keyRingPath: keyring)
+        var o = EngineOptions()
+        o.store.keyRingPath = keyring
+        o.store.keyRing = .loadIfPresent
+        let engine = try Engine(directory: dataDir, options: o)
         print("{\"restored\":\"\(dataDir)\",\"revision\":\(engine.revision)}")
     }
 }
