@@ -140,9 +140,7 @@ public final class Store: @unchecked Sendable {
     public init(directory: String, options: StoreOptions = StoreOptions()) throws {
         self.directory = directory
         self.options = options
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw AuthzError(.failedPrecondition, "cannot create data directory \(directory): \(String(cString: strerror(errno)))")
-        }
+        try Store.makeDirectories(directory)
         try Store.checkPrivateDirectory(directory)
         lock = try LockFile(path: directory + "/authzd.lock")
         let ringPath = options.keyRingPath ?? directory + "/keyring"
@@ -473,10 +471,20 @@ public final class Store: @unchecked Sendable {
     /// and hold every key id that sealed them: otherwise FAILED_PRECONDITION naming the missing
     /// key ids and the path, before anything is written (a fresh key ring could not open them,
     /// and would seal new secrets with a key the real ring lacks).
-    public static func restore(from backup: String, into directory: String, keyRingPath: String? = nil) throws {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw AuthzError(.failedPrecondition, "cannot create \(directory): \(String(cString: strerror(errno)))")
+    /// Creates `directory` and any missing parents, each 0700 (as `mkdir -p -m 0700`), leaving
+    /// existing ones as they are. FAILED_PRECONDITION naming the path that could not be made.
+    static func makeDirectories(_ directory: String) throws {
+        var path = directory.hasPrefix("/") ? "" : "."
+        for part in directory.split(separator: "/", omittingEmptySubsequences: true) {
+            path += "/" + part
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                throw AuthzError(.failedPrecondition, "cannot create data directory \(path): \(String(cString: strerror(errno)))")
+            }
         }
+    }
+
+    public static func restore(from backup: String, into directory: String, keyRingPath: String? = nil) throws {
+        try makeDirectories(directory)
         try checkPrivateDirectory(directory)
         let lock = try LockFile(path: directory + "/authzd.lock")
         defer { _ = lock }

@@ -568,13 +568,16 @@ public enum WireCodec {
             $0.pointee.created_at = k.createdAt
             $0.pointee.expires_at = k.expiresAt
             $0.pointee.revoked_at = k.revokedAt
+            $0.pointee.may_read_secrets = k.maySeeSecrets ? 1 : 0
+            $0.pointee.created_by = a.cString(k.createdBy == .zero ? "" : k.createdBy.description)
         }
     }
 
     static func decodeKey(_ p: UnsafeMutablePointer<Authz__V1__ApiKey>?) -> ApiKey? {
         guard let k = p?.pointee, let id = ID(swiftString(k.id) ?? ""), let role = KeyRole(rawValue: UInt8(truncatingIfNeeded: k.role.rawValue)) else { return nil }
         return ApiKey(id: id, tenantId: ID(swiftString(k.tenant_id) ?? "") ?? .zero, role: role, name: swiftString(k.name) ?? "",
-                      createdAt: k.created_at, expiresAt: k.expires_at, revokedAt: k.revoked_at)
+                      createdAt: k.created_at, expiresAt: k.expires_at, revokedAt: k.revoked_at,
+                      maySeeSecrets: k.may_read_secrets != 0, createdBy: ID(swiftString(k.created_by) ?? "") ?? .zero)
     }
 
     static func decodeStatus(_ s: UnsafeMutablePointer<Authz__V1__Status>) -> AuthzError {

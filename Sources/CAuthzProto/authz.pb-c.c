@@ -5286,7 +5286,7 @@ const ProtobufCMessageDescriptor authz__v1__hello_response__descriptor =
   (ProtobufCMessageInit) authz__v1__hello_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__api_key__field_descriptors[7] =
+static const ProtobufCFieldDescriptor authz__v1__api_key__field_descriptors[9] =
 {
   {
     "id",
@@ -5372,11 +5372,37 @@ static const ProtobufCFieldDescriptor authz__v1__api_key__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "may_read_secrets",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, may_read_secrets),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_by",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ApiKey, created_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__api_key__field_indices_by_name[] = {
   4,   /* field[4] = created_at */
+  8,   /* field[8] = created_by */
   5,   /* field[5] = expires_at */
   0,   /* field[0] = id */
+  7,   /* field[7] = may_read_secrets */
   3,   /* field[3] = name */
   6,   /* field[6] = revoked_at */
   2,   /* field[2] = role */
@@ -5385,7 +5411,7 @@ static const unsigned authz__v1__api_key__field_indices_by_name[] = {
 static const ProtobufCIntRange authz__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor authz__v1__api_key__descriptor =
 {
@@ -5395,7 +5421,7 @@ const ProtobufCMessageDescriptor authz__v1__api_key__descriptor =
   "Authz__V1__ApiKey",
   "authz.v1",
   sizeof(Authz__V1__ApiKey),
-  7,
+  9,
   authz__v1__api_key__field_descriptors,
   authz__v1__api_key__field_indices_by_name,
   1,  authz__v1__api_key__number_ranges,

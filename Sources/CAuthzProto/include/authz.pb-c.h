@@ -861,10 +861,18 @@ struct  Authz__V1__ApiKey
    * 0 = not revoked
    */
   int64_t revoked_at;
+  /*
+   * admin keys created by a local superuser only (docs/security.md)
+   */
+  protobuf_c_boolean may_read_secrets;
+  /*
+   * id of the key that created it; empty = a local superuser
+   */
+  char *created_by;
 };
 #define AUTHZ__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Authz__V1__CreateKeyRequest
