@@ -378,10 +378,25 @@ public final class Engine: @unchecked Sendable {
             }
         }
         if !dirtyUsers.isEmpty {
+            // A user created by this batch can only hold bindings of this batch (references are
+            // validated): take them from the outcome instead of re-reading LMDB (bulk imports).
+            var createdUsers: Set<ID> = []
+            var batchBindings: [ID: [(role: ID, scope: Scope)]] = [:]
+            for (before, after) in outcome.changes {
+                switch after {
+                case .user(let u) where before == nil: createdUsers.insert(u.fields.id)
+                case .roleBinding(let b) where b.fields.isActive: batchBindings[b.userId, default: []].append((b.roleId, b.scope))
+                default: break
+                }
+            }
             try store.read { r in
                 for (t, users) in dirtyUsers {
                     let c = compiler(t)
                     for u in users {
+                        if createdUsers.contains(u) {
+                            c.setUserBindings(user: u, bindings: batchBindings[u] ?? [])
+                            continue
+                        }
                         let list = try r.roleBindings(ofUser: u, tenant: t).filter(\.fields.isActive).map { (role: $0.roleId, scope: $0.scope) }
                         c.setUserBindings(user: u, bindings: list)
                     }
