@@ -154,6 +154,55 @@ public final class AuthzClient: @unchecked Sendable {
         guard case .get(let e) = try await call(.get(ref, includeSecrets: includeSecrets)) else { throw AuthzError(.internal, "unexpected reply") }
         return e
     }
+
+    /// Splits JSON Lines into chunks of at most `chunkBytes` that end at a line boundary (a
+    /// single longer line is a chunk of its own). Returns each chunk's byte range and the number
+    /// of its first line.
+    public static func chunks(of jsonl: [UInt8], chunkBytes: Int) -> [(range: Range<Int>, firstLine: Int)] {
+        var out: [(Range<Int>, Int)] = []
+        var start = 0, line = 1
+        while start < jsonl.count {
+            var end = min(jsonl.count, start + chunkBytes)
+            if end < jsonl.count {
+                // Back up to just after the last newline in the window, or run to the next one.
+                var cut = end
+                while cut > start, jsonl[cut - 1] != 0x0A { cut -= 1 }
+                if cut == start {
+                    while end < jsonl.count, jsonl[end - 1] != 0x0A { end += 1 }
+                } else {
+                    end = cut
+                }
+            }
+            out.append((start..<end, line))
+            for b in jsonl[start..<end] where b == 0x0A { line += 1 }
+            start = end
+        }
+        return out
+    }
+
+    /// Imports JSON Lines of any size atomically: sent in chunks of at most `chunkBytes` under
+    /// one import session, staged by the daemon and applied as one write with the last chunk
+    /// (nothing is applied if any line is bad, the connection drops or the daemon restarts).
+    /// Line numbers in errors count from the start of `jsonl`. `progress` gets the bytes sent.
+    public func importChunked(_ jsonl: [UInt8], chunkBytes: Int = 4 << 20, timeout: TimeAmount = .seconds(600),
+                              progress: ((Int) -> Void)? = nil) async throws -> (revision: UInt64, records: UInt64) {
+        let parts = AuthzClient.chunks(of: jsonl, chunkBytes: chunkBytes)
+        if parts.count <= 1 {
+            guard case .importResult(let rev, let n) = try await call(.importJSONL(jsonl), timeout: timeout) else { throw AuthzError(.internal, "unexpected reply") }
+            progress?(jsonl.count)
+            return (rev, n)
+        }
+        let session = ID.random()
+        var result: (UInt64, UInt64) = (0, 0)
+        for (i, part) in parts.enumerated() {
+            let last = i == parts.count - 1
+            guard case .importResult(let rev, let n) = try await call(.importChunk(session: session, jsonl: Array(jsonl[part.range]), firstLine: UInt64(part.firstLine), more: !last),
+                                                                      timeout: timeout) else { throw AuthzError(.internal, "unexpected reply") }
+            progress?(part.range.upperBound)
+            result = (rev, n)
+        }
+        return result
+    }
 }
 
 /// One connection: request ids → pending promises. All state lives on the channel's event loop.

@@ -7,6 +7,22 @@ import Foundation
 import Glibc
 #endif
 
+/// An import being assembled from chunks (`Engine.stage`), applied at once by `Engine.commit`.
+public struct ImportStaging: Sendable {
+    /// With a tenant, only that tenant's records (and its own unchanged tenant line) are accepted.
+    public let onlyTenant: ID?
+    var entities: [Entity] = []
+    var lines: [Int] = []
+    var firstSeen: [ID: (line: Int, index: Int)] = [:]
+    var ownTenantLines = 0
+    /// The number of the last line staged (line numbers continue across chunks).
+    public internal(set) var lastLine = 0
+    /// Records staged so far.
+    public var records: Int { entities.count }
+
+    public init(onlyTenant: ID?) { self.onlyTenant = onlyTenant }
+}
+
 /// Options of an `Engine`.
 public struct EngineOptions: Sendable {
     public var store = StoreOptions()
@@ -253,9 +269,13 @@ public final class Engine: @unchecked Sendable {
     /// commit; call off event loops.
     @discardableResult
     public func write(_ ops: [WriteOp], label: (Int) -> String = { "ops[\($0)]" }) throws -> UInt64 {
+        try write(ops, label: label, keepTimestamps: false)
+    }
+
+    func write(_ ops: [WriteOp], label: (Int) -> String, keepTimestamps: Bool) throws -> UInt64 {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
-        let outcome = try store.write(ops, label: label, precommit: { try self.checkLimits($0) })
+        let outcome = try store.write(ops, label: label, keepTimestamps: keepTimestamps, precommit: { try self.checkLimits($0) })
         try apply(outcome)
         return outcome.revision
     }
@@ -464,11 +484,18 @@ public final class Engine: @unchecked Sendable {
     /// fields. Nothing is written on any error. When every accepted line was such an unchanged
     /// tenant line, nothing is written and the current revision is returned.
     public func importJSONL(_ bytes: [UInt8], onlyTenant: ID? = nil) throws -> (revision: UInt64, records: Int) {
-        var lines: [Int] = []
-        var entities: [Entity] = []
-        var firstSeen: [ID: (line: Int, index: Int)] = [:]
-        var ownTenantLines = 0
-        var lineNo = 0
+        var staging = ImportStaging(onlyTenant: onlyTenant)
+        try stage(bytes, into: &staging)
+        return try commit(staging)
+    }
+
+    /// Parses and checks one chunk of an import into `staging` (nothing is written): every line
+    /// is decoded and validated, tenant scoping and duplicate ids are checked across all chunks
+    /// staged so far, and line numbers continue from the previous chunk. Throws the first bad
+    /// line's error ("line N: …", N counted from the start of the whole import); `staging` is
+    /// then unusable. Reads LMDB only for an admin's own tenant line.
+    public func stage(_ bytes: [UInt8], into staging: inout ImportStaging) throws {
+        var lineNo = staging.lastLine
         var start = 0
         while start < bytes.count {
             var end = start
@@ -476,51 +503,50 @@ public final class Engine: @unchecked Sendable {
             lineNo += 1
             var line = Array(bytes[start..<end])
             if line.last == 0x0D { line.removeLast() }
-            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
-                do {
-                    let e = try BulkFormat.decode(line: line)
-                    if let first = firstSeen[e.id] {
-                        if entities[first.index] == e { start = end + 1; continue }
-                        throw AuthzError.invalid("\(e.kind.name).id", "\(e.id) is also on line \(first.line) with different content (lines \(first.line) and \(lineNo) name the same record)")
-                    }
-                    if let only = onlyTenant {
-                        if e.kind == .tenant && e.id == only {
-                            try checkUnchangedTenant(e)
-                            firstSeen[e.id] = (lineNo, entities.count)
-                            entities.append(e)
-                            lines.append(lineNo)
-                            ownTenantLines += 1
-                            start = end + 1
-                            continue
-                        }
-                        if e.kind == .tenant {
-                            throw AuthzError(.permissionDenied, "tenant \(e.id) is not this key's tenant; only the key's own tenant line may be imported, unchanged", field: "tenant.id")
-                        }
-                        if e.tenantId != only {
-                            throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant may not be imported with this key", field: "\(e.kind.name).tenant_id")
-                        }
-                    }
-                    firstSeen[e.id] = (lineNo, entities.count)
-                    entities.append(e)
-                    lines.append(lineNo)
-                } catch var e as AuthzError {
-                    e.message = "line \(lineNo): \(e.message)"
-                    throw e
-                }
-            }
             start = end + 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+            do {
+                let e = try BulkFormat.decode(line: line)
+                if let first = staging.firstSeen[e.id] {
+                    if staging.entities[first.index] == e { continue }
+                    throw AuthzError.invalid("\(e.kind.name).id", "\(e.id) is also on line \(first.line) with different content (lines \(first.line) and \(lineNo) name the same record)")
+                }
+                if let only = staging.onlyTenant {
+                    if e.kind == .tenant && e.id == only {
+                        try checkUnchangedTenant(e)
+                        staging.ownTenantLines += 1
+                    } else if e.kind == .tenant {
+                        throw AuthzError(.permissionDenied, "tenant \(e.id) is not this key's tenant; only the key's own tenant line may be imported, unchanged", field: "tenant.id")
+                    } else if e.tenantId != only {
+                        throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant may not be imported with this key", field: "\(e.kind.name).tenant_id")
+                    }
+                }
+                staging.firstSeen[e.id] = (lineNo, staging.entities.count)
+                staging.entities.append(e)
+                staging.lines.append(lineNo)
+            } catch var e as AuthzError {
+                e.message = "line \(lineNo): \(e.message)"
+                throw e
+            }
         }
-        if entities.isEmpty { throw AuthzError.invalid("jsonl", "holds no records") }
+        // A chunk that does not end with a newline still ends its last line.
+        staging.lastLine = lineNo
+    }
+
+    /// Applies everything staged as one atomic write (see `importJSONL`): `created_at` and
+    /// `updated_at` given in the lines are kept. Returns the new revision and the records.
+    public func commit(_ staging: ImportStaging) throws -> (revision: UInt64, records: Int) {
+        if staging.entities.isEmpty { throw AuthzError.invalid("jsonl", "holds no records") }
         // An admin's own, unchanged tenant line is checked, not written.
         var writeLines: [Int] = []
         var ops: [WriteOp] = []
-        for (i, e) in entities.enumerated() where !(onlyTenant != nil && e.kind == .tenant) {
+        for (i, e) in staging.entities.enumerated() where !(staging.onlyTenant != nil && e.kind == .tenant) {
             ops.append(.upsert(e))
-            writeLines.append(lines[i])
+            writeLines.append(staging.lines[i])
         }
-        if ops.isEmpty { return (try store.revision(), ownTenantLines) }
-        let revision = try write(ops, label: { "line \(writeLines[$0])" })
-        return (revision, entities.count)
+        if ops.isEmpty { return (try store.revision(), staging.ownTenantLines) }
+        let revision = try write(ops, label: { "line \(writeLines[$0])" }, keepTimestamps: true)
+        return (revision, staging.entities.count)
     }
 
     /// PERMISSION_DENIED unless `line` (a tenant line) matches the stored tenant in every field a

@@ -1,8 +1,9 @@
 /// The spec's JSON Lines bulk format: one entity per line, `"kind"` naming it.
 ///
 /// Decoding is strict: an unknown field, a wrong type or a malformed value is an
-/// `.invalidArgument` error naming the field. Server-owned fields (`created_at`, `updated_at`,
-/// `schema_version`) are accepted and ignored, so that an export imports unchanged.
+/// `.invalidArgument` error naming the field. `created_at` and `updated_at` are decoded (an
+/// import keeps them, so that export → import → export is exact; a Write through the API
+/// still sets them); `schema_version` is accepted and ignored.
 public enum BulkFormat {
     /// Decodes one line. Throws `AuthzError` (`.invalidArgument`) naming the field.
     public static func decode(line: [UInt8]) throws -> Entity {
@@ -22,8 +23,9 @@ public enum BulkFormat {
         let id = try r.requiredID("id")
         let isActive = try r.bool("is_active") ?? true
         let metadata = try r.metadata()
-        _ = r.take("created_at"); _ = r.take("updated_at"); _ = r.take("schema_version")
-        let entity: Entity
+        let createdAt = try r.timestamp("created_at") ?? 0, updatedAt = try r.timestamp("updated_at") ?? 0
+        _ = r.take("schema_version")
+        var entity: Entity
         switch kind {
         case .tenant:
             if let t = try r.id("tenant_id"), t != id {
@@ -73,6 +75,8 @@ public enum BulkFormat {
         if let extra = r.members.first {
             throw AuthzError.invalid(r.prefix + extra.0, "is not a field of \(kind.name)")
         }
+        entity.fields.createdAt = createdAt
+        entity.fields.updatedAt = updatedAt
         try entity.validate()
         return entity
     }

@@ -226,7 +226,7 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
             if kind == .tenant { return denied("list tenants") }
             return sameTenant(t, "list.tenant_id")
         case .export(let t, _): return t.map { sameTenant($0, "export.tenant_id") } ?? nil
-        case .importJSONL: return nil  // each line's tenant is checked after parsing (Dispatcher)
+        case .importJSONL, .importChunk: return nil  // each line's tenant is checked after parsing (Dispatcher)
         default: return denied("call \(call.name)")
         }
     }

@@ -70,6 +70,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var keyEpoch: UInt64 = .max
     private var keyExpiry: Int64 = 0
     private var closed = false
+    /// Chunked imports this connection has started and not finished.
+    private var importSessions: Set<ID> = []
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
     private var authenticated = false
     private var authTimer: Scheduled<Void>?
@@ -130,6 +132,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         authTimer = nil
         frameTimer?.cancel()
         frameTimer = nil
+        // A chunked import dies with its connection: nothing of it was applied.
+        for session in importSessions { dispatcher.dropImport(session) }
+        importSessions.removeAll()
         context.fireChannelInactive()
     }
 
@@ -358,6 +363,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if let denied = authorize(principal, call) {
             return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
+        }
+        if case .importChunk(let session, _, _, let more) = call {
+            if more { importSessions.insert(session) } else { importSessions.remove(session) }
         }
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
         let lane = Dispatcher.lane(call)

@@ -62,7 +62,72 @@ public final class Dispatcher: @unchecked Sendable {
         case .check, .batchCheck, .listUserPermissions, .serverInfo, .health, .hello, .listKeys: return .inline
         case .explain, .get, .list, .export, .listPermissionUsers: return .reader
         case .write, .importJSONL, .createKey, .revokeKey: return .writer
+        case .importChunk(_, _, _, let more): return more ? .reader : .writer
         }
+    }
+
+    // MARK: chunked imports
+
+    /// One import being assembled: who started it, what is staged, when it was last fed.
+    final class StagedImport {
+        let owner: Principal
+        var staging: ImportStaging
+        var bytes = 0
+        var lastChunk = NIODeadline.now()
+        var busy = false
+        init(owner: Principal, staging: ImportStaging) {
+            self.owner = owner
+            self.staging = staging
+        }
+    }
+
+    private let imports = NIOLockedValueBox<[ID: StagedImport]>([:])
+    /// At most this many chunked imports at once, each of at most `maxImportBytes`.
+    static let maxImports = 4
+
+    /// Forgets a chunked import (its connection closed, or a chunk failed).
+    func dropImport(_ session: ID) { imports.withLockedValue { _ = $0.removeValue(forKey: session) } }
+
+    /// Stages one chunk (parsed and checked, nothing written) or, for the last, applies the whole
+    /// import atomically. The session belongs to the principal that started it; a session idle
+    /// past `importIdleTimeoutSeconds` is discarded. RESOURCE_EXHAUSTED past `maxImportBytes` or
+    /// `maxImports`; FAILED_PRECONDITION for an unknown (discarded) session in the middle.
+    private func importChunk(session: ID, bytes: [UInt8], firstLine: UInt64, more: Bool, principal: Principal) throws -> Reply {
+        let idle = TimeAmount.seconds(Int64(config.importIdleTimeoutSeconds))
+        let entry = try imports.withLockedValue { table -> StagedImport in
+            let now = NIODeadline.now()
+            for (k, v) in table where !v.busy && now - v.lastChunk > idle { table.removeValue(forKey: k) }
+            if let e = table[session] {
+                guard e.owner == principal else { throw AuthzError(.permissionDenied, "import.session \(session) was started by another caller", field: "import.session") }
+                guard !e.busy else { throw AuthzError(.failedPrecondition, "import.session \(session) is still applying its previous chunk; send chunks one at a time", field: "import.session") }
+                guard firstLine == 0 || firstLine == UInt64(e.staging.lastLine) + 1 else {
+                    throw AuthzError(.failedPrecondition, "import.first_line \(firstLine) does not follow line \(e.staging.lastLine) of import.session \(session)", field: "import.first_line")
+                }
+                e.busy = true
+                return e
+            }
+            guard firstLine <= 1 else {
+                throw AuthzError(.failedPrecondition, "import.session \(session) is not in progress (discarded after a failed chunk, a disconnect or import-idle-timeout); nothing of it was applied: start the import again", field: "import.session")
+            }
+            guard table.count < Dispatcher.maxImports else {
+                throw AuthzError(.resourceExhausted, "\(Dispatcher.maxImports) chunked imports are already in progress; retry when one finishes", field: "import.session")
+            }
+            let e = StagedImport(owner: principal, staging: ImportStaging(onlyTenant: principal.tenant))
+            e.busy = true
+            table[session] = e
+            return e
+        }
+        defer { imports.withLockedValue { _ in entry.busy = false; entry.lastChunk = .now() } }
+        entry.bytes += bytes.count
+        if entry.bytes > config.maxImportBytes {
+            dropImport(session)
+            throw AuthzError(.resourceExhausted, "import.session \(session) passed max-import-bytes (\(config.maxImportBytes)); nothing was applied (split it with authzctl import --chunk-commit)", field: "import.jsonl")
+        }
+        try engine.stage(bytes, into: &entry.staging)
+        if more { return .importResult(revision: 0, records: UInt64(entry.staging.records)) }
+        dropImport(session)
+        let r = try engine.commit(entry.staging)
+        return .importResult(revision: r.revision, records: UInt64(r.records))
     }
 
     /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
@@ -77,6 +142,7 @@ public final class Dispatcher: @unchecked Sendable {
         } catch let e as AuthzError {
             if e.code == .resourceExhausted, case .write = call { storageFailure.withLockedValue { $0 = e.message } }
             if e.code == .resourceExhausted, case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
+            if case .importChunk(let session, _, _, _) = call { dropImport(session) }
             if e.code == .internal {
                 logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
                 return .failure(AuthzError(.internal, "internal error; see the daemon's log"))
@@ -138,6 +204,8 @@ public final class Dispatcher: @unchecked Sendable {
         case .importJSONL(let bytes):
             let r = try engine.importJSONL(bytes, onlyTenant: principal.tenant)
             return .importResult(revision: r.revision, records: UInt64(r.records))
+        case .importChunk(let session, let bytes, let firstLine, let more):
+            return try importChunk(session: session, bytes: bytes, firstLine: firstLine, more: more, principal: principal)
         case .export(let t, let secrets):
             let r = try engine.exportJSONL(tenant: t ?? principal.tenant, includeSecrets: secrets)
             return .export(r.bytes, revision: r.revision)

@@ -46,6 +46,10 @@ public struct ServerConfig: Sendable, Equatable {
     /// Outbound bytes queued on a connection above which the daemon stops reading it until the
     /// peer has read its answers (below the low mark).
     public var writeBufferHighWater = 1 << 20
+    /// A chunked import with no chunk for this many seconds is discarded.
+    public var importIdleTimeoutSeconds = 60
+    /// Most bytes of JSON Lines one chunked import may stage (held in memory until its last chunk).
+    public var maxImportBytes = 1 << 30
     /// Per-tenant size and inheritance-depth limits.
     public var tenantLimits = TenantLimits()
     /// A connection idle this long (no bytes read, nothing in flight) is closed. 0 = never.
@@ -138,6 +142,8 @@ public struct ServerConfig: Sendable, Equatable {
         case "reserved-fds": reservedFileDescriptors = try int()
         case "pre-auth-max-frame-size": preAuthMaxFrameSize = max(64, try int())
         case "auth-timeout": authTimeoutSeconds = try int()
+        case "import-idle-timeout": importIdleTimeoutSeconds = max(1, try int())
+        case "max-import-bytes": maxImportBytes = max(1 << 20, try int())
         case "write-buffer-high-water": writeBufferHighWater = max(4096, try int())
         case "max-inheritance-depth": tenantLimits.maxInheritanceDepth = max(1, try int())
         case "max-roles-per-tenant": tenantLimits.maxRoles = max(1, try int())

@@ -274,8 +274,11 @@ public final class Store: @unchecked Sendable {
     /// `precommit`, when given, sees the outcome after every rule above held and before the
     /// commit; throwing from it aborts the batch (nothing is kept). The engine uses it for the
     /// per-tenant limits its in-memory index can check in time linear in the batch.
+    ///
+    /// With `keepTimestamps` (imports), an upserted record that carries a `created_at` keeps it
+    /// and its `updated_at` (or gets now); records without one are stamped as usual.
     public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now(),
-                      label: (Int) -> String = { "ops[\($0)]" },
+                      label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false,
                       precommit: ((WriteOutcome) throws -> Void)? = nil) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
         pthread_mutex_lock(&writeLock)
@@ -288,6 +291,7 @@ public final class Store: @unchecked Sendable {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
                     let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
+                    batch.keepTimestamps = keepTimestamps
                     let outcome = try batch.apply(normalized, label: label)
                     try precommit?(outcome)
                     try txn.commit()

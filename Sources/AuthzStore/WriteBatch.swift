@@ -21,6 +21,9 @@ final class WriteBatch {
     /// cannot change while the batch holds the write transaction).
     private var referenceCache: [ID: Entity] = [:]
 
+    /// Keep `created_at` / `updated_at` given in upserted records (imports) instead of setting them.
+    var keepTimestamps = false
+
     init(store: Store, txn: LMDBTransaction, now: Int64) {
         self.store = store
         self.txn = txn
@@ -81,8 +84,12 @@ final class WriteBatch {
             try entity.validate()
             let existing = try existingRecord(for: entity.kind, tenant: entity.tenantId, id: entity.id)
             var f = entity.fields
-            f.createdAt = existing?.fields.createdAt ?? now
-            f.updatedAt = now
+            if keepTimestamps && f.createdAt != 0 {
+                f.updatedAt = f.updatedAt != 0 ? f.updatedAt : now
+            } else {
+                f.createdAt = existing?.fields.createdAt ?? now
+                f.updatedAt = now
+            }
             f.schemaVersion = RecordFields.currentSchemaVersion
             entity.fields = f
             if case .platformCredential(var c) = entity, c.secretsRedacted {

@@ -143,7 +143,12 @@ public enum WireCodec {
                          after: try r.optionalID(x.page_token, "page_token"), includeSecrets: x.include_secrets != 0)
         case AUTHZ__V1__REQUEST__CALL_IMPORT:
             let d = m.import.pointee.jsonl
-            return .importJSONL(d.len == 0 ? [] : Array(UnsafeBufferPointer(start: d.data, count: d.len)))
+            let bytes = d.len == 0 ? [] : Array(UnsafeBufferPointer(start: d.data, count: d.len))
+            if let session = try FieldReader(prefix: "import.").optionalID(m.import.pointee.session, "session") {
+                return .importChunk(session: session, jsonl: bytes, firstLine: m.import.pointee.first_line, more: m.import.pointee.more != 0)
+            }
+            if m.import.pointee.more != 0 { throw AuthzError.invalid("import.more", "needs import.session") }
+            return .importJSONL(bytes)
         case AUTHZ__V1__REQUEST__CALL_EXPORT:
             let r = FieldReader(prefix: "export.")
             return .export(tenantId: try r.optionalID(m.export.pointee.tenant_id, "tenant_id"), includeSecrets: m.export.pointee.include_secrets != 0)
@@ -305,6 +310,15 @@ public enum WireCodec {
             msg.pointee.import = a.make(Authz__V1__ImportRequest.self) {
                 authz__v1__import_request__init($0)
                 $0.pointee.jsonl = a.binary(bytes)
+            }
+        case .importChunk(let session, let bytes, let firstLine, let more):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_IMPORT
+            msg.pointee.import = a.make(Authz__V1__ImportRequest.self) {
+                authz__v1__import_request__init($0)
+                $0.pointee.jsonl = a.binary(bytes)
+                $0.pointee.session = a.cString(session.description)
+                $0.pointee.more = more ? 1 : 0
+                $0.pointee.first_line = firstLine
             }
         case .export(let t, let secrets):
             msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_EXPORT

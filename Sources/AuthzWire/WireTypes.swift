@@ -33,6 +33,8 @@ public enum Call: Sendable {
     case get(RecordRef, includeSecrets: Bool)
     case list(EntityKind, tenantId: ID, pageSize: Int, after: ID?, includeSecrets: Bool)
     case importJSONL([UInt8])
+    /// One chunk of a chunked import (`ImportRequest.session` set): staged until `more` is false.
+    case importChunk(session: ID, jsonl: [UInt8], firstLine: UInt64, more: Bool)
     case export(tenantId: ID?, includeSecrets: Bool)
     case serverInfo
     case health
@@ -54,7 +56,7 @@ public enum Call: Sendable {
         case .write: return "Write"
         case .get: return "Get"
         case .list: return "List"
-        case .importJSONL: return "Import"
+        case .importJSONL, .importChunk: return "Import"
         case .export: return "Export"
         case .serverInfo: return "ServerInfo"
         case .health: return "Health"

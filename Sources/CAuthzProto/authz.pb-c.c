@@ -4751,7 +4751,7 @@ const ProtobufCMessageDescriptor authz__v1__list_response__descriptor =
   (ProtobufCMessageInit) authz__v1__list_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__import_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor authz__v1__import_request__field_descriptors[4] =
 {
   {
     "jsonl",
@@ -4765,14 +4765,53 @@ static const ProtobufCFieldDescriptor authz__v1__import_request__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ImportRequest, session),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "more",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ImportRequest, more),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_line",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ImportRequest, first_line),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__import_request__field_indices_by_name[] = {
+  3,   /* field[3] = first_line */
   0,   /* field[0] = jsonl */
+  2,   /* field[2] = more */
+  1,   /* field[1] = session */
 };
 static const ProtobufCIntRange authz__v1__import_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor authz__v1__import_request__descriptor =
 {
@@ -4782,7 +4821,7 @@ const ProtobufCMessageDescriptor authz__v1__import_request__descriptor =
   "Authz__V1__ImportRequest",
   "authz.v1",
   sizeof(Authz__V1__ImportRequest),
-  1,
+  4,
   authz__v1__import_request__field_descriptors,
   authz__v1__import_request__field_indices_by_name,
   1,  authz__v1__import_request__number_ranges,

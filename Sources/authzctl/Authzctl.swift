@@ -11,26 +11,36 @@ struct Authzctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzctl",
         abstract: "Command-line client of authzd.",
-        discussion: "Exit status: 0 success (check: allow), 1 check denied, 2 error.",
+        discussion: """
+        Exit status: 0 success (check: allow), 1 check denied, 2 error.
+        Environment: AUTHZD_SOCKET, AUTHZD_ADDRESS, AUTHZD_KEY_FILE and AUTHZ_API_KEY stand in for \
+        --socket, --address, --key-file and --key. Shell completions: \
+        authzctl --generate-completion-script bash > /etc/bash_completion.d/authzctl (or zsh, fish).
+        """,
+        version: "0.1.0",
         subcommands: [Check.self, Explain.self, Permissions.self, Users.self, Import.self, Export.self,
                       Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self]
     )
 }
 
 struct Connection: ParsableArguments {
-    @Option(name: .long, help: "Unix socket of the daemon (default ./authzd.sock).")
+    @Option(name: .long, help: "Unix socket of the daemon (default $AUTHZD_SOCKET, else ./authzd.sock).")
     var socket: String?
-    @Option(name: .long, help: "TCP HOST:PORT of the daemon.")
+    @Option(name: .long, help: "TCP HOST:PORT of the daemon (default $AUTHZD_ADDRESS when no --socket is given).")
     var address: String?
     @Option(name: .long, help: "Deadline of each call in milliseconds.")
     var timeoutMs: Int = 30_000
     @Option(name: .long, help: "API key. Visible to other local users in `ps`: prefer --key-file or $AUTHZ_API_KEY. Not needed on the Unix socket as the daemon's uid.")
     var key: String?
-    @Option(name: .long, help: "File holding the API key (one line). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
+    @Option(name: .long, help: "File holding the API key (one line; default $AUTHZD_KEY_FILE). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
     var keyFile: String?
 
     func client() throws -> AuthzClient {
+        let env = ProcessInfo.processInfo.environment
         let endpoint: Endpoint
+        let address = self.address ?? (socket == nil ? env["AUTHZD_ADDRESS"] : nil)
+        let socket = self.socket ?? env["AUTHZD_SOCKET"]
+        let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] : nil)
         if let address {
             guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT") }
             endpoint = e
@@ -211,15 +221,53 @@ struct Users: AsyncParsableCommand {
 }
 
 struct Import: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Import a JSON Lines file atomically.")
+    static let configuration = CommandConfiguration(
+        abstract: "Import a JSON Lines file of any size, atomically.",
+        discussion: """
+        The file is sent in chunks below the frame limit; the daemon checks each as it arrives and \
+        applies the whole file as one write with the last chunk. A bad line anywhere (its number \
+        counts from the start of the file), a dropped connection or a daemon restart applies \
+        nothing. created_at and updated_at in the file are kept. With --chunk-commit every chunk \
+        is its own atomic import instead (for files too large to stage in the daemon's memory); on \
+        failure the last committed line is printed so that a rerun can resume after it with \
+        --skip-lines.
+        """)
     @OptionGroup var conn: Connection
+    @Option(name: .long, help: "Bytes per chunk (default 4 MiB; the daemon's frame limit is 16 MiB).") var chunkBytes = 4 << 20
+    @Flag(name: .long, help: "Commit each chunk on its own (not atomic as a whole).") var chunkCommit = false
+    @Option(name: .long, help: "Skip this many lines first (to resume a --chunk-commit import).") var skipLines = 0
     @Argument var file: String
 
     func run() async throws {
         guard let data = FileManager.default.contents(atPath: file) else { throw usageError("cannot read \(file)") }
-        let reply = try await withClient(conn) { try await $0.call(.importJSONL(Array(data))) }
-        guard case .importResult(let rev, let n) = reply else { throw ExitCode(2) }
-        print("{\"records\":\(n),\"revision\":\(rev)}")
+        var bytes = [UInt8](data)
+        if skipLines > 0 {
+            var skipped = 0, i = 0
+            while i < bytes.count, skipped < skipLines { if bytes[i] == 0x0A { skipped += 1 }; i += 1 }
+            bytes.removeFirst(i)
+        }
+        let reply: (UInt64, UInt64) = try await withClient(conn) { client in
+            if !chunkCommit { return try await client.importChunked(bytes, chunkBytes: chunkBytes) }
+            var total: UInt64 = 0, revision: UInt64 = 0
+            for part in AuthzClient.chunks(of: bytes, chunkBytes: chunkBytes) {
+                do {
+                    guard case .importResult(let rev, let n) = try await client.call(.importJSONL(Array(bytes[part.range])), timeout: .seconds(600)) else { throw ExitCode(2) }
+                    total += n
+                    revision = rev
+                } catch var e as AuthzError {
+                    let committed = skipLines + part.firstLine - 1
+                    // The daemon numbers lines within the chunk: count them from the file's start.
+                    if e.message.hasPrefix("line "), let colon = e.message.firstIndex(of: ":"),
+                       let n = Int(e.message[e.message.index(e.message.startIndex, offsetBy: 5)..<colon]) {
+                        e.message = "line \(committed + n)" + e.message[colon...]
+                    }
+                    e.message += "; lines 1-\(committed) are committed: rerun with --skip-lines \(committed) after fixing the file"
+                    throw e
+                }
+            }
+            return (revision, total)
+        }
+        print("{\"records\":\(reply.1),\"revision\":\(reply.0)}")
     }
 }
 

@@ -720,10 +720,22 @@ struct  Authz__V1__ImportRequest
    * the bulk format of the spec; applied atomically
    */
   ProtobufCBinaryData jsonl;
+  /*
+   * A large import in chunks: every chunk names the same session (a UUID the client picks) and
+   * sets `more` on all but the last; chunks are parsed and checked as they arrive, and the whole
+   * import is applied atomically with the last chunk. Discarded on any bad line, on disconnect,
+   * after `import-idle-timeout` without a chunk, or by a daemon restart. Empty = one-shot.
+   */
+  char *session;
+  protobuf_c_boolean more;
+  /*
+   * 1-based number of the chunk's first line in the whole import
+   */
+  uint64_t first_line;
 };
 #define AUTHZ__V1__IMPORT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__import_request__descriptor) \
-    , {0,NULL} }
+    , {0,NULL}, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Authz__V1__ImportResponse

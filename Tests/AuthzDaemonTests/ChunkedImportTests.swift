@@ -1,0 +1,147 @@
+import AuthzClient
+import AuthzModel
+import AuthzWire
+import Foundation
+import XCTest
+
+/// Imports of any size through the daemon: chunked, staged, atomic as a whole; timestamps kept.
+final class ChunkedImportTests: XCTestCase {
+    var daemon: DaemonProcess!
+
+    override func setUpWithError() throws { daemon = try DaemonProcess(tcp: false) }
+
+    override func tearDown() {
+        daemon.stop()
+        daemon.remove()
+    }
+
+    var authzctl: String { productsDirectory().appendingPathComponent("authzctl").path }
+
+    /// A tenant and `users` users whose display names pad each line to about `lineBytes`.
+    func file(users: Int, lineBytes: Int = 120) -> (tenant: ID, ids: [ID], text: String) {
+        let t = ID.random()
+        var ids: [ID] = []
+        var text = BulkFormat.encode(.tenant(Tenant(id: t, name: "bulk-\(t.description.prefix(8))"))) + "\n"
+        let pad = String(repeating: "x", count: max(1, lineBytes - 110))
+        for i in 0..<users {
+            let u = ID.random()
+            ids.append(u)
+            text += BulkFormat.encode(.user(User(id: u, tenantId: t, displayName: "user \(i) \(pad)"))) + "\n"
+        }
+        return (t, ids, text)
+    }
+
+    func exists(_ c: AuthzClient, _ t: ID, _ u: ID) async -> Bool {
+        (try? await c.get(RecordRef(kind: .user, tenantId: t, id: u))) != nil
+    }
+
+    func testFileAboveTheFrameLimitImportsAtomically() async throws {
+        // About 17.5 MB: more than one 16 MiB frame could carry.
+        let (t, ids, text) = file(users: 70_000, lineBytes: 250)
+        XCTAssertGreaterThan(text.utf8.count, 16 << 20)
+        let path = daemon.dir + "/big.jsonl"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, out) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, path])
+        XCTAssertEqual(status, 0, out)
+        XCTAssertTrue(out.contains("\"records\":70001"), out)
+        let c = daemon.client()
+        defer { c.close() }
+        let present = await exists(c, t, ids.last!)
+        XCTAssertTrue(present)
+    }
+
+    func testABadLineNearTheEndAppliesNothingAndIsNumberedFromTheStart() async throws {
+        let (t, ids, text) = file(users: 3000)
+        let lines = text.split(separator: "\n").count
+        let path = daemon.dir + "/bad.jsonl"
+        try (text + "{\"kind\":\"user\",\"id\":\"nope\"}\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, out) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, "--chunk-bytes", "65536", path])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(out.contains("line \(lines + 1):"), out)
+        let c = daemon.client()
+        defer { c.close() }
+        let first = await exists(c, t, ids[0])
+        XCTAssertFalse(first, "a chunk of a failed import was applied")
+    }
+
+    func testADisconnectMidImportAppliesNothing() async throws {
+        let (t, ids, text) = file(users: 2000)
+        let bytes = Array(text.utf8)
+        let parts = AuthzClient.chunks(of: bytes, chunkBytes: 32 << 10)
+        XCTAssertGreaterThan(parts.count, 2)
+        let session = ID.random()
+        let first = daemon.client()
+        _ = try await first.call(.importChunk(session: session, jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true))
+        first.close()
+        try await Task.sleep(nanoseconds: 200_000_000)
+        let c = daemon.client()
+        defer { c.close() }
+        // The session died with its connection: continuing it elsewhere is refused, nothing applied.
+        do {
+            _ = try await c.call(.importChunk(session: session, jsonl: Array(bytes[parts[1].range]), firstLine: UInt64(parts[1].firstLine), more: false))
+            XCTFail("a discarded session was continued")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .failedPrecondition)
+        }
+        let applied = await exists(c, t, ids[0])
+        XCTAssertFalse(applied)
+        // The whole file, chunked, in one go.
+        let r = try await c.importChunked(bytes, chunkBytes: 32 << 10)
+        XCTAssertEqual(r.records, UInt64(ids.count + 1))
+        let all = await exists(c, t, ids.last!)
+        XCTAssertTrue(all)
+    }
+
+    func testChunkCommitReportsWhereToResume() async throws {
+        let (t, ids, text) = file(users: 1500)
+        var lines = text.split(separator: "\n").map(String.init)
+        let broken = lines.count - 10
+        let good = lines[broken]
+        lines[broken] = "{\"kind\":\"user\"}"
+        let path = daemon.dir + "/resume.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, out) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, "--chunk-bytes", "16384", "--chunk-commit", path])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(out.contains("line \(broken + 1):"), out)
+        guard let r = out.range(of: #"--skip-lines (\d+)"#, options: .regularExpression), let skip = Int(out[r].split(separator: " ").last!) else { return XCTFail(out) }
+        XCTAssertLessThanOrEqual(skip, broken)
+        lines[broken] = good
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let (again, out2) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, "--chunk-bytes", "16384", "--chunk-commit", "--skip-lines", "\(skip)", path])
+        XCTAssertEqual(again, 0, out2)
+        let c = daemon.client()
+        defer { c.close() }
+        for u in [ids[0], ids[broken - 1], ids.last!] {
+            let present = await exists(c, t, u)
+            XCTAssertTrue(present)
+        }
+    }
+
+    func testExportImportExportIsExactIncludingTimestamps() async throws {
+        let c = daemon.client()
+        defer { c.close() }
+        let t = ID.random(), u = ID.random(), r = ID.random()
+        try await c.write([.upsert(.tenant(Tenant(id: t, name: "rt"))), .upsert(.user(User(id: u, tenantId: t, email: "a@b.c")))])
+        try await Task.sleep(nanoseconds: 20_000_000)
+        try await c.write([.upsert(.role(Role(id: r, tenantId: t, name: "viewer", metadata: "{\"b\": [1, 2], \"a\": \"x\\ny\"}")))])
+        try await c.write([.upsert(.user(User(id: u, tenantId: t, email: "a@b.c", displayName: "later")))])  // updated_at moves
+        guard case .export(let first, _) = try await c.call(.export(tenantId: nil, includeSecrets: true)) else { return XCTFail() }
+        let fresh = try DaemonProcess(tcp: false)
+        defer { fresh.stop(); fresh.remove() }
+        let f = fresh.client()
+        defer { f.close() }
+        _ = try await f.importChunked(first, chunkBytes: 64)
+        guard case .export(let second, _) = try await f.call(.export(tenantId: nil, includeSecrets: true)) else { return XCTFail() }
+        func sorted(_ b: [UInt8]) -> [String] { String(decoding: b, as: UTF8.self).split(separator: "\n").map(String.init).sorted() }
+        XCTAssertEqual(sorted(first), sorted(second))
+        XCTAssertTrue(String(decoding: first, as: UTF8.self).contains("created_at"))
+    }
+
+    func testDataDirectoryParentsAreCreated() throws {
+        let root = temporaryDirectory("parents")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let d = try DaemonProcess(dir: root, tcp: false, extra: ["--data-dir", root + "/a/b/data"])
+        defer { d.stop() }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/a/b/data/data.mdb"))
+    }
+}
