@@ -16,7 +16,7 @@ struct Authzd: ParsableCommand {
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Keys.self, Migrate.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Migrate.self, ImportOffline.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -295,6 +295,60 @@ struct Migrate: ParsableCommand {
         o.keyRing = .loadIfPresent  // migrating seals nothing: never invent a key ring
         let store = try Store(directory: dataDir, options: o)
         print("{\"data_dir\":\"\(dataDir)\",\"format\":\(try store.format())}")
+    }
+}
+
+struct ImportOffline: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Load a JSON Lines file into a stopped daemon's data directory (first loads), atomically.",
+        discussion: """
+        The same rules as the Import call (every line checked, one atomic write, created_at and \
+        updated_at kept), without a socket, a frame limit or another writer: the data directory's \
+        lock keeps a running daemon out. Progress goes to stderr on a terminal.
+        """)
+
+    @Option(name: .long, help: "LMDB data directory (created, 0700, with missing parents).")
+    var dataDir = "./data"
+    @Option(name: .long, help: "Key ring for credential secrets (default DATA_DIR/keyring, created 0600 if missing, as by serve).")
+    var keyring: String?
+    @Flag(name: .long, help: "No progress on stderr.")
+    var quiet = false
+    @Argument(help: "The JSON Lines file.")
+    var file: String
+
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            FileHandle.standardError.write(Data("error: cannot read \(file)\n".utf8))
+            throw ExitCode(2)
+        }
+        var o = EngineOptions()
+        o.store.keyRingPath = keyring
+        let started = Date()
+        let engine = try Engine(directory: dataDir, options: o)
+        let bytes = [UInt8](data)
+        var staging = ImportStaging(onlyTenant: nil)
+        let progress = !quiet && isatty(2) != 0
+        do {
+            for part in AuthzClient.chunks(of: bytes, chunkBytes: 8 << 20) {
+                try engine.stage(Array(bytes[part.range]), into: &staging)
+                if progress {
+                    let secs = max(0.001, Date().timeIntervalSince(started))
+                    let done = Double(part.range.upperBound) / Double(max(1, bytes.count))
+                    FileHandle.standardError.write(Data(String(format: "\rchecked %d records, %.0f%% of the file, %.0f records/s, ETA %.0f s   ",
+                                                               staging.records, done * 100, Double(staging.records) / secs, secs / max(done, 0.001) - secs).utf8))
+                }
+            }
+            if progress { FileHandle.standardError.write(Data("\rwriting \(staging.records) records in one transaction…                    ".utf8)) }
+            let r = try engine.commit(staging)
+            let secs = Date().timeIntervalSince(started)
+            if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+            print(String(format: "{\"records\":%d,\"revision\":%llu,\"seconds\":%.3f,\"records_per_second\":%.0f}", r.records, r.revision, secs, Double(r.records) / secs))
+        } catch let e as AuthzError {
+            if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+            FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\nnothing was written; fix the line and run the import again\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }
 

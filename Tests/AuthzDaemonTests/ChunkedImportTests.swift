@@ -144,4 +144,25 @@ final class ChunkedImportTests: XCTestCase {
         defer { d.stop() }
         XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/a/b/data/data.mdb"))
     }
+
+    func testOfflineImportLoadsAStoppedDataDirectoryAndRefusesALiveOne() async throws {
+        let (t, ids, text) = file(users: 2000)
+        let path = daemon.dir + "/offline.jsonl"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let authzd = productsDirectory().appendingPathComponent("authzd").path
+        // The running daemon's directory is locked.
+        let (busy, busyOut) = try runProcess(authzd, ["import", "--data-dir", daemon.dir + "/data", path])
+        XCTAssertNotEqual(busy, 0, busyOut)
+        let root = temporaryDirectory("offline")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (status, out) = try runProcess(authzd, ["import", "--data-dir", root + "/data", "--quiet", path], mergeStderr: false)
+        XCTAssertEqual(status, 0, out)
+        XCTAssertTrue(out.contains("\"records\":2001"), out)
+        let d = try DaemonProcess(dir: root, tcp: false)
+        defer { d.stop() }
+        let c = d.client()
+        defer { c.close() }
+        let present = await exists(c, t, ids.last!)
+        XCTAssertTrue(present)
+    }
 }
