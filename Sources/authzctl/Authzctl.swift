@@ -236,6 +236,7 @@ struct Import: AsyncParsableCommand {
     @Option(name: .long, help: "Bytes per chunk (default 4 MiB; the daemon's frame limit is 16 MiB).") var chunkBytes = 4 << 20
     @Flag(name: .long, help: "Commit each chunk on its own (not atomic as a whole).") var chunkCommit = false
     @Option(name: .long, help: "Skip this many lines first (to resume a --chunk-commit import).") var skipLines = 0
+    @Flag(name: .long, help: "No progress on stderr (it is shown only on a terminal anyway).") var quiet = false
     @Argument var file: String
 
     func run() async throws {
@@ -246,14 +247,24 @@ struct Import: AsyncParsableCommand {
             while i < bytes.count, skipped < skipLines { if bytes[i] == 0x0A { skipped += 1 }; i += 1 }
             bytes.removeFirst(i)
         }
+        let total = bytes.count, started = Date()
+        let showProgress = !quiet && isatty(2) != 0
+        func progress(_ sent: Int) {
+            guard showProgress else { return }
+            let secs = max(0.001, Date().timeIntervalSince(started)), done = Double(sent) / Double(max(1, total))
+            FileHandle.standardError.write(Data(String(format: "\rsent %.1f of %.1f MB (%.0f%%), %.1f MB/s, ETA %.0f s   ", Double(sent) / 1e6, Double(total) / 1e6,
+                                                       done * 100, Double(sent) / 1e6 / secs, secs / max(done, 0.001) - secs).utf8))
+        }
+        defer { if showProgress { FileHandle.standardError.write(Data("\n".utf8)) } }
         let reply: (UInt64, UInt64) = try await withClient(conn) { client in
-            if !chunkCommit { return try await client.importChunked(bytes, chunkBytes: chunkBytes) }
-            var total: UInt64 = 0, revision: UInt64 = 0
+            if !chunkCommit { return try await client.importChunked(bytes, chunkBytes: chunkBytes, progress: progress) }
+            var records: UInt64 = 0, revision: UInt64 = 0
             for part in AuthzClient.chunks(of: bytes, chunkBytes: chunkBytes) {
                 do {
                     guard case .importResult(let rev, let n) = try await client.call(.importJSONL(Array(bytes[part.range])), timeout: .seconds(600)) else { throw ExitCode(2) }
-                    total += n
+                    records += n
                     revision = rev
+                    progress(part.range.upperBound)
                 } catch var e as AuthzError {
                     let committed = skipLines + part.firstLine - 1
                     // The daemon numbers lines within the chunk: count them from the file's start.
@@ -265,7 +276,7 @@ struct Import: AsyncParsableCommand {
                     throw e
                 }
             }
-            return (revision, total)
+            return (revision, records)
         }
         print("{\"records\":\(reply.1),\"revision\":\(reply.0)}")
     }
