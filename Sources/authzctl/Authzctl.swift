@@ -154,7 +154,13 @@ struct Check: AsyncParsableCommand {
             try await $0.check(tenant: try parseID(args[0], "TENANT_ID"), user: try parseID(args[1], "USER_ID"), permission: args[2],
                                scope: try parseScope(args[3]), minRevision: minRevision)
         }
-        print(decisionLine(d))
+        if isatty(1) != 0 {
+            // A person at a terminal gets a sentence; scripts and pipes keep the JSON line.
+            let reason = String(describing: d.reason).replacingOccurrences(of: "([a-z])([A-Z])", with: "$1 $2", options: .regularExpression).lowercased()
+            print("\(d.allowed ? "ALLOW" : "DENY"): \(args[2]) at scope \(args[3]) (\(reason), revision \(d.revision))")
+        } else {
+            print(decisionLine(d))
+        }
         if !d.allowed { throw ExitCode(1) }
     }
 }
