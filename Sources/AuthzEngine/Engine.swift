@@ -23,6 +23,30 @@ public struct ImportStaging: Sendable {
     public init(onlyTenant: ID?) { self.onlyTenant = onlyTenant }
 }
 
+/// A paged export in progress (`Engine.openExport`): a held snapshot and a position in it.
+/// Close it (`close()`) when abandoning it before `done`.
+public final class ExportCursor: @unchecked Sendable {
+    let snapshot: StoreSnapshot
+    let tenants: [ID]
+    let includeSecrets: Bool
+    /// The revision every page is read at.
+    public let revision: UInt64
+    var index = 0
+    var after: [UInt8]?
+    /// Every record has been returned (the snapshot is closed).
+    public internal(set) var done = false
+
+    init(snapshot: StoreSnapshot, tenants: [ID], includeSecrets: Bool, revision: UInt64) {
+        self.snapshot = snapshot
+        self.tenants = tenants
+        self.includeSecrets = includeSecrets
+        self.revision = revision
+    }
+
+    /// Releases the snapshot.
+    public func close() { snapshot.close() }
+}
+
 /// Options of an `Engine`.
 public struct EngineOptions: Sendable {
     public var store = StoreOptions()
@@ -63,7 +87,10 @@ public final class Engine: @unchecked Sendable {
     public let limits: TenantLimits
     /// Callbacks waiting for the next published revision.
     private let waiters = NSLock()
-    private var revisionWaiters: [() -> Void] = []
+    private var revisionWaiters: [UInt64: () -> Void] = [:]
+    private var nextWaiter: UInt64 = 0
+    /// Most callbacks waiting for a revision at once; more are refused (the caller answers).
+    public static let maxRevisionWaiters = 65_536
 
     /// Opens the store in `directory` and compiles every tenant's index from it.
     /// Throws what `Store.init` throws.
@@ -430,17 +457,35 @@ public final class Engine: @unchecked Sendable {
         version.wrappingIncrement(ordering: .releasing)
         waiters.lock()
         let woken = revisionWaiters
-        revisionWaiters = []
+        revisionWaiters = [:]
         waiters.unlock()
-        for w in woken { w() }
+        for w in woken.values { w() }
     }
 
     /// Calls `body` once, on the writer's thread, right after the next revision is published
     /// (so a check waiting for a `min_revision` is re-run when it may succeed, never polled).
-    /// `body` must be quick and must not write; hop to your own thread in it.
-    public func whenRevisionAdvances(_ body: @escaping () -> Void) {
+    /// `body` must be quick and must not write; hop to your own thread in it. Returns a token
+    /// for `cancelRevisionWait`, or nil when `maxRevisionWaiters` are already waiting.
+    public func whenRevisionAdvances(_ body: @escaping () -> Void) -> UInt64? {
         waiters.lock()
-        revisionWaiters.append(body)
+        defer { waiters.unlock() }
+        if revisionWaiters.count >= Engine.maxRevisionWaiters { return nil }
+        nextWaiter &+= 1
+        revisionWaiters[nextWaiter] = body
+        return nextWaiter
+    }
+
+    /// Callbacks currently waiting for a revision (for tests and metrics).
+    public var pendingRevisionWaiters: Int {
+        waiters.lock()
+        defer { waiters.unlock() }
+        return revisionWaiters.count
+    }
+
+    /// Forgets a waiter registered by `whenRevisionAdvances` (its request was answered).
+    public func cancelRevisionWait(_ token: UInt64) {
+        waiters.lock()
+        revisionWaiters.removeValue(forKey: token)
         waiters.unlock()
     }
 
@@ -588,6 +633,54 @@ public final class Engine: @unchecked Sendable {
             }
             return (out, try r.revision())
         }
+    }
+
+    /// Starts a paged export: one LMDB snapshot held until the cursor is closed, so every page
+    /// comes from the same revision. NOT_FOUND for an unknown tenant.
+    public func openExport(tenant: ID?, includeSecrets: Bool) throws -> ExportCursor {
+        let snapshot = try store.openSnapshot()
+        do {
+            let (tenants, revision) = try snapshot.read { r -> ([ID], UInt64) in
+                let list = try tenant.map { [$0] } ?? r.tenantIDs()
+                for t in list where try r.entity(.tenant, tenant: t, id: t) == nil {
+                    throw AuthzError.notFound("tenant \(t) does not exist", field: "tenant_id")
+                }
+                return (list, try r.revision())
+            }
+            return ExportCursor(snapshot: snapshot, tenants: tenants, includeSecrets: includeSecrets, revision: revision)
+        } catch {
+            snapshot.close()
+            throw error
+        }
+    }
+
+    /// The next at most `records` lines of a paged export (tenant records first within each
+    /// tenant, as `exportJSONL`); sets `cursor.done` after the last. Memory: one page.
+    public func nextPage(_ cursor: ExportCursor, records: Int) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var n = 0
+        try cursor.snapshot.read { r in
+            while cursor.index < cursor.tenants.count && n < records {
+                var finished = true
+                try r.forEachRecord(tenant: cursor.tenants[cursor.index], after: cursor.after) { key, e in
+                    if n == records { finished = false; return false }
+                    out.append(contentsOf: BulkFormat.encode(e, includeSecrets: cursor.includeSecrets).utf8)
+                    out.append(0x0A)
+                    n += 1
+                    cursor.after = key
+                    return true
+                }
+                if finished {
+                    cursor.index += 1
+                    cursor.after = nil
+                }
+            }
+        }
+        if cursor.index >= cursor.tenants.count {
+            cursor.done = true
+            cursor.snapshot.close()
+        }
+        return out
     }
 
     /// Figures for ServerInfo and metrics.

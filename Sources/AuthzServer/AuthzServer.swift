@@ -67,7 +67,7 @@ public final class AuthzServer: @unchecked Sendable {
             MetricsSystem.bootstrap(factory)
             registry = r
         }
-        planDescriptors()
+        try planDescriptors()
         let started = NIODeadline.now()
         let engine = try Engine(directory: config.dataDir, options: options)
         let tenants = engine.snapshot.allTenants
@@ -167,7 +167,8 @@ public final class AuthzServer: @unchecked Sendable {
     /// Raises the soft descriptor limit to the hard one and makes room, within it, for every
     /// listener's connections plus `reservedFileDescriptors`; when they do not fit, the TCP
     /// limit gives way (logged), never the Unix socket's.
-    private func planDescriptors() {
+    private func planDescriptors() throws {
+        effectiveMaxConnections = config.maxConnections
         var rl = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return }
         if rl.rlim_cur < rl.rlim_max {
@@ -175,10 +176,16 @@ public final class AuthzServer: @unchecked Sendable {
             raised.rlim_cur = rl.rlim_max
             if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { rl = raised }
         }
+        guard config.address != nil else { return }
         let available = Int(min(rl.rlim_cur, rlim_t(Int32.max)))
-        let others = config.maxUnixConnections + (config.metricsAddress == nil ? 0 : config.maxMetricsConnections) + config.reservedFileDescriptors
-        let tcp = max(0, available - others)
-        if config.address != nil && tcp < config.maxConnections {
+        // Room only for the listeners this daemon actually has.
+        let others = (config.socketPath == nil ? 0 : config.maxUnixConnections)
+            + (config.metricsAddress == nil ? 0 : config.maxMetricsConnections) + config.reservedFileDescriptors
+        let tcp = available - others
+        if tcp < 1 {
+            throw ConfigError("the descriptor limit (\(available)) leaves no room for TCP connections beside max-unix-connections, max-metrics-connections and reserved-fds (\(others)): raise `ulimit -n` or lower those settings")
+        }
+        if tcp < config.maxConnections {
             logger.warning("lowering max-connections to fit the descriptor limit", metadata: [
                 "limit.nofile": "\(available)", "max_connections": "\(tcp)", "max_connections.configured": "\(config.maxConnections)",
             ])

@@ -71,7 +71,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var keyExpiry: Int64 = 0
     private var closed = false
     /// Chunked imports this connection has started and not finished.
-    private var importSessions: Set<ID> = []
+    private var importSessions: [ID: Principal] = [:]
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
     private var authenticated = false
     private var authTimer: Scheduled<Void>?
@@ -94,13 +94,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             principal = .superuser
             trust(full: true)
         } else {
-            if config.authTimeoutSeconds > 0 {
-                authTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(config.authTimeoutSeconds))) { [weak self] in
-                    guard let self, !self.authenticated else { return }
-                    self.logger.info("closing connection: no authentication within auth-timeout")
-                    context.close(promise: nil)
-                }
-            }
+            armAuthTimer(context: context)
             if isUnix {
                 peerUID(context.channel).whenSuccess { uid in
                     guard let uid else { return }
@@ -115,6 +109,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
         }
         context.fireChannelActive()
+    }
+
+    /// Closes the connection unless it authenticates within `authTimeoutSeconds` (0: never).
+    private func armAuthTimer(context: ChannelHandlerContext) {
+        authTimer?.cancel()
+        authTimer = nil
+        let seconds = dispatcher.config.authTimeoutSeconds
+        guard seconds > 0 else { return }
+        authTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [weak self] in
+            guard let self, !self.authenticated else { return }
+            self.logger.info("closing connection: no authentication within auth-timeout")
+            context.close(promise: nil)
+        }
     }
 
     /// Marks the connection authenticated; `full` (Hello or a trusted peer) also lifts the frame
@@ -133,7 +140,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         frameTimer?.cancel()
         frameTimer = nil
         // A chunked import dies with its connection: nothing of it was applied.
-        for session in importSessions { dispatcher.dropImport(session) }
+        for (session, owner) in importSessions { dispatcher.dropImport(session, owner: owner) }
         importSessions.removeAll()
         context.fireChannelInactive()
     }
@@ -141,15 +148,27 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var input = unwrapInboundIn(data)
+        let input = unwrapInboundIn(data)
         if var pending = cumulation {
             cumulation = nil
             pending.writeImmutableBuffer(input)
-            input = pending
+            cumulation = pending
+        } else {
+            cumulation = input
         }
+        drain(context: context)
+    }
+
+    /// Answers the complete frames buffered, until `maxInFlight` requests are pending (the rest
+    /// waits in the buffer and is resumed as requests complete). A partial frame left over must
+    /// complete within frame-timeout of its first byte, counted only while the daemon reads.
+    private func drain(context: ChannelHandlerContext) {
+        guard var input = cumulation else { return }
+        cumulation = nil
         refreshFastPath()
         var completed = 0
-        while !closed, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
+        let maxInFlight = dispatcher.config.maxInFlight
+        while !closed, inFlight < maxInFlight, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
             if Int(length) > frameLimit { return frameTooLarge(context: context, length: length) }
             guard input.readableBytes >= 4 + Int(length) else { break }
             input.moveReaderIndex(forwardBy: 4)
@@ -157,16 +176,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
             completed += 1
             let answered = fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
             if !answered {
+                let before = principal
                 input.withUnsafeReadableBytes { raw in general(context: context, frame: UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+                // A Hello (or a revocation) changed who this connection is: decide again.
+                if principal != before { keyEpoch = .max; refreshFastPath() }
             }
             input.moveReaderIndex(forwardBy: n)
         }
         if closed { return }
         if input.readableBytes > 0 {
-            // Part of a frame: it must complete within frame-timeout of its first byte.
-            if completed > 0 || frameTimer == nil { armFrameTimer(context: context) }
             input.discardReadBytes()
             cumulation = input
+            let partial = input.readableBytes < 4 || input.readableBytes < 4 + Int(input.getInteger(at: input.readerIndex, as: UInt32.self) ?? 0)
+            if partial && !readPending && (completed > 0 || frameTimer == nil) { armFrameTimer(context: context) }
         } else if frameTimer != nil {
             frameTimer?.cancel()
             frameTimer = nil
@@ -338,7 +360,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
             case .failure(let e): return authenticationFailed(context: context, id: request.requestId, error: e)
             }
         } else if request.apiKey == nil, case .key(let keyId, _, _) = principal, let e = dispatcher.keys.stillValid(keyId) {
+            // The connection's key was revoked or expired: back to the pre-authentication state
+            // (small frames, the auth timeout), as if it had never said Hello.
             self.principal = .unauthenticated
+            authenticated = false
+            frameLimit = dispatcher.config.preAuthMaxFrameSize
+            armAuthTimer(context: context)
             return respond(context: context, id: request.requestId, result: .failure(e), flush: false)
         }
         guard case .success(let call) = request.call else {
@@ -355,6 +382,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             switch dispatcher.keys.authenticate(presented) {
             case .success(let k):
                 self.principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
+                keyEpoch = .max
                 trust(full: true)
                 return respond(context: context, id: request.requestId, result: .success(.hello(role: k.role, tenantId: k.tenantId, keyId: k.id)), flush: false)
             case .failure(let e):
@@ -365,7 +393,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
         }
         if case .importChunk(let session, _, _, let more) = call {
-            if more { importSessions.insert(session) } else { importSessions.remove(session) }
+            if more { importSessions[session] = principal } else { importSessions.removeValue(forKey: session) }
         }
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
         let lane = Dispatcher.lane(call)
@@ -396,6 +424,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 guard run, NIODeadline.now() <= deadline else {
                     return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run; nothing was applied"))
                 }
+                // A key revoked while the call waited does not get to run it.
+                if case .key(let id, _, _) = principal, let e = dispatcher.keys.stillValid(id) { return .failure(e) }
                 return dispatcher.execute(call, principal: principal)
             }
             var answered = false
@@ -471,22 +501,28 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, until: NIODeadline) {
         inFlight += 1
         let loop = context.eventLoop
+        let engine = dispatcher.engine
         var settled = false
         var timeout: Scheduled<Void>?
+        var waiter: UInt64?
         func finish(_ result: Result<Reply, AuthzError>) {
             guard !settled else { return }
             settled = true
             timeout?.cancel()
+            if let w = waiter { engine.cancelRevisionWait(w) }
+            waiter = nil
             inFlight -= 1
             respond(context: context, id: id, result: result, flush: true)
             afterCompletion(context: context)
         }
-        // Registered before each try, so a revision published in between still wakes us.
+        // Registered before each try, so a revision published in between still wakes us; the
+        // previous registration is withdrawn, and the last one when the request is answered.
         func attempt() {
             guard !settled else { return }
-            dispatcher.engine.whenRevisionAdvances { loop.execute { attempt() } }
+            if let w = waiter { engine.cancelRevisionWait(w) }
+            waiter = engine.whenRevisionAdvances { loop.execute { attempt() } }
             let result = dispatcher.execute(call, principal: principal)
-            if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until { return }
+            if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until, waiter != nil { return }
             finish(result)
         }
         timeout = loop.scheduleTask(deadline: until) { finish(self.dispatcher.execute(call, principal: principal)) }
@@ -520,6 +556,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        if inFlight < dispatcher.config.maxInFlight, cumulation != nil {
+            drain(context: context)
+            if needsFlush { flushOut(context: context) }
+        }
         if readPending && inFlight < dispatcher.config.maxInFlight && context.channel.isWritable {
             readPending = false
             context.read()
@@ -534,9 +574,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) {
         if draining { return }
         if inFlight >= dispatcher.config.maxInFlight || !context.channel.isWritable {
+            // Not reading is the daemon's choice: a half-received frame is not the client's fault.
             readPending = true
+            frameTimer?.cancel()
+            frameTimer = nil
             return
         }
+        if cumulation != nil && frameTimer == nil { armFrameTimer(context: context) }
         context.read()
     }
 

@@ -85,8 +85,12 @@ public final class Dispatcher: @unchecked Sendable {
     /// At most this many chunked imports at once, each of at most `maxImportBytes`.
     static let maxImports = 4
 
-    /// Forgets a chunked import (its connection closed, or a chunk failed).
-    func dropImport(_ session: ID) { imports.withLockedValue { _ = $0.removeValue(forKey: session) } }
+    /// Forgets a chunked import (its connection closed, or a chunk failed) if `owner` started it.
+    func dropImport(_ session: ID, owner: Principal) {
+        imports.withLockedValue { table in
+            if table[session]?.owner == owner { table.removeValue(forKey: session) }
+        }
+    }
 
     /// Stages one chunk (parsed and checked, nothing written) or, for the last, applies the whole
     /// import atomically. The session belongs to the principal that started it; a session idle
@@ -109,6 +113,10 @@ public final class Dispatcher: @unchecked Sendable {
             guard firstLine <= 1 else {
                 throw AuthzError(.failedPrecondition, "import.session \(session) is not in progress (discarded after a failed chunk, a disconnect or import-idle-timeout); nothing of it was applied: start the import again", field: "import.session")
             }
+            // One chunked import per caller, and a few in all: one tenant cannot hold them all.
+            if table.values.contains(where: { $0.owner == principal }) {
+                throw AuthzError(.resourceExhausted, "this caller already has a chunked import in progress; finish it or let it time out (import-idle-timeout) first", field: "import.session")
+            }
             guard table.count < Dispatcher.maxImports else {
                 throw AuthzError(.resourceExhausted, "\(Dispatcher.maxImports) chunked imports are already in progress; retry when one finishes", field: "import.session")
             }
@@ -118,16 +126,25 @@ public final class Dispatcher: @unchecked Sendable {
             return e
         }
         defer { imports.withLockedValue { _ in entry.busy = false; entry.lastChunk = .now() } }
-        entry.bytes += bytes.count
-        if entry.bytes > config.maxImportBytes {
-            dropImport(session)
-            throw AuthzError(.resourceExhausted, "import.session \(session) passed max-import-bytes (\(config.maxImportBytes)); nothing was applied (split it with authzctl import --chunk-commit)", field: "import.jsonl")
+        // The budget is for all staged imports together: staging holds parsed records in memory.
+        let staged = imports.withLockedValue { table -> Int in
+            entry.bytes += bytes.count
+            return table.values.reduce(0) { $0 + $1.bytes }
         }
-        try engine.stage(bytes, into: &entry.staging)
-        if more { return .importResult(revision: 0, records: UInt64(entry.staging.records)) }
-        dropImport(session)
-        let r = try engine.commit(entry.staging)
-        return .importResult(revision: r.revision, records: UInt64(r.records))
+        do {
+            if staged > config.maxImportBytes {
+                throw AuthzError(.resourceExhausted, "chunked imports in progress would stage more than max-import-bytes (\(config.maxImportBytes)); this one is discarded, nothing of it was applied (retry later, or use authzctl import --chunk-commit)", field: "import.jsonl")
+            }
+            try engine.stage(bytes, into: &entry.staging)
+            if more { return .importResult(revision: 0, records: UInt64(entry.staging.records)) }
+            dropImport(session, owner: principal)
+            let r = try engine.commit(entry.staging)
+            return .importResult(revision: r.revision, records: UInt64(r.records))
+        } catch {
+            // The owner's chunk failed: the whole import is void.
+            dropImport(session, owner: principal)
+            throw error
+        }
     }
 
     /// Runs `call` synchronously on the calling thread. Errors other than `AuthzError` become
@@ -142,7 +159,6 @@ public final class Dispatcher: @unchecked Sendable {
         } catch let e as AuthzError {
             if e.code == .resourceExhausted, case .write = call { storageFailure.withLockedValue { $0 = e.message } }
             if e.code == .resourceExhausted, case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
-            if case .importChunk(let session, _, _, _) = call { dropImport(session) }
             if e.code == .internal {
                 logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
                 return .failure(AuthzError(.internal, "internal error; see the daemon's log"))

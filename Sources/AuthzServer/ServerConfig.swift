@@ -48,8 +48,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var writeBufferHighWater = 1 << 20
     /// A chunked import with no chunk for this many seconds is discarded.
     public var importIdleTimeoutSeconds = 60
-    /// Most bytes of JSON Lines one chunked import may stage (held in memory until its last chunk).
-    public var maxImportBytes = 1 << 30
+    /// Most bytes of JSON Lines all chunked imports together may stage (held in memory, parsed,
+    /// until their last chunk: plan about 9× this in RAM).
+    public var maxImportBytes = 256 << 20
     /// Per-tenant size and inheritance-depth limits.
     public var tenantLimits = TenantLimits()
     /// A connection idle this long (no bytes read, nothing in flight) is closed. 0 = never.

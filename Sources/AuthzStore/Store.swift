@@ -64,6 +64,61 @@ public struct StoreCounts: Sendable, Equatable {
     public var byKind: [EntityKind: Int] = [:]
 }
 
+/// A read transaction kept open across calls (see `Store.openSnapshot`). Thread-safe: uses are
+/// serialised; the environment is opened `MDB_NOTLS`, so successive uses may come from
+/// different threads. Closed by `close()`, by `deinit`, or by the store when its map grows.
+public final class StoreSnapshot: @unchecked Sendable {
+    let store: Store
+    private var txn: LMDBTransaction?
+    private var lock = pthread_mutex_t()
+
+    init(store: Store, txn: LMDBTransaction) {
+        self.store = store
+        self.txn = txn
+        pthread_mutex_init(&lock, nil)
+    }
+
+    deinit {
+        txn?.abort()
+        pthread_mutex_destroy(&lock)
+    }
+
+    func withTransaction<T>(_ body: (LMDBTransaction?) throws -> T) rethrows -> T {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return try body(txn)
+    }
+
+    /// Aborts the transaction; later reads are ABORTED.
+    func invalidate() {
+        pthread_mutex_lock(&lock)
+        txn?.abort()
+        txn = nil
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Reads at the snapshot. ABORTED once the snapshot is closed.
+    public func read<T>(_ body: (StoreReader) throws -> T) throws -> T { try store.read(self, body) }
+
+    /// Ends the snapshot (its reader slot and pinned pages are released).
+    public func close() {
+        invalidate()
+        store.snapshots.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
+    }
+}
+
+/// The store's registry of open snapshots.
+final class LockedSnapshots: @unchecked Sendable {
+    private var open: [ObjectIdentifier: StoreSnapshot] = [:]
+    private var lock = pthread_mutex_t()
+    init() { pthread_mutex_init(&lock, nil) }
+    func withLock<T>(_ body: (inout [ObjectIdentifier: StoreSnapshot]) throws -> T) rethrows -> T {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return try body(&open)
+    }
+}
+
 /// The result of an acknowledged write.
 public struct WriteOutcome: Sendable {
     /// The revision the batch created.
@@ -235,6 +290,38 @@ public final class Store: @unchecked Sendable {
 
     /// Runs `body` in a read transaction: a consistent snapshot of the whole store. The reader
     /// must not escape `body`. Throws UNAVAILABLE when LMDB's reader slots are exhausted.
+    /// Open snapshots (paged exports), closed when the map must grow.
+    let snapshots = LockedSnapshots()
+
+    /// Opens a read snapshot that stays consistent across calls until `StoreSnapshot.close()`
+    /// (one LMDB read transaction, held; it pins the pages it sees and takes a reader slot, so
+    /// callers bound how many are open and for how long). UNAVAILABLE when reader slots are out.
+    public func openSnapshot() throws -> StoreSnapshot {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        let txn: LMDBTransaction
+        do {
+            txn = try LMDBTransaction(env: env, readOnly: true)
+        } catch let e as LMDBError {
+            if e == .readersFull { throw AuthzError(.unavailable, "all \(options.maxReaders) LMDB reader slots are in use; retry") }
+            throw AuthzError.internalError("mdb_txn_begin: \(e)")
+        }
+        let s = StoreSnapshot(store: self, txn: txn)
+        snapshots.withLock { $0[ObjectIdentifier(s)] = s }
+        return s
+    }
+
+    /// Runs `body` on `snapshot`'s transaction (never concurrently with a map resize).
+    /// ABORTED when the snapshot was closed because the map grew.
+    func read<T>(_ snapshot: StoreSnapshot, _ body: (StoreReader) throws -> T) throws -> T {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        return try snapshot.withTransaction { txn in
+            guard let txn else { throw AuthzError(.aborted, "the snapshot was closed (the store grew or it was closed); start again") }
+            return try mapped { try body(StoreReader(store: self, txn: txn)) }
+        }
+    }
+
     public func read<T>(_ body: (StoreReader) throws -> T) throws -> T {
         pthread_rwlock_rdlock(&resizeLock)
         defer { pthread_rwlock_unlock(&resizeLock) }
@@ -339,6 +426,11 @@ public final class Store: @unchecked Sendable {
     private func grow() throws {
         pthread_rwlock_wrlock(&resizeLock)
         defer { pthread_rwlock_unlock(&resizeLock) }
+        // mdb_env_set_mapsize needs no transaction open in this process: close the snapshots.
+        snapshots.withLock { open in
+            for s in open.values { s.invalidate() }
+            open.removeAll()
+        }
         let next = min(env.mapSize * 2, options.maxMapSize)
         if next <= env.mapSize {
             throw AuthzError(.resourceExhausted, "the store is full: map size \(env.mapSize) bytes is at its ceiling (max_map_size)")
@@ -849,6 +941,27 @@ public final class StoreReader {
     }
 
     /// Visits every record of `tenant` (the tenant record first, then by kind and id).
+    /// Visits `tenant`'s records in key order starting after the record key `after` (nil: from
+    /// the first), until `body` returns false. `body` gets each record's key (an opaque resume
+    /// point) and the record.
+    public func forEachRecord(tenant: ID, after: [UInt8]?, _ body: ([UInt8], Entity) throws -> Bool) throws {
+        var prefix: [UInt8] = []
+        appendID(tenant, to: &prefix)
+        var skipFirst = false
+        var from: [UInt8]? = nil
+        if let after, after.count > prefix.count, Array(after.prefix(prefix.count)) == prefix {
+            from = after
+            skipFirst = true
+        }
+        try txn.scan(store.records, prefix: prefix, from: from) { key, value in
+            if skipFirst {
+                skipFirst = false
+                if Array(key) == from! { return true }
+            }
+            return try body(Array(key), try RecordCodec.decode(value, sealer: store.sealer))
+        }
+    }
+
     public func forEachRecord(tenant: ID, _ body: (Entity) throws -> Void) throws {
         var prefix: [UInt8] = []
         appendID(tenant, to: &prefix)

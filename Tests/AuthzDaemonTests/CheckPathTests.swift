@@ -171,4 +171,64 @@ final class CheckPathTests: XCTestCase {
         XCTAssertEqual(e.code, .resourceExhausted)
         XCTAssertFalse(ch.isActive)
     }
+
+    // MARK: review findings
+
+    func request(_ id: UInt64, _ call: Call) -> [UInt8] { frame(WireCodec.encodeRequest(WireRequest(requestId: id, call: .success(call)))) }
+
+    func testAnsweredRevisionWaitsLeaveNoWaiterBehind() throws {
+        let ch = try channel()
+        let far = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: 1 << 60)
+        var bytes: [UInt8] = []
+        for i in 1...50 { bytes += request(UInt64(i), .check(far)) }
+        try ch.writeInbound(ByteBuffer(bytes: bytes))
+        XCTAssertEqual(engine.pendingRevisionWaiters, 50)
+        ch.embeddedEventLoop.advanceTime(to: .now() + .seconds(5))
+        let got = try answers(ch)
+        XCTAssertEqual(got.count, 50)
+        for r in got { XCTAssertEqual(failure(r)?.code, .unavailable) }
+        XCTAssertEqual(engine.pendingRevisionWaiters, 0, "answered waits must withdraw their waiters")
+    }
+
+    func testAHelloInTheMiddleOfAReadChangesWhoTheNextChecksAreFor() throws {
+        var config = ServerConfig()
+        config.authTimeoutSeconds = 0
+        let d = try Dispatcher(engine: engine, config: config, logger: Logger(label: "test"))
+        defer { d.shutdown() }
+        let other = ID.random()
+        try engine.write([.upsert(.tenant(Tenant(id: other, name: "other")))])
+        let (_, keyA) = try d.keys.create(tenant: t, role: .checker, name: "a", expiresAt: 0, creator: .superuser)
+        let (_, keyB) = try d.keys.create(tenant: other, role: .checker, name: "b", expiresAt: 0, creator: .superuser)
+        let ch = EmbeddedChannel(handler: ConnectionHandler(dispatcher: d, logger: Logger(label: "test"), isUnix: false))
+        try ch.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let check = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: 0)
+        // Hello(A) in one read (the in-place path is then on for tenant t), then in one read:
+        // a check, Hello(B) of another tenant, the same check.
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .hello(apiKey: keyA, protocolVersion: 1))))
+        try ch.writeInbound(ByteBuffer(bytes: request(2, .check(check)) + request(3, .hello(apiKey: keyB, protocolVersion: 1)) + request(4, .check(check))))
+        let got = Dictionary(uniqueKeysWithValues: try answers(ch).map { ($0.requestId, $0) })
+        guard case .success(.check(let d2))? = got[2]?.result else { return XCTFail("\(String(describing: got[2]))") }
+        XCTAssertEqual(d2.reason, .granted)
+        XCTAssertEqual(got[4].flatMap(failure)?.code, .permissionDenied, "a check after Hello(B) was answered as key A")
+    }
+
+    func testARevokedKeysConnectionFallsBackToThePreAuthenticationLimits() throws {
+        var config = ServerConfig()
+        config.authTimeoutSeconds = 0
+        let d = try Dispatcher(engine: engine, config: config, logger: Logger(label: "test"))
+        defer { d.shutdown() }
+        let (k, key) = try d.keys.create(tenant: t, role: .checker, name: "a", expiresAt: 0, creator: .superuser)
+        let ch = EmbeddedChannel(handler: ConnectionHandler(dispatcher: d, logger: Logger(label: "test"), isUnix: false))
+        try ch.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let check = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: 0)
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .hello(apiKey: key, protocolVersion: 1)) + request(2, .check(check))))
+        XCTAssertEqual(try answers(ch).count, 2)
+        _ = try d.keys.revoke(k.id, expiresAt: 0)
+        try ch.writeInbound(ByteBuffer(bytes: request(3, .check(check))))
+        XCTAssertEqual(try answers(ch).first.flatMap(failure)?.code, .unauthenticated)
+        // Back to small frames: a 1 MiB frame header is refused.
+        try ch.writeInbound(ByteBuffer(bytes: [0, 0x10, 0, 0]))
+        XCTAssertEqual(try answers(ch).first.flatMap(failure)?.code, .resourceExhausted)
+        XCTAssertFalse(ch.isActive)
+    }
 }
