@@ -155,6 +155,28 @@ public final class AuthzClient: @unchecked Sendable {
         return e
     }
 
+    /// Exports in pages of `pageSize` records, all read from one snapshot of the daemon (one
+    /// revision), handing each page to `page` as it arrives: memory is one page on both sides.
+    /// Returns the revision the export was read at.
+    @discardableResult
+    public func exportPaged(tenant: ID?, includeSecrets: Bool, pageSize: Int = 10_000, timeout: TimeAmount = .seconds(600),
+                            page: ([UInt8]) throws -> Void) async throws -> UInt64 {
+        var token = ""
+        while true {
+            let reply = try await call(.exportPage(tenantId: tenant, includeSecrets: includeSecrets, pageSize: pageSize, pageToken: token), timeout: timeout)
+            switch reply {
+            case .exportPage(let bytes, _, let next):
+                try page(bytes)
+                token = next
+            case .export(let bytes, let revision):
+                try page(bytes)
+                return revision
+            default:
+                throw AuthzError(.internal, "unexpected reply")
+            }
+        }
+    }
+
     /// Splits JSON Lines into chunks of at most `chunkBytes` that end at a line boundary (a
     /// single longer line is a chunk of its own). Returns each chunk's byte range and the number
     /// of its first line.

@@ -105,7 +105,7 @@ final class KeyTable: @unchecked Sendable {
         switch call {
         case .get(let ref, true) where ref.kind == .platformCredential: field = "get.include_secrets"
         case .list(.platformCredential, _, _, _, true): field = "list.include_secrets"
-        case .export(_, true): field = "export.include_secrets"
+        case .export(_, true), .exportPage(_, true, _, _): field = "export.include_secrets"
         default: return nil
         }
         guard case .key(let id, _, _) = principal else { return nil }
@@ -225,7 +225,7 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
         case .list(let kind, let t, _, _, _):
             if kind == .tenant { return denied("list tenants") }
             return sameTenant(t, "list.tenant_id")
-        case .export(let t, _): return t.map { sameTenant($0, "export.tenant_id") } ?? nil
+        case .export(let t, _), .exportPage(let t, _, _, _): return t.map { sameTenant($0, "export.tenant_id") } ?? nil
         case .importJSONL, .importChunk: return nil  // each line's tenant is checked after parsing (Dispatcher)
         default: return denied("call \(call.name)")
         }

@@ -47,6 +47,7 @@ public final class Dispatcher: @unchecked Sendable {
     func shutdown() {
         try? readers.syncShutdownGracefully()
         try? writer.syncShutdownGracefully()
+        closeExports()
         decisionLog?.close()
     }
 
@@ -60,9 +61,99 @@ public final class Dispatcher: @unchecked Sendable {
     static func lane(_ call: Call) -> Lane {
         switch call {
         case .check, .batchCheck, .listUserPermissions, .serverInfo, .health, .hello, .listKeys: return .inline
-        case .explain, .get, .list, .export, .listPermissionUsers: return .reader
+        case .explain, .get, .list, .export, .exportPage, .listPermissionUsers: return .reader
         case .write, .importJSONL, .createKey, .revokeKey: return .writer
         case .importChunk(_, _, _, let more): return more ? .reader : .writer
+        }
+    }
+
+    // MARK: paged exports
+
+    /// A paged export in progress: its snapshot cursor, who started it, the page expected next.
+    final class OpenExport {
+        let owner: Principal
+        let cursor: ExportCursor
+        var page = 0
+        var lastUsed = NIODeadline.now()
+        var busy = false
+        init(owner: Principal, cursor: ExportCursor) {
+            self.owner = owner
+            self.cursor = cursor
+        }
+    }
+
+    private let exports = NIOLockedValueBox<[ID: OpenExport]>([:])
+    /// Open paged exports (each holds an LMDB snapshot and a reader slot), one per caller.
+    static let maxExports = 8
+
+    /// Closes every open export (daemon shutdown).
+    func closeExports() {
+        let open = exports.withLockedValue { table -> [OpenExport] in
+            defer { table.removeAll() }
+            return Array(table.values)
+        }
+        for e in open { e.cursor.close() }
+    }
+
+    /// One page of a paged export. The first page (empty token) opens a snapshot; each answer
+    /// names the next page (`<session>.<n>`), empty after the last. An idle export is closed
+    /// after `importIdleTimeoutSeconds`. FAILED_PRECONDITION for an unknown or out-of-order token.
+    private func exportPage(tenant: ID?, includeSecrets: Bool, pageSize: Int, token: String, principal: Principal) throws -> Reply {
+        let idle = TimeAmount.seconds(Int64(config.importIdleTimeoutSeconds))
+        var expired: [OpenExport] = []
+        defer { for e in expired { e.cursor.close() } }
+        let (session, entry): (ID, OpenExport)
+        if token.isEmpty {
+            let cursor = try engine.openExport(tenant: tenant, includeSecrets: includeSecrets)
+            let id = ID.random()
+            let e = OpenExport(owner: principal, cursor: cursor)
+            e.busy = true
+            do {
+                try exports.withLockedValue { table in
+                    let now = NIODeadline.now()
+                    for (k, v) in table where !v.busy && now - v.lastUsed > idle { expired.append(v); table.removeValue(forKey: k) }
+                    for (k, v) in table where v.owner == principal && !v.busy { expired.append(v); table.removeValue(forKey: k) }  // a caller's new export replaces its old one
+                    guard table.count < Dispatcher.maxExports else {
+                        throw AuthzError(.resourceExhausted, "\(Dispatcher.maxExports) paged exports are open; retry when one finishes", field: "export.page_token")
+                    }
+                    table[id] = e
+                }
+            } catch {
+                cursor.close()
+                throw error
+            }
+            (session, entry) = (id, e)
+        } else {
+            let parts = token.split(separator: ".")
+            guard parts.count == 2, let id = ID(String(parts[0])), let n = Int(parts[1]) else {
+                throw AuthzError.invalid("export.page_token", "is not a token this daemon issued")
+            }
+            let e = try exports.withLockedValue { table -> OpenExport in
+                guard let e = table[id], e.owner == principal else {
+                    throw AuthzError(.failedPrecondition, "export.page_token names no open export (finished, idle past its timeout, or the daemon restarted): start the export again", field: "export.page_token")
+                }
+                guard !e.busy, e.page == n else {
+                    throw AuthzError(.failedPrecondition, "export.page_token is not the next page of its export (ask for pages one at a time, in order)", field: "export.page_token")
+                }
+                e.busy = true
+                return e
+            }
+            (session, entry) = (id, e)
+        }
+        do {
+            let bytes = try engine.nextPage(entry.cursor, records: pageSize)
+            let done = entry.cursor.done
+            exports.withLockedValue { table in
+                entry.busy = false
+                entry.page += 1
+                entry.lastUsed = .now()
+                if done { table.removeValue(forKey: session) }
+            }
+            return .exportPage(bytes, revision: entry.cursor.revision, nextPageToken: done ? "" : "\(session).\(entry.page)")
+        } catch {
+            exports.withLockedValue { _ = $0.removeValue(forKey: session) }
+            entry.cursor.close()
+            throw error
         }
     }
 
@@ -222,6 +313,8 @@ public final class Dispatcher: @unchecked Sendable {
             return .importResult(revision: r.revision, records: UInt64(r.records))
         case .importChunk(let session, let bytes, let firstLine, let more):
             return try importChunk(session: session, bytes: bytes, firstLine: firstLine, more: more, principal: principal)
+        case .exportPage(let t, let secrets, let size, let token):
+            return try exportPage(tenant: t ?? principal.tenant, includeSecrets: secrets, pageSize: size, token: token, principal: principal)
         case .export(let t, let secrets):
             let r = try engine.exportJSONL(tenant: t ?? principal.tenant, includeSecrets: secrets)
             return .export(r.bytes, revision: r.revision)

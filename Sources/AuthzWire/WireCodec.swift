@@ -151,7 +151,13 @@ public enum WireCodec {
             return .importJSONL(bytes)
         case AUTHZ__V1__REQUEST__CALL_EXPORT:
             let r = FieldReader(prefix: "export.")
-            return .export(tenantId: try r.optionalID(m.export.pointee.tenant_id, "tenant_id"), includeSecrets: m.export.pointee.include_secrets != 0)
+            let x = m.export.pointee
+            let tenant = try r.optionalID(x.tenant_id, "tenant_id")
+            let token = try r.string(x.page_token, "page_token")
+            if x.page_size > 0 || !token.isEmpty {
+                return .exportPage(tenantId: tenant, includeSecrets: x.include_secrets != 0, pageSize: Int(min(x.page_size == 0 ? 10_000 : x.page_size, 100_000)), pageToken: token)
+            }
+            return .export(tenantId: tenant, includeSecrets: x.include_secrets != 0)
         case AUTHZ__V1__REQUEST__CALL_SERVER_INFO:
             return .serverInfo
         case AUTHZ__V1__REQUEST__CALL_HEALTH:
@@ -326,6 +332,15 @@ public enum WireCodec {
                 authz__v1__export_request__init($0)
                 $0.pointee.tenant_id = a.cString(t?.description ?? "")
                 $0.pointee.include_secrets = secrets ? 1 : 0
+            }
+        case .exportPage(let t, let secrets, let size, let token):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_EXPORT
+            msg.pointee.export = a.make(Authz__V1__ExportRequest.self) {
+                authz__v1__export_request__init($0)
+                $0.pointee.tenant_id = a.cString(t?.description ?? "")
+                $0.pointee.include_secrets = secrets ? 1 : 0
+                $0.pointee.page_size = UInt32(clamping: size)
+                $0.pointee.page_token = a.cString(token)
             }
         case .serverInfo:
             msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_SERVER_INFO
@@ -513,6 +528,14 @@ public enum WireCodec {
                     $0.pointee.jsonl = a.binary(bytes)
                     $0.pointee.revision = revision
                 }
+            case .exportPage(let bytes, let revision, let next):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_EXPORT
+                msg.pointee.export = a.make(Authz__V1__ExportResponse.self) {
+                    authz__v1__export_response__init($0)
+                    $0.pointee.jsonl = a.binary(bytes)
+                    $0.pointee.revision = revision
+                    $0.pointee.next_page_token = a.cString(next)
+                }
             case .serverInfo(let info):
                 msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_SERVER_INFO
                 msg.pointee.server_info = a.make(Authz__V1__ServerInfoResponse.self) {
@@ -678,7 +701,9 @@ public enum WireCodec {
             reply = .importResult(revision: m.import.pointee.revision, records: m.import.pointee.records)
         case AUTHZ__V1__RESPONSE__RESULT_EXPORT:
             let d = m.export.pointee.jsonl
-            reply = .export(d.len == 0 ? [] : Array(UnsafeBufferPointer(start: d.data, count: d.len)), revision: m.export.pointee.revision)
+            let bytes = d.len == 0 ? [] : Array(UnsafeBufferPointer(start: d.data, count: d.len))
+            let next = swiftString(m.export.pointee.next_page_token) ?? ""
+            reply = next.isEmpty ? .export(bytes, revision: m.export.pointee.revision) : .exportPage(bytes, revision: m.export.pointee.revision, nextPageToken: next)
         case AUTHZ__V1__RESPONSE__RESULT_SERVER_INFO:
             let x = m.server_info.pointee
             reply = .serverInfo(ServerInfo(version: swiftString(x.version) ?? "", revision: x.revision, protocolVersion: x.protocol_version,

@@ -36,6 +36,8 @@ public enum Call: Sendable {
     /// One chunk of a chunked import (`ImportRequest.session` set): staged until `more` is false.
     case importChunk(session: ID, jsonl: [UInt8], firstLine: UInt64, more: Bool)
     case export(tenantId: ID?, includeSecrets: Bool)
+    /// One page of a paged export (`ExportRequest.page_size` > 0 or a `page_token`).
+    case exportPage(tenantId: ID?, includeSecrets: Bool, pageSize: Int, pageToken: String)
     case serverInfo
     case health
     /// Authenticates the connection with a key.
@@ -57,7 +59,7 @@ public enum Call: Sendable {
         case .get: return "Get"
         case .list: return "List"
         case .importJSONL, .importChunk: return "Import"
-        case .export: return "Export"
+        case .export, .exportPage: return "Export"
         case .serverInfo: return "ServerInfo"
         case .health: return "Health"
         case .hello: return "Hello"
@@ -112,6 +114,8 @@ public enum Reply: Sendable {
     case list([Entity], nextPageToken: String)
     case importResult(revision: UInt64, records: UInt64)
     case export([UInt8], revision: UInt64)
+    /// A page of a paged export; `nextPageToken` empty on the last.
+    case exportPage([UInt8], revision: UInt64, nextPageToken: String)
     case serverInfo(ServerInfo)
     case health(serving: Bool)
     case hello(role: KeyRole?, tenantId: ID?, keyId: ID?)

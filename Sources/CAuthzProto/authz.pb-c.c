@@ -4879,7 +4879,7 @@ const ProtobufCMessageDescriptor authz__v1__import_response__descriptor =
   (ProtobufCMessageInit) authz__v1__import_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__export_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor authz__v1__export_request__field_descriptors[4] =
 {
   {
     "tenant_id",
@@ -4905,15 +4905,41 @@ static const ProtobufCFieldDescriptor authz__v1__export_request__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_size",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ExportRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ExportRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__export_request__field_indices_by_name[] = {
   1,   /* field[1] = include_secrets */
+  2,   /* field[2] = page_size */
+  3,   /* field[3] = page_token */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange authz__v1__export_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor authz__v1__export_request__descriptor =
 {
@@ -4923,14 +4949,14 @@ const ProtobufCMessageDescriptor authz__v1__export_request__descriptor =
   "Authz__V1__ExportRequest",
   "authz.v1",
   sizeof(Authz__V1__ExportRequest),
-  2,
+  4,
   authz__v1__export_request__field_descriptors,
   authz__v1__export_request__field_indices_by_name,
   1,  authz__v1__export_request__number_ranges,
   (ProtobufCMessageInit) authz__v1__export_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__export_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor authz__v1__export_response__field_descriptors[3] =
 {
   {
     "jsonl",
@@ -4956,15 +4982,28 @@ static const ProtobufCFieldDescriptor authz__v1__export_response__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ExportResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__export_response__field_indices_by_name[] = {
   0,   /* field[0] = jsonl */
+  2,   /* field[2] = next_page_token */
   1,   /* field[1] = revision */
 };
 static const ProtobufCIntRange authz__v1__export_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor authz__v1__export_response__descriptor =
 {
@@ -4974,7 +5013,7 @@ const ProtobufCMessageDescriptor authz__v1__export_response__descriptor =
   "Authz__V1__ExportResponse",
   "authz.v1",
   sizeof(Authz__V1__ExportResponse),
-  2,
+  3,
   authz__v1__export_response__field_descriptors,
   authz__v1__export_response__field_indices_by_name,
   1,  authz__v1__export_response__number_ranges,

@@ -294,12 +294,23 @@ struct Export: AsyncParsableCommand {
     @Option(name: .long) var tenant: String?
     @Flag(name: .long) var includeSecrets = false
 
+    @Option(name: .long, help: "Records per page (the export streams page by page from one snapshot).") var pageSize = 10_000
+    @Flag(name: .long, help: "No progress on stderr (it is shown only on a terminal anyway).") var quiet = false
+
     func run() async throws {
-        let reply = try await withClient(conn) {
-            try await $0.call(.export(tenantId: try tenant.map { try parseID($0, "--tenant") }, includeSecrets: includeSecrets))
+        let showProgress = !quiet && isatty(2) != 0
+        var records = 0
+        let started = Date()
+        let t = try tenant.map { try parseID($0, "--tenant") }
+        let revision = try await withClient(conn) { client in
+            try await client.exportPaged(tenant: t, includeSecrets: includeSecrets, pageSize: pageSize) { bytes in
+                FileHandle.standardOutput.write(Data(bytes))
+                guard showProgress else { return }
+                records += bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+                FileHandle.standardError.write(Data(String(format: "\rexported %d records, %.0f records/s   ", records, Double(records) / max(0.001, Date().timeIntervalSince(started))).utf8))
+            }
         }
-        guard case .export(let bytes, _) = reply else { throw ExitCode(2) }
-        FileHandle.standardOutput.write(Data(bytes))
+        if showProgress { FileHandle.standardError.write(Data("\nexported \(records) records at revision \(revision)\n".utf8)) }
     }
 }
 

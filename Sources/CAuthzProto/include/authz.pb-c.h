@@ -757,10 +757,21 @@ struct  Authz__V1__ExportRequest
    */
   char *tenant_id;
   protobuf_c_boolean include_secrets;
+  /*
+   * Paged export of any size: page_size > 0 returns at most that many records and a
+   * next_page_token; every page of one export is read from the same snapshot (one revision).
+   * The token is valid on any connection of the same caller until import-idle-timeout (60 s)
+   * passes without a page.
+   */
+  uint32_t page_size;
+  /*
+   * from the previous page; empty = start
+   */
+  char *page_token;
 };
 #define AUTHZ__V1__EXPORT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__export_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Authz__V1__ExportResponse
@@ -768,10 +779,14 @@ struct  Authz__V1__ExportResponse
   ProtobufCMessage base;
   ProtobufCBinaryData jsonl;
   uint64_t revision;
+  /*
+   * empty = last page
+   */
+  char *next_page_token;
 };
 #define AUTHZ__V1__EXPORT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__export_response__descriptor) \
-    , {0,NULL}, 0 }
+    , {0,NULL}, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Authz__V1__ServerInfoRequest
