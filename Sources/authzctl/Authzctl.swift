@@ -23,6 +23,26 @@ struct Authzctl: AsyncParsableCommand {
     )
 }
 
+/// `--output json|table`: JSON Lines by default when stdout is not a terminal, a table when it is.
+struct Output: ParsableArguments {
+    enum Format: String, ExpressibleByArgument { case json, table }
+    @Option(name: .long, help: "json (JSON Lines) or table (default: table on a terminal, json when piped).")
+    var output: Format?
+
+    var isTable: Bool { (output ?? (isatty(1) != 0 ? .table : .json)) == .table }
+}
+
+/// Prints rows as columns padded to their widest cell, under an upper-case header.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+    print(line(header))
+    for r in rows { print(line(r)) }
+}
+
 struct Connection: ParsableArguments {
     @Option(name: .long, help: "Unix socket of the daemon (default $AUTHZD_SOCKET, else ./authzd.sock).")
     var socket: String?
@@ -168,6 +188,7 @@ struct Check: AsyncParsableCommand {
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Explain a decision: the role binding, role chain and permission binding that grant it.")
     @OptionGroup var conn: Connection
+    @OptionGroup var out: Output
     @Argument var tenant: String
     @Argument var user: String
     @Argument var permission: String
@@ -176,6 +197,16 @@ struct Explain: AsyncParsableCommand {
     func run() async throws {
         let e = try await withClient(conn) {
             try await $0.explain(tenant: try parseID(tenant, "TENANT_ID"), user: try parseID(user, "USER_ID"), permission: permission, scope: try parseScope(scope))
+        }
+        if out.isTable {
+            var rows = [["decision", e.decision.allowed ? "allow" : "deny"], ["reason", e.decision.reason.name], ["revision", "\(e.decision.revision)"]]
+            if let rb = e.roleBindingId {
+                rows += [["role binding", "\(rb) at \(e.roleBindingScope?.name ?? "")"], ["role chain", e.roleChainNames.joined(separator: " → ")],
+                         ["permission binding", "\(e.permissionBindingId?.description ?? "") at \(e.permissionBindingScope?.name ?? "")"]]
+            }
+            printTable(["FIELD", "VALUE"], rows)
+            if !e.decision.allowed { throw ExitCode(1) }
+            return
         }
         var s = "{\"decision\":\"\(e.decision.allowed ? "allow" : "deny")\",\"reason\":\"\(e.decision.reason.name)\",\"revision\":\(e.decision.revision)"
         if let rb = e.roleBindingId {
@@ -192,6 +223,7 @@ struct Explain: AsyncParsableCommand {
 struct Permissions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List a user's permissions with the highest scope of each.")
     @OptionGroup var conn: Connection
+    @OptionGroup var out: Output
     @Argument var tenant: String
     @Argument var user: String
 
@@ -201,6 +233,7 @@ struct Permissions: AsyncParsableCommand {
         }
         guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
+        if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
         for (name, scope) in list { print("{\"permission\":\"\(name)\",\"scope\":\"\(scope.name)\"}") }
     }
 }
@@ -208,6 +241,7 @@ struct Permissions: AsyncParsableCommand {
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the users holding a permission at a scope (every page).")
     @OptionGroup var conn: Connection
+    @OptionGroup var out: Output
     @Argument var tenant: String
     @Argument var permission: String
     @Argument var scope: String
@@ -219,7 +253,8 @@ struct Users: AsyncParsableCommand {
                 guard case .permissionUsers(let users, let token, _) = try await client.call(
                     .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
                                          pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
-                for u in users { print(u) }
+                if out.isTable && after == nil { print("USER_ID") }
+                for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\"\(u)\"}") }
                 after = token.isEmpty ? nil : ID(token)
             } while after != nil
         }
@@ -330,8 +365,9 @@ struct Get: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List records of a kind in a tenant (every page), as JSON lines.")
+    static let configuration = CommandConfiguration(abstract: "List records of a kind in a tenant (every page), as JSON lines or a table.")
     @OptionGroup var conn: Connection
+    @OptionGroup var out: Output
     @Argument var kind: String
     @Argument var tenant: String?
 
@@ -343,7 +379,11 @@ struct List: AsyncParsableCommand {
             var after: ID? = nil
             repeat {
                 guard case .list(let items, let token) = try await client.call(.list(k, tenantId: t, pageSize: 1000, after: after, includeSecrets: false)) else { throw ExitCode(2) }
-                for e in items { print(BulkFormat.encode(e)) }
+                if out.isTable {
+                    printTable(after == nil ? ["ID", "ACTIVE", "DESCRIBES"] : [], items.map { [$0.id.description, $0.fields.isActive ? "yes" : "no", describe($0)] })
+                } else {
+                    for e in items { print(BulkFormat.encode(e)) }
+                }
                 after = token.isEmpty ? nil : ID(token)
             } while after != nil
         }
@@ -402,10 +442,15 @@ struct Activate: AsyncParsableCommand {
 struct Info: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the daemon's version, revision and record counts.")
     @OptionGroup var conn: Connection
+    @OptionGroup var out: Output
 
     func run() async throws {
         let reply = try await withClient(conn) { try await $0.call(.serverInfo) }
         guard case .serverInfo(let i) = reply else { throw ExitCode(2) }
+        if out.isTable {
+            return printTable(["FIELD", "VALUE"], [["version", i.version], ["revision", "\(i.revision)"], ["protocol version", "\(i.protocolVersion)"]]
+                + EntityKind.allCases.filter { $0 != .platformCredential }.map { ["\($0.name)s", "\(i.counts[$0] ?? 0)"] })
+        }
         let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\"\($0.name)s\":\(i.counts[$0] ?? 0)" }.joined(separator: ",")
         print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)}")
     }
@@ -419,5 +464,18 @@ struct Health: AsyncParsableCommand {
         let reply = try await withClient(conn) { try await $0.call(.health, timeout: .seconds(2)) }
         guard case .health(true) = reply else { throw ExitCode(2) }
         print("{\"serving\":true}")
+    }
+}
+
+/// A record's human handle for tables: its name, email or what it binds.
+func describe(_ e: Entity) -> String {
+    switch e {
+    case .tenant(let x): return x.name
+    case .user(let u): return u.email ?? u.displayName ?? u.externalId ?? ""
+    case .role(let r): return r.name
+    case .permission(let p): return p.name
+    case .roleBinding(let b): return "user \(b.userId) → role \(b.roleId) at \(b.scope.name)"
+    case .permissionBinding(let b): return "role \(b.roleId) → permission \(b.permissionId) at \(b.scope.name)"
+    case .platformCredential(let c): return "\(c.platform) \(c.externalAccountId)"
     }
 }
