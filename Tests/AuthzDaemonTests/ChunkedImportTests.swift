@@ -200,4 +200,22 @@ final class ChunkedImportTests: XCTestCase {
         XCTAssertEqual(status, 0)
         XCTAssertEqual(out.split(separator: "\n").count, 1201 + pages.count)  // the users written between pages are in it now
     }
+
+    func testADaemonKilledMidImportRestartsCleanWithNothingApplied() async throws {
+        let (t, ids, text) = file(users: 2000)
+        let bytes = Array(text.utf8)
+        let parts = AuthzClient.chunks(of: bytes, chunkBytes: 32 << 10)
+        let c = daemon.client()
+        _ = try await c.call(.importChunk(session: .random(), jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true))
+        daemon.kill9()
+        c.close()
+        let again = try DaemonProcess(dir: daemon.dir, tcp: false)
+        defer { again.stop() }
+        let c2 = again.client()
+        defer { c2.close() }
+        let applied = await exists(c2, t, ids[0])
+        XCTAssertFalse(applied, "a staged chunk survived the daemon")
+        let r = try await c2.importChunked(bytes, chunkBytes: 32 << 10)
+        XCTAssertEqual(r.records, UInt64(ids.count + 1))
+    }
 }
