@@ -108,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "authzfuzz",
             dependencies: [
-                "AuthzWire", "AuthzServer",
+                "AuthzWire", "AuthzServer", "AuthzModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

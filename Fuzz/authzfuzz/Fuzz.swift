@@ -7,8 +7,10 @@
 //
 // Each input is split into chunks (its first byte seeds the chunk sizes) and fed to the
 // daemon's FrameDecoder on an EmbeddedChannel; every frame is decoded by both the fast path and
-// the generated protobuf-c decoder, which must agree. Any crash, sanitizer report or
+// the generated protobuf-c decoder, which must agree, and by the daemon's in-place check path
+// (`CheckFrame`), which may take only frames protobuf-c decodes to the same checks. Any crash, sanitizer report or
 // disagreement is a finding.
+import AuthzModel
 import AuthzServer
 import AuthzWire
 import NIOCore
@@ -26,6 +28,28 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             }
         }
         _ = try? WireCodec.decodeResponse(raw)
+        // The daemon's in-place check path must take only what protobuf-c decodes the same way.
+        var items: [CheckQuery] = []
+        if let parsed = CheckFrame.parse(raw, maxItems: 10_000, into: &items) {
+            guard case .success(let call) = reference.call else { fatalError("the check path took a frame protobuf-c refuses: \(describe(reference))") }
+            var expected: [CheckCall] = []
+            switch call {
+            case .check(let c): expected = [c]
+            case .batchCheck(let xs, let min):
+                precondition(min == 0, "the check path took a batch with min_revision")
+                for x in xs {
+                    guard case .success(let c) = x else { fatalError("the check path took a malformed item: \(describe(reference))") }
+                    expected.append(c)
+                }
+            default: fatalError("the check path took another call: \(describe(reference))")
+            }
+            precondition(parsed.requestId == reference.requestId && items.count == expected.count, "check path and protobuf-c disagree on \(describe(reference))")
+            for (q, c) in zip(items, expected) {
+                let name = String(decoding: UnsafeRawBufferPointer(rebasing: raw[q.permissionStart..<q.permissionEnd]), as: UTF8.self)
+                precondition(q.tenant == c.tenantId && q.user == c.userId && q.scope == c.scope && name == c.permission && c.minRevision == 0,
+                             "check path and protobuf-c disagree on \(describe(reference))")
+            }
+        }
     }
     // Framing.
     let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxFrameSize: 4096)))
