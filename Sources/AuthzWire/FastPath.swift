@@ -138,8 +138,12 @@ enum FastPath {
             for k in b where raw[k] == 0 || raw[k] >= 0x80 { return false }
             return true
         }
-        // Ids are checked by the UUID parser (hex and hyphens only); the permission here.
+        // Ids are checked by the UUID parser (hex and hyphens only); the permission here. A NUL
+        // anywhere is refused for the whole request by the protobuf-c path (RequestInspector):
+        // defer to it before reporting any per-item error.
         guard plain(permission), scope <= 3 else { return nil }
+        for k in tenant where raw[k] == 0 { return nil }
+        for k in user where raw[k] == 0 { return nil }
         func id(_ b: Range<Int>, _ name: String) -> Result<ID, AuthzError>? {
             let text = UnsafeRawBufferPointer(rebasing: raw[b])
             if b.isEmpty { return .failure(AuthzError.invalid("\(field).\(name)", "is required")) }
