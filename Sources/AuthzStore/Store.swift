@@ -288,8 +288,6 @@ public final class Store: @unchecked Sendable {
 
     // MARK: reads
 
-    /// Runs `body` in a read transaction: a consistent snapshot of the whole store. The reader
-    /// must not escape `body`. Throws UNAVAILABLE when LMDB's reader slots are exhausted.
     /// Open snapshots (paged exports), closed when the map must grow.
     let snapshots = LockedSnapshots()
 
@@ -299,16 +297,20 @@ public final class Store: @unchecked Sendable {
     public func openSnapshot() throws -> StoreSnapshot {
         pthread_rwlock_rdlock(&resizeLock)
         defer { pthread_rwlock_unlock(&resizeLock) }
-        let txn: LMDBTransaction
+        let s = StoreSnapshot(store: self, txn: try beginRead())
+        snapshots.withLock { $0[ObjectIdentifier(s)] = s }
+        return s
+    }
+
+    /// Begins a read transaction (the caller holds `resizeLock` for reading). UNAVAILABLE when
+    /// LMDB's reader slots are exhausted; anything else from `mdb_txn_begin` is INTERNAL.
+    private func beginRead() throws -> LMDBTransaction {
         do {
-            txn = try LMDBTransaction(env: env, readOnly: true)
+            return try LMDBTransaction(env: env, readOnly: true)
         } catch let e as LMDBError {
             if e == .readersFull { throw AuthzError(.unavailable, "all \(options.maxReaders) LMDB reader slots are in use; retry") }
             throw AuthzError.internalError("mdb_txn_begin: \(e)")
         }
-        let s = StoreSnapshot(store: self, txn: txn)
-        snapshots.withLock { $0[ObjectIdentifier(s)] = s }
-        return s
     }
 
     /// Runs `body` on `snapshot`'s transaction (never concurrently with a map resize).
@@ -322,18 +324,12 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` in a read transaction: a consistent snapshot of the whole store. The reader
+    /// must not escape `body`. Throws UNAVAILABLE when LMDB's reader slots are exhausted.
     public func read<T>(_ body: (StoreReader) throws -> T) throws -> T {
         pthread_rwlock_rdlock(&resizeLock)
         defer { pthread_rwlock_unlock(&resizeLock) }
-        let txn: LMDBTransaction
-        do {
-            txn = try LMDBTransaction(env: env, readOnly: true)
-        } catch let e as LMDBError {
-            if e == .readersFull {
-                throw AuthzError(.unavailable, "all \(options.maxReaders) LMDB reader slots are in use; retry")
-            }
-            throw AuthzError.internalError("mdb_txn_begin: \(e)")
-        }
+        let txn = try beginRead()
         defer { txn.abort() }
         return try mapped { try body(StoreReader(store: self, txn: txn)) }
     }

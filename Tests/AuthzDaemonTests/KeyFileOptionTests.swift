@@ -16,13 +16,6 @@ final class KeyFileOptionTests: XCTestCase {
         daemon.remove()
     }
 
-    func createKey(_ client: AuthzClient, _ tenant: ID?, _ role: KeyRole) async throws -> (ApiKey, String) {
-        guard case .createKey(let k, let secret) = try await client.call(.createKey(tenantId: tenant, role: role, name: "\(role)", expiresAt: 0)) else {
-            throw AuthzError(.internal, "no key")
-        }
-        return (k, secret)
-    }
-
     /// Runs a built executable with `environment` added; returns status and merged output.
     func run(_ tool: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
         let p = Process()

@@ -17,13 +17,6 @@ final class KeyHardeningTests: XCTestCase {
         daemon.remove()
     }
 
-    func createKey(_ client: AuthzClient, _ tenant: ID?, _ role: KeyRole) async throws -> (ApiKey, String) {
-        guard case .createKey(let k, let secret) = try await client.call(.createKey(tenantId: tenant, role: role, name: "\(role)", expiresAt: 0)) else {
-            throw AuthzError(.internal, "no key")
-        }
-        return (k, secret)
-    }
-
     func error(_ client: AuthzClient, _ call: Call) async -> AuthzError? {
         do {
             _ = try await client.call(call)
