@@ -6,6 +6,9 @@ public enum KeyRole: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case admin = 2
     /// Tenants (create, soft-delete) and keys; no checks, no tenant data.
     case `operator` = 3
+    /// Check, batch check and list a user's permissions in every tenant; nothing else. For
+    /// gateways (nginx, Envoy) that front many tenants.
+    case gateway = 4
 
     public init?(name: String) {
         guard let r = KeyRole.allCases.first(where: { $0.name == name }) else { return nil }
@@ -17,6 +20,7 @@ public enum KeyRole: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .checker: return "checker"
         case .admin: return "admin"
         case .operator: return "operator"
+        case .gateway: return "gateway"
         }
     }
 

@@ -120,10 +120,10 @@ final class KeyTable: @unchecked Sendable {
     /// the commit. INVALID_ARGUMENT for a tenant given to an operator key or missing for another
     /// role; NOT_FOUND for an unknown tenant.
     func create(tenant: ID?, role: KeyRole, name: String, expiresAt: Int64, creator: Principal) throws -> (ApiKey, String) {
-        if role == .operator && tenant != nil {
-            throw AuthzError.invalid("create_key.tenant_id", "must be empty for an operator key")
+        if (role == .operator || role == .gateway) && tenant != nil {
+            throw AuthzError.invalid("create_key.tenant_id", "must be empty for an \(role) key (it is not bound to a tenant)")
         }
-        if role != .operator {
+        if role != .operator && role != .gateway {
             guard let t = tenant else { throw AuthzError.invalid("create_key.tenant_id", "is required for a \(role) key") }
             guard try store.read({ try $0.entity(.tenant, tenant: t, id: t) }) != nil else {
                 throw AuthzError(.notFound, "create_key.tenant_id \(t) does not exist", field: "create_key.tenant_id")
@@ -175,6 +175,11 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
         t == tenant ? nil : AuthzError(.permissionDenied, "\(field) names another tenant than the key's", field: field)
     }
     switch role {
+    case .gateway:
+        switch call {
+        case .check, .batchCheck, .listUserPermissions: return nil
+        default: return denied("call \(call.name) (gateway keys may check, batch check and list a user's permissions only)")
+        }
     case .operator:
         switch call {
         case .serverInfo, .createKey, .listKeys, .revokeKey: return nil

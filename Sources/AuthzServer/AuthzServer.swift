@@ -31,6 +31,13 @@ public final class AuthzServer: @unchecked Sendable {
     private var metricsServer: MetricsServer?
     /// Where the metrics listener is bound, when on.
     public private(set) var metricsAddress: SocketAddress?
+    /// The gateway decider, when a gateway listener is on.
+    public private(set) var gateway: Gateway?
+    private var httpGateway: HTTPGatewayServer?
+    private var grpcGateway: HTTPGatewayServer? // GRPC-TYPE
+    /// Where the HTTP and gRPC gateway listeners are bound, when on.
+    public private(set) var httpAddress: SocketAddress?
+    public private(set) var grpcAddress: SocketAddress?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -46,7 +53,7 @@ public final class AuthzServer: @unchecked Sendable {
     /// Opens the engine and binds. Throws `AuthzError` for store problems and `ConfigError`
     /// for a bad address or a live socket already at `socketPath`.
     public func start() throws {
-        if config.socketPath == nil && config.address == nil {
+        if config.socketPath == nil && config.address == nil && config.httpAddress == nil && config.httpSocketPath == nil && config.grpcAddress == nil {
             throw ConfigError("nothing to listen on: give --socket PATH and/or --address HOST:PORT")
         }
         var options = EngineOptions()
@@ -116,12 +123,62 @@ public final class AuthzServer: @unchecked Sendable {
                 listeners.append(ch)
                 logger.info("listening", metadata: ["listen.tcp": "\(ch.localAddress?.description ?? address)"])
             }
+            try startGateways(dispatcher: dispatcher)
         } catch {
+            httpGateway?.stop()
+            grpcGateway?.stop()
             for l in listeners { try? l.close().wait() }
             dispatcher.shutdown()
             self.dispatcher = nil
             if let e = error as? ConfigError { throw e }
             throw ConfigError("cannot listen: \(error)")
+        }
+    }
+
+    /// Starts the gateway listeners that are configured (docs/gateways.md).
+    private func startGateways(dispatcher: Dispatcher) throws {
+        guard config.httpAddress != nil || config.httpSocketPath != nil || config.grpcAddress != nil else { return }
+        let g = try Gateway(dispatcher: dispatcher, options: config.gateway, logger: logger)
+        gateway = g
+        if config.httpAddress != nil || config.httpSocketPath != nil {
+            let idle = TimeAmount.seconds(Int64(config.idleTimeoutSeconds > 0 ? config.idleTimeoutSeconds : 300))
+            let h = HTTPGatewayServer(gateway: g, maxConnections: config.maxHTTPConnections, idleTimeout: idle)
+            httpGateway = h
+            if let address = config.httpAddress {
+                let (host, port) = try AuthzServer.parse(address: address)
+                httpAddress = try h.start(group: group, host: host, port: port)
+                logger.info("listening", metadata: ["listen.http": "\(httpAddress?.description ?? address)"])
+            }
+            if let path = config.httpSocketPath {
+                try prepareSocketPath(path)
+                try h.start(group: group, unixPath: path)
+                logger.info("listening", metadata: ["listen.http_unix": "\(path)"])
+            }
+        }
+/*GRPC-WIRING
+        if let address = config.grpcAddress {
+            let s = GRPCExtAuthzServer(gateway: g, maxConnections: config.maxHTTPConnections)
+            grpcGateway = s
+            let (host, port) = try AuthzServer.parse(address: address)
+            grpcAddress = try s.start(group: group, host: host, port: port)
+            logger.info("listening", metadata: ["listen.grpc": "\(grpcAddress?.description ?? address)"])
+        }
+GRPC-WIRING*/
+        if config.gateway.routeMapPath != nil {
+            logger.info("route map loaded", metadata: ["route_map.path": "\(config.gateway.routeMapPath!)", "route_map.routes": "\(g.routeMap.routes.count)"])
+        }
+    }
+
+    /// SIGHUP: re-reads what can change while serving (the route map). A file that does not
+    /// validate leaves the old one in place; the error is logged and returned.
+    @discardableResult
+    public func reload() -> Error? {
+        do {
+            try gateway?.reloadRoutes()
+            return nil
+        } catch {
+            logger.error("reload refused; keeping the previous configuration", metadata: ["error": "\(error)"])
+            return error
         }
     }
 
@@ -239,7 +296,10 @@ public final class AuthzServer: @unchecked Sendable {
         for l in listeners { try? l.close().wait() }
         listeners = []
         metricsServer?.stop()
+        httpGateway?.stop()
+        grpcGateway?.stop()
         if let path = config.socketPath { unlink(path) }
+        if let path = config.httpSocketPath { unlink(path) }
         let open = connections.withLockedValue { Array($0.values) }
         for ch in open { ch.pipeline.fireUserInboundEventTriggered(QuiesceEvent()) }
         let deadline = NIODeadline.now() + drainTimeout

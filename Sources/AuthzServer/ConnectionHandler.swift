@@ -219,7 +219,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             fastPath = true
         case .uid(_, let role, let tenant):
             fastPath = role != .operator
-            fastPathTenant = tenant
+            fastPathTenant = role == .gateway ? nil : tenant
         case .key(let id, let role, let tenant):
             guard role != .operator else { return }
             let keys = dispatcher.keys
@@ -230,7 +230,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 keyExpiry = keys.expiry(of: id)
             }
             fastPath = true
-            fastPathTenant = tenant
+            fastPathTenant = role == .gateway ? nil : tenant
         }
     }
 

@@ -84,6 +84,17 @@ public struct ServerConfig: Sendable, Equatable {
     public var decisionLogSampleRate = 1.0
     /// Unix peer uids granted a role without a key: uid → (role, tenant).
     public var allowUIDs: [UInt32: (KeyRole, ID)] = [:]
+    /// HTTP authorization listener for gateways (nginx auth_request, Envoy HTTP ext_authz),
+    /// TCP `host:port`; nil = off. See docs/gateways.md.
+    public var httpAddress: String? = nil
+    /// The same listener on a Unix socket (for a proxy beside the daemon); nil = off.
+    public var httpSocketPath: String? = nil
+    /// Envoy gRPC ext_authz listener (h2c), TCP `host:port`; nil = off.
+    public var grpcAddress: String? = nil
+    /// Most open connections to the gateway listeners, each.
+    public var maxHTTPConnections = 4096
+    /// Header names, path prefix and route map of the gateway listeners.
+    public var gateway = GatewayOptions()
 
     public init() {}
 
@@ -175,6 +186,31 @@ public struct ServerConfig: Sendable, Equatable {
                 }
                 allowUIDs[uid] = (role, t)
             }
+        case "http-address": httpAddress = value.isEmpty ? nil : value
+        case "http-socket": httpSocketPath = value.isEmpty ? nil : value
+        case "grpc-address": grpcAddress = value.isEmpty ? nil : value
+        case "max-http-connections": maxHTTPConnections = max(1, try int())
+        case "route-map": gateway.routeMapPath = value.isEmpty ? nil : value
+        case "http-tenant-header", "http-user-header", "http-permission-header", "http-scope-header",
+             "http-api-key-header", "http-method-header", "http-uri-header":
+            let name = value.lowercased()
+            guard !name.isEmpty, name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }) else {
+                throw ConfigError("\(origin): \(key) must be a header name of letters, digits and - (got \"\(value)\")")
+            }
+            switch key {
+            case "http-tenant-header": gateway.tenantHeader = name
+            case "http-user-header": gateway.userHeader = name
+            case "http-permission-header": gateway.permissionHeader = name
+            case "http-scope-header": gateway.scopeHeader = name
+            case "http-api-key-header": gateway.apiKeyHeader = name
+            case "http-method-header": gateway.methodHeader = name
+            default: gateway.uriHeader = name
+            }
+        case "http-path-prefix":
+            guard value.hasPrefix("/"), !value.hasSuffix("/"), !value.contains("?") else {
+                throw ConfigError("\(origin): http-path-prefix must start with / and not end with / (got \"\(value)\")")
+            }
+            gateway.pathPrefix = value
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

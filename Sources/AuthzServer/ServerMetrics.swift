@@ -24,6 +24,8 @@ final class ServerMetrics: @unchecked Sendable {
     let tenants: Gauge
     let mapSize: Gauge
     let mapUsed: Gauge
+    /// Gateway (HTTP and Envoy gRPC) decisions: [deny, allow].
+    let gatewayChecks: [Counter]
 
     init() {
         // Indexed by reason raw value - 1 (Reason.allCases is in raw-value order).
@@ -46,10 +48,16 @@ final class ServerMetrics: @unchecked Sendable {
         tenants = Gauge(label: "authzd_index_tenants")
         mapSize = Gauge(label: "authzd_lmdb_map_size_bytes")
         mapUsed = Gauge(label: "authzd_lmdb_map_used_bytes")
+        gatewayChecks = ["deny", "allow"].map { Counter(label: "authzd_gateway_checks_total", dimensions: [("decision", $0)]) }
     }
 
     @inline(__always) func check(_ reason: Reason) {
         checks[Int(reason.rawValue) - 1].increment()
+    }
+
+    /// Counts one gateway decision.
+    @inline(__always) func gatewayDecisions(allowed: Bool) {
+        gatewayChecks[allowed ? 1 : 0].increment()
     }
 
     func error(_ code: AuthzError.Code) {

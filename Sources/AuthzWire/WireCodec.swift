@@ -168,8 +168,8 @@ public enum WireCodec {
         case AUTHZ__V1__REQUEST__CALL_CREATE_KEY:
             let x = m.create_key.pointee
             let r = FieldReader(prefix: "create_key.")
-            guard let role = KeyRole(rawValue: UInt8(truncatingIfNeeded: x.role.rawValue)), x.role.rawValue <= 3 else {
-                throw AuthzError.invalid("create_key.role", "must be KEY_ROLE_CHECKER, KEY_ROLE_ADMIN or KEY_ROLE_OPERATOR")
+            guard let role = KeyRole(rawValue: UInt8(truncatingIfNeeded: x.role.rawValue)), x.role.rawValue <= 4 else {
+                throw AuthzError.invalid("create_key.role", "must be KEY_ROLE_CHECKER, KEY_ROLE_ADMIN, KEY_ROLE_OPERATOR or KEY_ROLE_GATEWAY")
             }
             let name = try r.string(x.name, "name")
             try Validate.text(name, field: "create_key.name", max: FieldLimits.maxNameBytes, allowEmpty: true)

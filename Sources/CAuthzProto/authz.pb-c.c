@@ -6534,20 +6534,22 @@ const ProtobufCEnumDescriptor authz__v1__kind__descriptor =
   authz__v1__kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue authz__v1__key_role__enum_values_by_number[4] =
+static const ProtobufCEnumValue authz__v1__key_role__enum_values_by_number[5] =
 {
   { "KEY_ROLE_UNSPECIFIED", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED", 0 },
   { "KEY_ROLE_CHECKER", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_CHECKER", 1 },
   { "KEY_ROLE_ADMIN", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_ADMIN", 2 },
   { "KEY_ROLE_OPERATOR", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_OPERATOR", 3 },
+  { "KEY_ROLE_GATEWAY", "AUTHZ__V1__KEY_ROLE__KEY_ROLE_GATEWAY", 4 },
 };
 static const ProtobufCIntRange authz__v1__key_role__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex authz__v1__key_role__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex authz__v1__key_role__enum_values_by_name[5] =
 {
   { "KEY_ROLE_ADMIN", 2 },
   { "KEY_ROLE_CHECKER", 1 },
+  { "KEY_ROLE_GATEWAY", 4 },
   { "KEY_ROLE_OPERATOR", 3 },
   { "KEY_ROLE_UNSPECIFIED", 0 },
 };
@@ -6558,9 +6560,9 @@ const ProtobufCEnumDescriptor authz__v1__key_role__descriptor =
   "KeyRole",
   "Authz__V1__KeyRole",
   "authz.v1",
-  4,
+  5,
   authz__v1__key_role__enum_values_by_number,
-  4,
+  5,
   authz__v1__key_role__enum_values_by_name,
   1,
   authz__v1__key_role__value_ranges,

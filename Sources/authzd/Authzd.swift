@@ -58,6 +58,14 @@ struct ServeOptions: ParsableArguments {
     var decisionLog: String?
     @Option(name: .long, help: "Share of checks logged, in (0, 1] (default 1).")
     var decisionLogSampleRate: Double?
+    @Option(name: .long, help: "HTTP authorization listener for gateways, HOST:PORT (nginx auth_request, Envoy HTTP ext_authz; docs/gateways.md).")
+    var httpAddress: String?
+    @Option(name: .long, help: "The HTTP authorization listener on a Unix socket, for a proxy on the same host.")
+    var httpSocket: String?
+    @Option(name: .long, help: "Envoy gRPC ext_authz listener (HTTP/2 cleartext), HOST:PORT.")
+    var grpcAddress: String?
+    @Option(name: .long, help: "Route map for the gateway listeners: METHOD PATH-PATTERN PERMISSION SCOPE lines; re-read on SIGHUP.")
+    var routeMap: String?
     @Option(name: .long, help: ArgumentHelp("Any config-file setting as KEY=VALUE (repeatable), e.g. --set max-inheritance-depth=16.", valueName: "KEY=VALUE"))
     var set: [String] = []
 
@@ -79,6 +87,10 @@ struct ServeOptions: ParsableArguments {
         if let maxConnections { try c.set("max-connections", String(maxConnections), origin: "--max-connections") }
         if let metricsAddress { c.metricsAddress = metricsAddress }
         if let decisionLog { c.decisionLogPath = decisionLog }
+        if let httpAddress { c.httpAddress = httpAddress }
+        if let httpSocket { c.httpSocketPath = httpSocket }
+        if let grpcAddress { c.grpcAddress = grpcAddress }
+        if let routeMap { c.gateway.routeMapPath = routeMap }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }
         for item in set {
             guard let eq = item.firstIndex(of: "=") else { throw ConfigError("--set \(item): expected KEY=VALUE") }
@@ -130,9 +142,17 @@ struct Serve: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
+        // SIGHUP re-reads the route map (and keeps the old one if the new one is invalid).
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hup.setEventHandler {
+            logger.info("SIGHUP received; reloading")
+            server.reload()
+        }
+        hup.resume()
         done.wait()
         server.shutdown()
-        _ = sources
+        _ = (sources, hup)
     }
 }
 
@@ -200,7 +220,7 @@ struct KeysCreate: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a key and print it once (only its hash is stored).")
     @OptionGroup var target: KeyTarget
     @Option(name: .long, help: "Tenant of a checker or admin key.") var tenant: String?
-    @Option(name: .long, help: "checker or admin.") var role: String?
+    @Option(name: .long, help: "checker or admin (bound to --tenant), or gateway (checks in every tenant; for nginx and Envoy, see docs/gateways.md).") var role: String?
     @Flag(name: .long, help: "An operator key (tenants and keys).") var `operator` = false
     @Option(name: .long, help: "A label for listings.") var name = ""
     @Option(name: .long, help: "Expiry, RFC 3339.") var expires: String?
@@ -210,7 +230,7 @@ struct KeysCreate: ParsableCommand {
         if `operator` {
             r = .operator
         } else {
-            guard let role, let parsed = KeyRole(name: role), parsed != .operator else { throw ValidationError("--role must be checker or admin (or give --operator)") }
+            guard let role, let parsed = KeyRole(name: role), parsed != .operator else { throw ValidationError("--role must be checker, admin or gateway (or give --operator)") }
             r = parsed
         }
         let t = try tenant.map { s -> ID in

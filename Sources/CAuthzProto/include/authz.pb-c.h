@@ -142,7 +142,11 @@ typedef enum _Authz__V1__KeyRole {
   /*
    * tenants and keys; no checks, no tenant data
    */
-  AUTHZ__V1__KEY_ROLE__KEY_ROLE_OPERATOR = 3
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_OPERATOR = 3,
+  /*
+   * check, batch check, list user permissions in every tenant (gateways)
+   */
+  AUTHZ__V1__KEY_ROLE__KEY_ROLE_GATEWAY = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__KEY_ROLE)
 } Authz__V1__KeyRole;
 

@@ -1,0 +1,225 @@
+import AuthzModel
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP authorization listener (`--http-address`, `--http-socket`): nginx `auth_request`
+/// subrequests and Envoy's HTTP ext_authz on `/check[/…]`, a user's permissions on
+/// `GET /v1/tenants/{t}/users/{u}/permissions`, and `GET /healthz`. HTTP/1.1 with keep-alive
+/// and pipelining; decisions are made on the connection's event loop from the compiled index.
+///
+/// Bounded like the binary listeners: at most `maxConnections` at once (more are closed on
+/// accept), idle connections closed after `idleTimeout`, request heads limited by NIO's parser.
+final class HTTPGatewayServer: Sendable {
+    let gateway: Gateway
+    let maxConnections: Int
+    let idleTimeout: TimeAmount
+    private let open = NIOLockedValueBox(0)
+    private let channels = NIOLockedValueBox<[Channel]>([])
+
+    init(gateway: Gateway, maxConnections: Int, idleTimeout: TimeAmount) {
+        self.gateway = gateway
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+    }
+
+    /// Binds TCP `host:port`; returns the bound address.
+    func start(group: EventLoopGroup, host: String, port: Int) throws -> SocketAddress? {
+        let ch = try bootstrap(group: group, isUnix: false)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port).wait()
+        channels.withLockedValue { $0.append(ch) }
+        return ch.localAddress
+    }
+
+    /// Binds a Unix socket at `path` (mode 0660; a stale socket file is replaced by the caller).
+    func start(group: EventLoopGroup, unixPath path: String) throws {
+        let ch = try bootstrap(group: group, isUnix: true).bind(unixDomainSocketPath: path).wait()
+        chmod(path, 0o660)
+        channels.withLockedValue { $0.append(ch) }
+    }
+
+    /// Stops accepting; open connections close with the event loops.
+    func stop() {
+        for ch in channels.withLockedValue({ $0 }) { try? ch.close().wait() }
+    }
+
+    private func bootstrap(group: EventLoopGroup, isUnix: Bool) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] ch in
+                let limit = maxConnections
+                let admitted = open.withLockedValue { n -> Bool in
+                    if n >= limit { return false }
+                    n += 1
+                    return true
+                }
+                if !admitted {
+                    gateway.dispatcher.metrics.connectionsRefused.increment()
+                    return ch.close()
+                }
+                ch.closeFuture.whenComplete { [self] _ in open.withLockedValue { $0 -= 1 } }
+                let transport: EventLoopFuture<Principal> = isUnix ? unixPrincipal(ch) : ch.eventLoop.makeSucceededFuture(.unauthenticated)
+                return transport.flatMap { [self] principal in
+                    ch.pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true).flatMapThrowing {
+                        let sync = ch.pipeline.syncOperations
+                        try sync.addHandler(IdleStateHandler(readTimeout: self.idleTimeout))
+                        try sync.addHandler(HTTPGatewayHandler(gateway: self.gateway, transport: principal))
+                    }
+                }
+            }
+    }
+
+    /// The principal of a Unix peer, by the same rules as the binary socket: the daemon's uid
+    /// or root is a superuser (when `local-superuser` is on), an allowlisted uid has its role.
+    private func unixPrincipal(_ ch: Channel) -> EventLoopFuture<Principal> {
+        let config = gateway.dispatcher.config
+        return peerUID(ch).map { uid in
+            guard let uid else { return .unauthenticated }
+            if config.localSuperuser && (uid == getuid() || uid == 0) { return .superuser }
+            if let (role, tenant) = config.allowUIDs[uid] { return .uid(uid, role: role, tenant: tenant) }
+            return .unauthenticated
+        }
+    }
+}
+
+/// One HTTP connection of the gateway listener. Requests are answered in order (NIO's
+/// pipelining handler holds later ones); bodies are read and dropped.
+final class HTTPGatewayHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let gateway: Gateway
+    /// The connection's own principal (Unix peer or none).
+    let transport: Principal
+    private var head: HTTPRequestHead?
+    /// The last key this connection presented and what it resolved to, re-validated when the
+    /// key table's epoch moves or the key's expiry passes (as on the binary protocol).
+    private var cachedKey: String?
+    private var cachedPrincipal: Principal = .unauthenticated
+    private var cachedEpoch: UInt64 = 0
+    private var cachedExpiry: Int64 = 0
+
+    init(gateway: Gateway, transport: Principal) {
+        self.gateway = gateway
+        self.transport = transport
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): head = h
+        case .body: break
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            answer(context: context, h)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    private func answer(context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        let options = gateway.options
+        let uri = h.uri
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        if path == options.pathPrefix || path.hasPrefix(options.pathPrefix + "/") {
+            let principal: Principal
+            switch resolve(h.headers.first(name: options.apiKeyHeader)) {
+            case .success(let p): principal = p
+            case .failure(let refused): return respond(context: context, h, refused)
+            }
+            let method = h.headers.first(name: options.methodHeader) ?? h.method.rawValue
+            let original = h.headers.first(name: options.uriHeader) ?? {
+                let rest = uri.dropFirst(options.pathPrefix.count)
+                return rest.isEmpty || rest.hasPrefix("?") ? "/" + rest : String(rest)
+            }()
+            let a = gateway.decide(method: method, path: original, principal: principal) { h.headers.first(name: $0) }
+            return respond(context: context, h, a)
+        }
+        if h.method == .GET, path == "/healthz" {
+            return respond(context: context, h, status: .ok, contentType: "text/plain", body: "ok\n")
+        }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        // "", "v1", "tenants", T, "users", U, "permissions"
+        if parts.count == 7, parts[1] == "v1", parts[2] == "tenants", parts[4] == "users", parts[6] == "permissions" {
+            guard h.method == .GET else {
+                return respond(context: context, h, status: .methodNotAllowed, contentType: "application/json",
+                               body: Gateway.errorJSON("INVALID_ARGUMENT", "use GET"))
+            }
+            let principal: Principal
+            switch resolve(h.headers.first(name: options.apiKeyHeader)) {
+            case .success(let p): principal = p
+            case .failure:
+                return respond(context: context, h, status: .unauthorized, contentType: "application/json",
+                               body: Gateway.errorJSON("UNAUTHENTICATED", "send a valid API key in \(options.apiKeyHeader)"))
+            }
+            let (status, body) = gateway.permissionsJSON(tenant: parts[3], user: parts[5], principal: principal)
+            return respond(context: context, h, status: HTTPResponseStatus(statusCode: status), contentType: "application/json", body: body)
+        }
+        respond(context: context, h, status: .notFound, contentType: "application/json",
+                body: Gateway.errorJSON("NOT_FOUND", "no such endpoint: decisions are under \(options.pathPrefix), permissions under /v1/tenants/{tenant_id}/users/{user_id}/permissions"))
+    }
+
+    /// The principal for this request, reusing the connection's last verified key.
+    private func resolve(_ presented: String?) -> Result<Principal, GatewayAnswer> {
+        guard let presented else { return gateway.principal(presentedKey: nil, transport: transport) }
+        let keys = gateway.dispatcher.keys
+        let epoch = keys.epoch.load(ordering: .acquiring)
+        if presented == cachedKey, epoch == cachedEpoch, Timestamp.now() < cachedExpiry {
+            return .success(cachedPrincipal)
+        }
+        cachedKey = nil
+        let r = gateway.principal(presentedKey: presented, transport: transport)
+        if case .success(let p) = r, case .key(let id, _, _) = p {
+            cachedKey = presented
+            cachedPrincipal = p
+            cachedEpoch = epoch
+            cachedExpiry = keys.expiry(of: id)
+        }
+        return r
+    }
+
+    /// A decision: no body, the decision in headers.
+    private func respond(context: ChannelHandlerContext, _ h: HTTPRequestHead, _ a: GatewayAnswer) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(5)
+        headers.add(name: "x-authz-decision", value: a.allowed ? "allow" : "deny")
+        headers.add(name: "x-authz-reason", value: a.reason)
+        headers.add(name: "x-authz-revision", value: String(a.revision))
+        if a.routeLine > 0 { headers.add(name: "x-authz-route", value: String(a.routeLine)) }
+        headers.add(name: "content-length", value: "0")
+        if !h.isKeepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: HTTPResponseStatus(statusCode: a.status), headers: headers))), promise: nil)
+        finish(context: context, h)
+    }
+
+    private func respond(context: ChannelHandlerContext, _ h: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: contentType)
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        if !h.isKeepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: status, headers: headers))), promise: nil)
+        if h.method != .HEAD {
+            var buf = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buf.writeString(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buf))), promise: nil)
+        }
+        finish(context: context, h)
+    }
+
+    private func finish(context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        if h.isKeepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
