@@ -4,6 +4,7 @@ import AuthzWire
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Where the daemon listens.
 public enum Endpoint: Sendable, CustomStringConvertible {
@@ -44,8 +45,32 @@ public final class AuthzClient: @unchecked Sendable {
     /// trusted by uid). A rejected Hello fails the call with UNAUTHENTICATED.
     public var apiKey: String?
 
+    /// TLS context for a TCP endpoint (nil: plain text).
+    private let tlsContext: NIOSSLContext?
+    private let tlsServerName: String?
+
+    /// A client with `connections` pooled connections (opened on first use). With `tls`, TCP
+    /// connections speak TLS (ignored for a Unix socket); INVALID_ARGUMENT when its files
+    /// cannot be read.
+    public convenience init(endpoint: Endpoint, connections: Int = 1, group: EventLoopGroup? = nil, maxFrameSize: Int = 64 * 1024 * 1024, tls: ClientTLS) throws {
+        var name: String? = tls.serverName
+        if name == nil, case .tcp(let host, _) = endpoint, !AuthzClient.isIPAddress(host) { name = host }
+        let context: NIOSSLContext? = { if case .tcp = endpoint { return true } else { return false } }() ? try tls.makeContext() : nil
+        self.init(endpoint: endpoint, connections: connections, group: group, maxFrameSize: maxFrameSize, tlsContext: context, serverName: name)
+    }
+
     /// A client with `connections` pooled connections (opened on first use).
-    public init(endpoint: Endpoint, connections: Int = 1, group: EventLoopGroup? = nil, maxFrameSize: Int = 64 * 1024 * 1024) {
+    public convenience init(endpoint: Endpoint, connections: Int = 1, group: EventLoopGroup? = nil, maxFrameSize: Int = 64 * 1024 * 1024) {
+        self.init(endpoint: endpoint, connections: connections, group: group, maxFrameSize: maxFrameSize, tlsContext: nil, serverName: nil)
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+
+    private init(endpoint: Endpoint, connections: Int, group: EventLoopGroup?, maxFrameSize: Int, tlsContext: NIOSSLContext?, serverName: String?) {
+        self.tlsContext = tlsContext
+        self.tlsServerName = serverName
         self.endpoint = endpoint
         if let group {
             self.group = group
@@ -69,10 +94,12 @@ public final class AuthzClient: @unchecked Sendable {
     private func connect(on loop: EventLoop) -> EventLoopFuture<ClientConnection> {
         let handler = ClientHandler()
         let maxFrame = maxFrameSize
+        let tls = tlsContext, serverName = tlsServerName
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(5))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
+                    if let tls { try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
                     try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(ClientFrameDecoder(maxFrameSize: maxFrame)))
                     try ch.pipeline.syncOperations.addHandler(handler)
                 }

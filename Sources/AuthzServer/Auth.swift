@@ -22,17 +22,19 @@ enum Principal: Equatable {
     case key(id: ID, role: KeyRole, tenant: ID)
     /// A Unix peer uid on the allowlist.
     case uid(UInt32, role: KeyRole, tenant: ID)
+    /// A TLS client certificate whose URI SAN (`identity`) the identity map maps to a role.
+    case certificate(String, role: KeyRole, tenant: ID)
 
     var role: KeyRole? {
         switch self {
-        case .key(_, let r, _), .uid(_, let r, _): return r
+        case .key(_, let r, _), .uid(_, let r, _), .certificate(_, let r, _): return r
         default: return nil
         }
     }
 
     var tenant: ID? {
         switch self {
-        case .key(_, _, let t), .uid(_, _, let t): return t
+        case .key(_, _, let t), .uid(_, _, let t), .certificate(_, _, let t): return t
         default: return nil
         }
     }
@@ -166,7 +168,7 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
         return AuthzError(.unauthenticated, "this connection presented no API key: send a Hello with api_key first, or set Request.api_key", field: "api_key")
     case .superuser:
         return nil
-    case .key, .uid:
+    case .key, .uid, .certificate:
         break
     }
     let role = p.role!, tenant = p.tenant!

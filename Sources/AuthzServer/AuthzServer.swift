@@ -35,6 +35,8 @@ public final class AuthzServer: @unchecked Sendable {
     public private(set) var gateway: Gateway?
     private var httpGateway: HTTPGatewayServer?
     private var grpcGateway: HTTPGatewayServer? // GRPC-TYPE
+    /// The TLS context of the TCP listeners, when configured (re-read on SIGHUP).
+    private var tls: TLSContextHolder?
     /// Where the HTTP and gRPC gateway listeners are bound, when on.
     public private(set) var httpAddress: SocketAddress?
     public private(set) var grpcAddress: SocketAddress?
@@ -55,6 +57,18 @@ public final class AuthzServer: @unchecked Sendable {
     public func start() throws {
         if config.socketPath == nil && config.address == nil && config.httpAddress == nil && config.httpSocketPath == nil && config.grpcAddress == nil {
             throw ConfigError("nothing to listen on: give --socket PATH and/or --address HOST:PORT")
+        }
+        let tcpListeners = [config.address, config.httpAddress, config.grpcAddress].compactMap { $0 }
+        if config.tls.enabled {
+            tls = try TLSContextHolder(settings: config.tls)
+        } else if !tcpListeners.isEmpty && !(config.insecurePlaintext || config.insecureNoAuth) {
+            throw ConfigError("TCP listener \(tcpListeners.joined(separator: ", ")) would carry API keys and decisions in clear text: give --tls-cert and --tls-key, or --insecure-plaintext to accept that")
+        }
+        if config.tls.metricsTLS && !config.tls.enabled {
+            throw ConfigError("metrics-tls needs tls-cert and tls-key")
+        }
+        if !config.tls.enabled && !tcpListeners.isEmpty {
+            logger.warning("TCP listeners serve plain text (--insecure-plaintext): API keys and decisions cross the network unencrypted", metadata: ["listen.tcp": "\(tcpListeners)"])
         }
         var options = EngineOptions()
         options.store.sync = config.sync
@@ -92,7 +106,7 @@ public final class AuthzServer: @unchecked Sendable {
             dispatcher.metricsEnabled = true
             let (host, port) = try AuthzServer.parse(address: address)
             let m = MetricsServer(registry: registry, dispatcher: dispatcher, maxConnections: config.maxMetricsConnections,
-                                  timeout: .seconds(Int64(config.metricsTimeoutSeconds)))
+                                  timeout: .seconds(Int64(config.metricsTimeoutSeconds)), tls: config.tls.metricsTLS ? tls : nil)
             metricsAddress = try m.start(group: group, host: host, port: port)
             metricsServer = m
             logger.info("metrics listening", metadata: ["listen.metrics": "\(metricsAddress?.description ?? address)"])
@@ -142,7 +156,7 @@ public final class AuthzServer: @unchecked Sendable {
         gateway = g
         if config.httpAddress != nil || config.httpSocketPath != nil {
             let idle = TimeAmount.seconds(Int64(config.idleTimeoutSeconds > 0 ? config.idleTimeoutSeconds : 300))
-            let h = HTTPGatewayServer(gateway: g, maxConnections: config.maxHTTPConnections, idleTimeout: idle)
+            let h = HTTPGatewayServer(gateway: g, maxConnections: config.maxHTTPConnections, idleTimeout: idle, tls: tls)
             httpGateway = h
             if let address = config.httpAddress {
                 let (host, port) = try AuthzServer.parse(address: address)
@@ -169,12 +183,17 @@ GRPC-WIRING*/
         }
     }
 
-    /// SIGHUP: re-reads what can change while serving (the route map). A file that does not
+    /// SIGHUP: re-reads what can change while serving (the route map, the TLS certificate and
+    /// key). Connections already open keep their TLS session. A file that does not
     /// validate leaves the old one in place; the error is logged and returned.
     @discardableResult
     public func reload() -> Error? {
         do {
             try gateway?.reloadRoutes()
+            if let tls {
+                try tls.reload()
+                logger.info("TLS certificate reloaded", metadata: ["tls.cert": "\(config.tls.certPath ?? "")"])
+            }
             return nil
         } catch {
             logger.error("reload refused; keeping the previous configuration", metadata: ["error": "\(error)"])
@@ -211,6 +230,7 @@ GRPC-WIRING*/
         let high = config.writeBufferHighWater
         return channel.setOption(.writeBufferWaterMark, value: .init(low: high / 4, high: high)).flatMapThrowing { [self] in
             let sync = channel.pipeline.syncOperations
+            if !isUnix, let tls { try tls.addHandlers(to: channel, logger: logger) }
             if config.idleTimeoutSeconds > 0 {
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
             }

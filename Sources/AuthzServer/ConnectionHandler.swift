@@ -217,7 +217,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         case .superuser:
             fastPath = true
-        case .uid(_, let role, let tenant):
+        case .uid(_, let role, let tenant), .certificate(_, let role, let tenant):
             fastPath = role != .operator
             fastPathTenant = role == .gateway ? nil : tenant
         case .key(let id, let role, let tenant):
@@ -593,6 +593,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let identified = event as? CertificateIdentified {
+            // The TLS client certificate names who this connection is (before any data).
+            if principal == .unauthenticated {
+                principal = identified.principal
+                trust(full: true)
+            }
+            return
+        }
         if event is QuiesceEvent {
             draining = true
             if inFlight == 0 { context.close(promise: nil) }

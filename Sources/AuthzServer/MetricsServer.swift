@@ -21,7 +21,11 @@ final class MetricsServer: @unchecked Sendable {
     private let open = NIOLockedValueBox(0)
     var channel: Channel?
 
-    init(registry: PrometheusCollectorRegistry, dispatcher: Dispatcher, maxConnections: Int = 32, timeout: TimeAmount = .seconds(10)) {
+    /// TLS for the listener (`metrics-tls`), or nil.
+    let tls: TLSContextHolder?
+
+    init(registry: PrometheusCollectorRegistry, dispatcher: Dispatcher, maxConnections: Int = 32, timeout: TimeAmount = .seconds(10), tls: TLSContextHolder? = nil) {
+        self.tls = tls
         self.registry = registry
         self.dispatcher = dispatcher
         self.maxConnections = maxConnections
@@ -45,6 +49,9 @@ final class MetricsServer: @unchecked Sendable {
                 ch.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
                 let deadline = ch.eventLoop.scheduleTask(in: self.timeout) { ch.close(promise: nil) }
                 ch.closeFuture.whenComplete { _ in deadline.cancel() }
+                if let tls = self.tls {
+                    do { try tls.addHandlers(to: ch, logger: self.dispatcher.logger) } catch { return ch.close() }
+                }
                 return ch.pipeline.configureHTTPServerPipeline().flatMap { ch.pipeline.addHandler(MetricsHTTPHandler(server: self)) }
             }
         let ch = try bootstrap.bind(host: host, port: port).wait()

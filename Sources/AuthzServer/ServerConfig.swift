@@ -95,6 +95,11 @@ public struct ServerConfig: Sendable, Equatable {
     public var maxHTTPConnections = 4096
     /// Header names, path prefix and route map of the gateway listeners.
     public var gateway = GatewayOptions()
+    /// TLS for every TCP listener (the metrics listener only with `metricsTLS`).
+    public var tls = TLSSettings()
+    /// Serve TCP listeners without TLS. Required (and logged as a warning) for any TCP listener
+    /// when no certificate is configured; `insecureNoAuth` implies it.
+    public var insecurePlaintext = false
 
     public init() {}
 
@@ -211,6 +216,19 @@ public struct ServerConfig: Sendable, Equatable {
                 throw ConfigError("\(origin): http-path-prefix must start with / and not end with / (got \"\(value)\")")
             }
             gateway.pathPrefix = value
+        case "tls-cert": tls.certPath = value.isEmpty ? nil : value
+        case "tls-key": tls.keyPath = value.isEmpty ? nil : value
+        case "tls-client-ca": tls.clientCAPath = value.isEmpty ? nil : value
+        case "tls-client-auth":
+            guard value == "optional" || value == "require" else { throw ConfigError("\(origin): tls-client-auth must be optional or require (got \"\(value)\")") }
+            tls.requireClientCertificate = value == "require"
+        case "tls-identity":
+            // Patterns separated by whitespace or commas, replacing the defaults.
+            let patterns = value.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+            _ = try CertificateIdentityMap(patterns)
+            tls.identityPatterns = patterns
+        case "metrics-tls": tls.metricsTLS = value == "true"
+        case "insecure-plaintext": insecurePlaintext = value == "true"
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

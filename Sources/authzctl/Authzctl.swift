@@ -54,6 +54,12 @@ struct Connection: ParsableArguments {
     var key: String?
     @Option(name: .long, help: "File holding the API key (one line; default $AUTHZD_KEY_FILE). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
     var keyFile: String?
+    @Option(name: .long, help: "TLS: PEM CA bundle to verify the daemon's certificate (default $AUTHZD_TLS_CA; with --address, TLS is on when any --tls-* is given).")
+    var tlsCa: String?
+    @Option(name: .long, help: "TLS client certificate (PEM) for mTLS (default $AUTHZD_TLS_CERT).")
+    var tlsCert: String?
+    @Option(name: .long, help: "Key of --tls-cert (PEM; default $AUTHZD_TLS_KEY).")
+    var tlsKey: String?
 
     func client() throws -> AuthzClient {
         let env = ProcessInfo.processInfo.environment
@@ -73,7 +79,15 @@ struct Connection: ParsableArguments {
         } catch let e as AuthzError {
             throw usageError(e.message)
         }
-        let c = AuthzClient(endpoint: endpoint)
+        let ca = tlsCa ?? env["AUTHZD_TLS_CA"], cert = tlsCert ?? env["AUTHZD_TLS_CERT"], tkey = tlsKey ?? env["AUTHZD_TLS_KEY"]
+        let c: AuthzClient
+        if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil {
+            do { c = try AuthzClient(endpoint: endpoint, tls: ClientTLS(caPath: ca, certPath: cert, keyPath: tkey)) } catch let e as AuthzError {
+                throw usageError(e.message)
+            }
+        } else {
+            c = AuthzClient(endpoint: endpoint)
+        }
         c.defaultTimeout = .milliseconds(Int64(timeoutMs))
         c.apiKey = apiKey
         return c

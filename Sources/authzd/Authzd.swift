@@ -66,6 +66,14 @@ struct ServeOptions: ParsableArguments {
     var grpcAddress: String?
     @Option(name: .long, help: "Route map for the gateway listeners: METHOD PATH-PATTERN PERMISSION SCOPE lines; re-read on SIGHUP.")
     var routeMap: String?
+    @Option(name: .long, help: "PEM certificate chain for TLS on every TCP listener (with --tls-key).")
+    var tlsCert: String?
+    @Option(name: .long, help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+    @Option(name: .long, help: "PEM CA bundle of accepted client certificates (mTLS; identities mapped by tls-identity, docs/security.md).")
+    var tlsClientCa: String?
+    @Flag(name: .long, help: "Allow TCP listeners without TLS (logged as a warning). Required for --address without --tls-cert.")
+    var insecurePlaintext = false
     @Option(name: .long, help: ArgumentHelp("Any config-file setting as KEY=VALUE (repeatable), e.g. --set max-inheritance-depth=16.", valueName: "KEY=VALUE"))
     var set: [String] = []
 
@@ -91,6 +99,10 @@ struct ServeOptions: ParsableArguments {
         if let httpSocket { c.httpSocketPath = httpSocket }
         if let grpcAddress { c.grpcAddress = grpcAddress }
         if let routeMap { c.gateway.routeMapPath = routeMap }
+        if let tlsCert { c.tls.certPath = tlsCert }
+        if let tlsKey { c.tls.keyPath = tlsKey }
+        if let tlsClientCa { c.tls.clientCAPath = tlsClientCa }
+        if insecurePlaintext { c.insecurePlaintext = true }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }
         for item in set {
             guard let eq = item.firstIndex(of: "=") else { throw ConfigError("--set \(item): expected KEY=VALUE") }
@@ -142,7 +154,8 @@ struct Serve: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        // SIGHUP re-reads the route map (and keeps the old one if the new one is invalid).
+        // SIGHUP re-reads the route map and the TLS certificate (keeping the old ones when the
+        // new ones do not load).
         signal(SIGHUP, SIG_IGN)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hup.setEventHandler {

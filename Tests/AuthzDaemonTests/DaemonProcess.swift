@@ -34,7 +34,7 @@ final class DaemonProcess {
         socketPath = self.dir + "/authzd.sock"
         process.executableURL = productsDirectory().appendingPathComponent("authzd")
         var args = ["serve", "--data-dir", self.dir + "/data", "--socket", socketPath, "--threads", "2"]
-        if tcp { args += ["--address", "127.0.0.1:0"] }
+        if tcp && !extra.contains("--tls-cert") { args += ["--address", "127.0.0.1:0", "--insecure-plaintext"] } else if tcp { args += ["--address", "127.0.0.1:0"] }
         process.arguments = args + extra
         process.standardError = stderrPipe
         process.standardOutput = FileHandle.nullDevice

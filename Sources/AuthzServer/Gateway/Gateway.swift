@@ -134,7 +134,7 @@ public final class Gateway: Sendable {
         switch principal {
         case .superuser: return nil
         case .unauthenticated: return GatewayAnswer(status: 503, reason: "gateway_unauthenticated", revision: 0)
-        case .key(_, let role, let t), .uid(_, let role, let t):
+        case .key(_, let role, let t), .uid(_, let role, let t), .certificate(_, let role, let t):
             switch role {
             case .gateway: return nil
             case .operator: return GatewayAnswer(status: 503, reason: "gateway_not_permitted", revision: 0)

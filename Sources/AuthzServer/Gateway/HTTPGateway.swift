@@ -22,7 +22,11 @@ final class HTTPGatewayServer: Sendable {
     private let open = NIOLockedValueBox(0)
     private let channels = NIOLockedValueBox<[Channel]>([])
 
-    init(gateway: Gateway, maxConnections: Int, idleTimeout: TimeAmount) {
+    /// TLS for the TCP listener (nil: plain text); the Unix socket never uses it.
+    let tls: TLSContextHolder?
+
+    init(gateway: Gateway, maxConnections: Int, idleTimeout: TimeAmount, tls: TLSContextHolder?) {
+        self.tls = tls
         self.gateway = gateway
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
@@ -66,6 +70,9 @@ final class HTTPGatewayServer: Sendable {
                 }
                 ch.closeFuture.whenComplete { [self] _ in open.withLockedValue { $0 -= 1 } }
                 let transport: EventLoopFuture<Principal> = isUnix ? unixPrincipal(ch) : ch.eventLoop.makeSucceededFuture(.unauthenticated)
+                if !isUnix, let tls {
+                    do { try tls.addHandlers(to: ch, logger: gateway.logger) } catch { return ch.close() }
+                }
                 return transport.flatMap { [self] principal in
                     ch.pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true).flatMapThrowing {
                         let sync = ch.pipeline.syncOperations
@@ -96,8 +103,8 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     let gateway: Gateway
-    /// The connection's own principal (Unix peer or none).
-    let transport: Principal
+    /// The connection's own principal (Unix peer, TLS client certificate, or none).
+    private(set) var transport: Principal
     private var head: HTTPRequestHead?
     /// The last key this connection presented and what it resolved to, re-validated when the
     /// key table's epoch moves or the key's expiry passes (as on the binary protocol).
@@ -123,7 +130,13 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+        if let identified = event as? CertificateIdentified {
+            if transport == .unauthenticated { transport = identified.principal }
+        } else if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     private func answer(context: ChannelHandlerContext, _ h: HTTPRequestHead) {

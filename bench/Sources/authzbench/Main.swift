@@ -65,7 +65,7 @@ final class Harness {
         let started = Date()
         facts["authzd_auth"] = insecure ? "insecure-no-auth (multi-tenant load)" : "checker key via Hello"
         authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
-                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--log-level", "warning",
+                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--insecure-plaintext", "--log-level", "warning",
                                                "--threads", "\(authzdThreads)"] + (insecure ? ["--insecure-no-auth"] : [])
                                                + (observability ? ["--metrics-address", "127.0.0.1:\(freePort())", "--decision-log", dir + "/decisions.jsonl", "--decision-log-sample-rate", "0.01"] : []),
                                    logPath: dir + "/authzd.log")
