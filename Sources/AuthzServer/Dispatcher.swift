@@ -25,6 +25,8 @@ public final class Dispatcher: @unchecked Sendable {
     let readers: NIOThreadPool
     let writer: NIOThreadPool
     let keys: KeyTable
+    /// Background re-encryption of credential secrets (RotateSecrets).
+    let rotator: SecretRotator
     let metrics = ServerMetrics()
     /// Whether metrics are exported (then checks read the clock for their latency).
     var metricsEnabled = false
@@ -38,6 +40,7 @@ public final class Dispatcher: @unchecked Sendable {
         self.config = config
         self.logger = logger
         keys = try KeyTable(store: engine.store)
+        rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch)
         readers = NIOThreadPool(numberOfThreads: 2)
         writer = NIOThreadPool(numberOfThreads: 1)
         readers.start()
@@ -62,7 +65,7 @@ public final class Dispatcher: @unchecked Sendable {
         switch call {
         case .check, .batchCheck, .listUserPermissions, .serverInfo, .health, .hello, .listKeys: return .inline
         case .explain, .get, .list, .export, .exportPage, .listPermissionUsers: return .reader
-        case .write, .importJSONL, .createKey, .revokeKey: return .writer
+        case .write, .importJSONL, .createKey, .revokeKey, .rotateSecrets: return .writer
         case .importChunk(_, _, _, let more): return more ? .reader : .writer
         }
     }
@@ -338,6 +341,8 @@ public final class Dispatcher: @unchecked Sendable {
             let k = try keys.revoke(id, expiresAt: expires)
             logger.notice(expires == 0 ? "api key revoked" : "api key expiry set", metadata: ["key.id": "\(id)"])
             return .revokeKey(k)
+        case .rotateSecrets:
+            return .rotateSecrets(try rotator.rotate())
         }
     }
 }

@@ -97,6 +97,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var gateway = GatewayOptions()
     /// TLS for every TCP listener (the metrics listener only with `metricsTLS`).
     public var tls = TLSSettings()
+    /// Credentials re-encrypted per write transaction by a background secret rotation.
+    public var secretRotationBatch = 256
     /// Serve TCP listeners without TLS. Required (and logged as a warning) for any TCP listener
     /// when no certificate is configured; `insecureNoAuth` implies it.
     public var insecurePlaintext = false
@@ -229,6 +231,7 @@ public struct ServerConfig: Sendable, Equatable {
             tls.identityPatterns = patterns
         case "metrics-tls": tls.metricsTLS = value == "true"
         case "insecure-plaintext": insecurePlaintext = value == "true"
+        case "secret-rotation-batch": secretRotationBatch = max(1, try int())
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

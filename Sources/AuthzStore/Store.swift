@@ -176,12 +176,29 @@ public final class Store: @unchecked Sendable {
     let keysDB: UInt32
     let options: StoreOptions
     private var resizeLock = pthread_rwlock_t()
-    private var writeLock = pthread_mutex_t()
+    /// Serialises write transactions (writes, key records, secret rotation batches).
+    var writeLock = pthread_mutex_t()
     private let lock: LockFile
-    /// Seals platform-credential secrets; nil when opened with `.loadIfPresent` and no key
-    /// ring exists.
-    public let sealer: SecretSealer?
+    private var sealerLock = pthread_mutex_t()
+    private var currentSealer: SecretSealer?
+    /// The key ring file (`--keyring`, default `DATA_DIR/keyring`).
+    let ringPath: String
     public let directory: String
+
+    /// Seals platform-credential secrets; nil when opened with `.loadIfPresent` and no key
+    /// ring exists. Replaced while serving by `reloadKeyRing()`.
+    public var sealer: SecretSealer? {
+        pthread_mutex_lock(&sealerLock)
+        defer { pthread_mutex_unlock(&sealerLock) }
+        return currentSealer
+    }
+
+    /// Swaps the sealer (`reloadKeyRing`).
+    func replaceSealer(_ s: SecretSealer) {
+        pthread_mutex_lock(&sealerLock)
+        currentSealer = s
+        pthread_mutex_unlock(&sealerLock)
+    }
 
     /// Opens (creating if needed) the store in `directory`.
     ///
@@ -198,16 +215,18 @@ public final class Store: @unchecked Sendable {
         try Store.makeDirectories(directory)
         try Store.checkPrivateDirectory(directory)
         lock = try LockFile(path: directory + "/authzd.lock")
+        pthread_mutex_init(&sealerLock, nil)
         let ringPath = options.keyRingPath ?? directory + "/keyring"
+        self.ringPath = ringPath
         if options.keyRingPath == nil && access(ringPath, F_OK) != 0 {
             switch options.keyRing {
-            case .createIfMissing: sealer = SecretSealer(ring: try KeyRing.create(path: ringPath))
-            case .loadIfPresent: sealer = nil
+            case .createIfMissing: currentSealer = SecretSealer(ring: try KeyRing.create(path: ringPath))
+            case .loadIfPresent: currentSealer = nil
             case .require:
                 throw AuthzError(.failedPrecondition, "key ring \(ringPath) does not exist: put the key ring that sealed this data there (mode 0600) or pass --keyring")
             }
         } else {
-            sealer = SecretSealer(ring: try KeyRing.load(path: ringPath))
+            currentSealer = SecretSealer(ring: try KeyRing.load(path: ringPath))
         }
         do {
             env = try LMDBEnvironment(path: directory, mapSize: options.mapSize, maxReaders: options.maxReaders,
@@ -433,53 +452,6 @@ public final class Store: @unchecked Sendable {
         }
         do { try env.setMapSize(next) } catch {
             throw AuthzError(.resourceExhausted, "cannot grow the map to \(next) bytes: \(error)")
-        }
-    }
-
-    /// Re-encrypts, in transactions of at most `batchSize` records, every platform credential
-    /// whose secrets were sealed with a key other than the key ring's active one. Crash-safe:
-    /// each batch commits atomically and every record names the key that sealed it, so a run
-    /// killed halfway leaves every record readable and the next run continues. Returns the
-    /// number of records re-encrypted. Does not change the revision (no logical change).
-    /// FAILED_PRECONDITION when the store was opened without a key ring.
-    /// `stopAfter` (tests) stops after that many records.
-    public func rotateSecrets(batchSize: Int = 256, stopAfter: Int? = nil) throws -> Int {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        guard let sealer else {
-            throw AuthzError(.failedPrecondition, "no key ring is loaded: rotation needs the key ring (\(directory)/keyring or --keyring)")
-        }
-        var done = 0
-        let active = sealer.ring.activeId
-        while true {
-            let txn = try mapped { try LMDBTransaction(env: env, readOnly: false) }
-            let reader = StoreReader(store: self, txn: txn)
-            var stale: [([UInt8], Entity)] = []
-            try mapped {
-                for t in try reader.tenantIDs() {
-                    var prefix: [UInt8] = []
-                    appendID(t, to: &prefix)
-                    prefix.append(EntityKind.platformCredential.rawValue)
-                    try txn.scan(records, prefix: prefix) { key, value in
-                        if let ids = try RecordCodec.credentialKeyIds(value), ids.contains(where: { $0 != active }) {
-                            let e = try RecordCodec.decode(value, sealer: sealer)
-                            if case .platformCredential(let c) = e, let why = c.unreadableSecret {
-                                throw AuthzError(.dataLoss, "cannot re-encrypt platform_credential \(c.fields.id): \(why.reason); add its key to the ring, or overwrite or deactivate the credential", field: "platform_credential.secret_unreadable")
-                            }
-                            stale.append((Array(key), e))
-                        }
-                        return stale.count < batchSize
-                    }
-                    if stale.count >= batchSize { break }
-                }
-            }
-            if stale.isEmpty { return done }
-            var budget = stale.count
-            if let stopAfter { budget = min(budget, stopAfter - done) }
-            for (key, e) in stale.prefix(budget) { try mapped { try txn.put(records, key, try RecordCodec.encode(e, sealer: sealer)) } }
-            try mapped { try txn.commit() }
-            done += budget
-            if let stopAfter, done >= stopAfter { return done }
         }
     }
 

@@ -178,8 +178,10 @@ public enum WireCodec {
             return .listKeys(tenantId: try FieldReader(prefix: "list_keys.").optionalID(m.list_keys.pointee.tenant_id, "tenant_id"))
         case AUTHZ__V1__REQUEST__CALL_REVOKE_KEY:
             return .revokeKey(id: try FieldReader(prefix: "revoke_key.").id(m.revoke_key.pointee.key_id, "key_id"), expiresAt: m.revoke_key.pointee.expires_at)
+        case AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS:
+            return .rotateSecrets
         default:
-            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health, hello, create_key, list_keys, revoke_key")
+            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health, hello, create_key, list_keys, revoke_key, rotate_secrets")
         }
     }
 
@@ -377,6 +379,9 @@ public enum WireCodec {
                 $0.pointee.key_id = a.cString(id.description)
                 $0.pointee.expires_at = expires
             }
+        case .rotateSecrets:
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS
+            msg.pointee.rotate_secrets = a.make(Authz__V1__RotateSecretsRequest.self) { authz__v1__rotate_secrets_request__init($0) }
         }
         return pack(msg)
     }
@@ -587,6 +592,19 @@ public enum WireCodec {
                     authz__v1__revoke_key_response__init($0)
                     $0.pointee.key = encodeKey(k, a)
                 }
+            case .rotateSecrets(let s):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_ROTATE_SECRETS
+                msg.pointee.rotate_secrets = a.make(Authz__V1__RotateSecretsResponse.self) {
+                    authz__v1__rotate_secrets_response__init($0)
+                    $0.pointee.active_key_id = a.cString(s.activeKeyId)
+                    let arr = a.array(UnsafeMutablePointer<CChar>?.self, count: s.keyIds.count)
+                    for (i, id) in s.keyIds.enumerated() { arr[i] = a.cString(id) }
+                    $0.pointee.n_key_ids = s.keyIds.count
+                    $0.pointee.key_ids = arr
+                    $0.pointee.running = s.running ? 1 : 0
+                    $0.pointee.remaining = s.remaining
+                    $0.pointee.reencrypted = s.reencrypted
+                }
             }
         }
         let n = authz__v1__response__get_packed_size(msg)
@@ -724,6 +742,10 @@ public enum WireCodec {
         case AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY:
             guard let k = decodeKey(m.revoke_key.pointee.key) else { throw AuthzError(.internal, "malformed key in response") }
             reply = .revokeKey(k)
+        case AUTHZ__V1__RESPONSE__RESULT_ROTATE_SECRETS:
+            let x = m.rotate_secrets.pointee
+            reply = .rotateSecrets(SecretRotationStatus(activeKeyId: swiftString(x.active_key_id) ?? "", keyIds: (0..<x.n_key_ids).map { swiftString(x.key_ids[$0]) ?? "" },
+                                                        running: x.running != 0, remaining: x.remaining, reencrypted: x.reencrypted))
         default:
             throw AuthzError(.internal, "the server's response has neither a status nor a result")
         }

@@ -46,6 +46,8 @@ public enum Call: Sendable {
     case listKeys(tenantId: ID?)
     /// Revokes now (`expiresAt == 0`) or sets the expiry.
     case revokeKey(id: ID, expiresAt: Int64)
+    /// Reloads the key ring and re-encrypts stale secrets in the background.
+    case rotateSecrets
 
     /// The call's name as in the proto service (`"Check"`), for logs and metrics.
     public var name: String {
@@ -66,6 +68,7 @@ public enum Call: Sendable {
         case .createKey: return "CreateKey"
         case .listKeys: return "ListKeys"
         case .revokeKey: return "RevokeKey"
+        case .rotateSecrets: return "RotateSecrets"
         }
     }
 }
@@ -122,6 +125,24 @@ public enum Reply: Sendable {
     case createKey(ApiKey, secret: String)
     case listKeys([ApiKey])
     case revokeKey(ApiKey)
+    case rotateSecrets(SecretRotationStatus)
+}
+
+/// The state of secret re-encryption (RotateSecrets).
+public struct SecretRotationStatus: Sendable, Equatable {
+    public var activeKeyId: String
+    public var keyIds: [String]
+    public var running: Bool
+    public var remaining: UInt64
+    public var reencrypted: UInt64
+
+    public init(activeKeyId: String, keyIds: [String], running: Bool, remaining: UInt64, reencrypted: UInt64) {
+        self.activeKeyId = activeKeyId
+        self.keyIds = keyIds
+        self.running = running
+        self.remaining = remaining
+        self.reencrypted = reencrypted
+    }
 }
 
 /// A response frame: the request id it answers and a reply or an error.

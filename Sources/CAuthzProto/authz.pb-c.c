@@ -2077,6 +2077,96 @@ void   authz__v1__revoke_key_response__free_unpacked
   assert(message->base.descriptor == &authz__v1__revoke_key_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__rotate_secrets_request__init
+                     (Authz__V1__RotateSecretsRequest         *message)
+{
+  static const Authz__V1__RotateSecretsRequest init_value = AUTHZ__V1__ROTATE_SECRETS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__rotate_secrets_request__get_packed_size
+                     (const Authz__V1__RotateSecretsRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__rotate_secrets_request__pack
+                     (const Authz__V1__RotateSecretsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__rotate_secrets_request__pack_to_buffer
+                     (const Authz__V1__RotateSecretsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__RotateSecretsRequest *
+       authz__v1__rotate_secrets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__RotateSecretsRequest *)
+     protobuf_c_message_unpack (&authz__v1__rotate_secrets_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__rotate_secrets_request__free_unpacked
+                     (Authz__V1__RotateSecretsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__rotate_secrets_response__init
+                     (Authz__V1__RotateSecretsResponse         *message)
+{
+  static const Authz__V1__RotateSecretsResponse init_value = AUTHZ__V1__ROTATE_SECRETS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__rotate_secrets_response__get_packed_size
+                     (const Authz__V1__RotateSecretsResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__rotate_secrets_response__pack
+                     (const Authz__V1__RotateSecretsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__rotate_secrets_response__pack_to_buffer
+                     (const Authz__V1__RotateSecretsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__RotateSecretsResponse *
+       authz__v1__rotate_secrets_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__RotateSecretsResponse *)
+     protobuf_c_message_unpack (&authz__v1__rotate_secrets_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__rotate_secrets_response__free_unpacked
+                     (Authz__V1__RotateSecretsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__rotate_secrets_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__request__init
                      (Authz__V1__Request         *message)
 {
@@ -5799,7 +5889,115 @@ const ProtobufCMessageDescriptor authz__v1__revoke_key_response__descriptor =
   (ProtobufCMessageInit) authz__v1__revoke_key_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[19] =
+#define authz__v1__rotate_secrets_request__field_descriptors NULL
+#define authz__v1__rotate_secrets_request__field_indices_by_name NULL
+#define authz__v1__rotate_secrets_request__number_ranges NULL
+const ProtobufCMessageDescriptor authz__v1__rotate_secrets_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.RotateSecretsRequest",
+  "RotateSecretsRequest",
+  "Authz__V1__RotateSecretsRequest",
+  "authz.v1",
+  sizeof(Authz__V1__RotateSecretsRequest),
+  0,
+  authz__v1__rotate_secrets_request__field_descriptors,
+  authz__v1__rotate_secrets_request__field_indices_by_name,
+  0,  authz__v1__rotate_secrets_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__rotate_secrets_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__rotate_secrets_response__field_descriptors[5] =
+{
+  {
+    "active_key_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RotateSecretsResponse, active_key_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key_ids",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Authz__V1__RotateSecretsResponse, n_key_ids),
+    offsetof(Authz__V1__RotateSecretsResponse, key_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "running",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RotateSecretsResponse, running),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "remaining",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RotateSecretsResponse, remaining),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reencrypted",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__RotateSecretsResponse, reencrypted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__rotate_secrets_response__field_indices_by_name[] = {
+  0,   /* field[0] = active_key_id */
+  1,   /* field[1] = key_ids */
+  4,   /* field[4] = reencrypted */
+  3,   /* field[3] = remaining */
+  2,   /* field[2] = running */
+};
+static const ProtobufCIntRange authz__v1__rotate_secrets_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor authz__v1__rotate_secrets_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.RotateSecretsResponse",
+  "RotateSecretsResponse",
+  "Authz__V1__RotateSecretsResponse",
+  "authz.v1",
+  sizeof(Authz__V1__RotateSecretsResponse),
+  5,
+  authz__v1__rotate_secrets_response__field_descriptors,
+  authz__v1__rotate_secrets_response__field_indices_by_name,
+  1,  authz__v1__rotate_secrets_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__rotate_secrets_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[20] =
 {
   {
     "request_id",
@@ -6029,6 +6227,18 @@ static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[19] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rotate_secrets",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, rotate_secrets),
+    &authz__v1__rotate_secrets_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__request__field_indices_by_name[] = {
   2,   /* field[2] = api_key */
@@ -6048,6 +6258,7 @@ static const unsigned authz__v1__request__field_indices_by_name[] = {
   6,   /* field[6] = list_user_permissions */
   0,   /* field[0] = request_id */
   18,   /* field[18] = revoke_key */
+  19,   /* field[19] = rotate_secrets */
   13,   /* field[13] = server_info */
   8,   /* field[8] = write */
 };
@@ -6055,7 +6266,7 @@ static const ProtobufCIntRange authz__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 3 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor authz__v1__request__descriptor =
 {
@@ -6065,14 +6276,14 @@ const ProtobufCMessageDescriptor authz__v1__request__descriptor =
   "Authz__V1__Request",
   "authz.v1",
   sizeof(Authz__V1__Request),
-  19,
+  20,
   authz__v1__request__field_descriptors,
   authz__v1__request__field_indices_by_name,
   2,  authz__v1__request__number_ranges,
   (ProtobufCMessageInit) authz__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[18] =
+static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[19] =
 {
   {
     "request_id",
@@ -6290,6 +6501,18 @@ static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[18]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rotate_secrets",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, rotate_secrets),
+    &authz__v1__rotate_secrets_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__response__field_indices_by_name[] = {
   3,   /* field[3] = batch_check */
@@ -6307,6 +6530,7 @@ static const unsigned authz__v1__response__field_indices_by_name[] = {
   5,   /* field[5] = list_user_permissions */
   0,   /* field[0] = request_id */
   17,   /* field[17] = revoke_key */
+  18,   /* field[18] = rotate_secrets */
   12,   /* field[12] = server_info */
   1,   /* field[1] = status */
   7,   /* field[7] = write */
@@ -6315,7 +6539,7 @@ static const ProtobufCIntRange authz__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 18 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor authz__v1__response__descriptor =
 {
@@ -6325,7 +6549,7 @@ const ProtobufCMessageDescriptor authz__v1__response__descriptor =
   "Authz__V1__Response",
   "authz.v1",
   sizeof(Authz__V1__Response),
-  18,
+  19,
   authz__v1__response__field_descriptors,
   authz__v1__response__field_indices_by_name,
   2,  authz__v1__response__number_ranges,
@@ -6568,7 +6792,7 @@ const ProtobufCEnumDescriptor authz__v1__key_role__descriptor =
   authz__v1__key_role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[16] =
+static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[17] =
 {
   { "Check", &authz__v1__check_request__descriptor, &authz__v1__check_response__descriptor },
   { "BatchCheck", &authz__v1__batch_check_request__descriptor, &authz__v1__batch_check_response__descriptor },
@@ -6585,6 +6809,7 @@ static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[16] 
   { "Hello", &authz__v1__hello_request__descriptor, &authz__v1__hello_response__descriptor },
   { "CreateKey", &authz__v1__create_key_request__descriptor, &authz__v1__create_key_response__descriptor },
   { "ListKeys", &authz__v1__list_keys_request__descriptor, &authz__v1__list_keys_response__descriptor },
+  { "RotateSecrets", &authz__v1__rotate_secrets_request__descriptor, &authz__v1__rotate_secrets_response__descriptor },
   { "RevokeKey", &authz__v1__revoke_key_request__descriptor, &authz__v1__revoke_key_response__descriptor },
 };
 const unsigned authz__v1__authz__method_indices_by_name[] = {
@@ -6601,7 +6826,8 @@ const unsigned authz__v1__authz__method_indices_by_name[] = {
   14,        /* ListKeys */
   4,        /* ListPermissionUsers */
   3,        /* ListUserPermissions */
-  15,        /* RevokeKey */
+  16,        /* RevokeKey */
+  15,        /* RotateSecrets */
   10,        /* ServerInfo */
   5         /* Write */
 };
@@ -6612,7 +6838,7 @@ const ProtobufCServiceDescriptor authz__v1__authz__descriptor =
   "Authz",
   "Authz__V1__Authz",
   "authz.v1",
-  16,
+  17,
   authz__v1__authz__method_descriptors,
   authz__v1__authz__method_indices_by_name
 };
@@ -6736,13 +6962,21 @@ void authz__v1__authz__list_keys(ProtobufCService *service,
   assert(service->descriptor == &authz__v1__authz__descriptor);
   service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void authz__v1__authz__rotate_secrets(ProtobufCService *service,
+                                      const Authz__V1__RotateSecretsRequest *input,
+                                      Authz__V1__RotateSecretsResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void authz__v1__authz__revoke_key(ProtobufCService *service,
                                   const Authz__V1__RevokeKeyRequest *input,
                                   Authz__V1__RevokeKeyResponse_Closure closure,
                                   void *closure_data)
 {
   assert(service->descriptor == &authz__v1__authz__descriptor);
-  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void authz__v1__authz__init (Authz__V1__Authz_Service *service,
                              Authz__V1__Authz_ServiceDestroy destroy)

@@ -302,18 +302,47 @@ struct KeysRevoke: ParsableCommand {
 }
 
 struct KeysRotateData: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "rotate-data", abstract: "Re-encrypt every credential secret to the key ring's active key (daemon stopped; resumable).")
-    @Option(name: .long) var dataDir = "./data"
-    @Option(name: .long) var keyring: String?
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-data",
+        abstract: "Re-encrypt every credential secret to the key ring's active key (resumable).",
+        discussion: """
+        Against a running daemon (the default, over --socket as its uid or root): it re-reads the \
+        key ring file, seals new secrets with the active key at once and re-encrypts the others \
+        in the background while it serves; --wait prints progress until done. A daemon killed \
+        mid-way resumes at its next start. With --offline, on a stopped daemon's data directory.
+        Add the new key to the ring file first (`ID BASE64KEY active`, the old one kept without \
+        `active`); remove the old key only after the rotation finished.
+        """)
+    @OptionGroup var target: KeyTarget
     @Option(name: .long, help: "Records per transaction.") var batch = 256
+    @Flag(name: .long, help: "Wait for the background rotation to finish, printing progress on stderr.") var wait = false
 
     func run() throws {
-        var o = StoreOptions()
-        o.keyRingPath = keyring
-        o.keyRing = .require
-        let store = try Store(directory: dataDir, options: o)
-        let n = try store.rotateSecrets(batchSize: batch)
-        print("re-encrypted \(n) credential(s) to key \"\(store.sealer?.ring.activeId ?? "")\"")
+        if target.offline {
+            var o = StoreOptions()
+            o.keyRingPath = target.keyring
+            o.keyRing = .require
+            let store = try Store(directory: target.dataDir, options: o)
+            let n = try store.rotateSecrets(batchSize: batch)
+            print("{\"reencrypted\":\(n),\"active_key_id\":\"\(store.sealer?.ring.activeId ?? "")\"}")
+            return
+        }
+        guard case .rotateSecrets(var s) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
+        while wait && s.running {
+            FileHandle.standardError.write(Data("re-encrypted \(s.reencrypted), \(s.remaining) remaining\n".utf8))
+            Thread.sleep(forTimeInterval: 1)
+            guard case .rotateSecrets(let next) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
+            s = next
+        }
+        var line = "{\"active_key_id\":"
+        JSONWriter.writeString(s.activeKeyId, into: &line)
+        line += ",\"key_ids\":[" + s.keyIds.map { k -> String in
+            var q = ""
+            JSONWriter.writeString(k, into: &q)
+            return q
+        }.joined(separator: ",") + "]"
+        line += ",\"running\":\(s.running),\"remaining\":\(s.remaining),\"reencrypted\":\(s.reencrypted)}"
+        print(line)
     }
 }
 

@@ -61,6 +61,8 @@ typedef struct Authz__V1__ListKeysRequest Authz__V1__ListKeysRequest;
 typedef struct Authz__V1__ListKeysResponse Authz__V1__ListKeysResponse;
 typedef struct Authz__V1__RevokeKeyRequest Authz__V1__RevokeKeyRequest;
 typedef struct Authz__V1__RevokeKeyResponse Authz__V1__RevokeKeyResponse;
+typedef struct Authz__V1__RotateSecretsRequest Authz__V1__RotateSecretsRequest;
+typedef struct Authz__V1__RotateSecretsResponse Authz__V1__RotateSecretsResponse;
 typedef struct Authz__V1__Request Authz__V1__Request;
 typedef struct Authz__V1__Response Authz__V1__Response;
 
@@ -987,6 +989,48 @@ struct  Authz__V1__RevokeKeyResponse
     , NULL }
 
 
+/*
+ * Re-reads the key ring file (new secrets are sealed with its active key at once) and
+ * re-encrypts, in the background, every credential secret sealed with another key. Resumed
+ * after a restart. Superuser only (the daemon's uid or root on the Unix socket). Sent again,
+ * it starts nothing new while a rotation runs and reports its progress.
+ */
+struct  Authz__V1__RotateSecretsRequest
+{
+  ProtobufCMessage base;
+};
+#define AUTHZ__V1__ROTATE_SECRETS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__rotate_secrets_request__descriptor) \
+     }
+
+
+struct  Authz__V1__RotateSecretsResponse
+{
+  ProtobufCMessage base;
+  char *active_key_id;
+  /*
+   * every key in the ring now
+   */
+  size_t n_key_ids;
+  char **key_ids;
+  /*
+   * a background rotation is in progress
+   */
+  protobuf_c_boolean running;
+  /*
+   * credentials still sealed with another key
+   */
+  uint64_t remaining;
+  /*
+   * re-encrypted by the running (or last) rotation
+   */
+  uint64_t reencrypted;
+};
+#define AUTHZ__V1__ROTATE_SECRETS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__rotate_secrets_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0 }
+
+
 typedef enum {
   AUTHZ__V1__REQUEST__CALL__NOT_SET = 0,
   AUTHZ__V1__REQUEST__CALL_CHECK = 10,
@@ -1004,7 +1048,8 @@ typedef enum {
   AUTHZ__V1__REQUEST__CALL_HELLO = 22,
   AUTHZ__V1__REQUEST__CALL_CREATE_KEY = 23,
   AUTHZ__V1__REQUEST__CALL_LIST_KEYS = 24,
-  AUTHZ__V1__REQUEST__CALL_REVOKE_KEY = 25
+  AUTHZ__V1__REQUEST__CALL_REVOKE_KEY = 25,
+  AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS = 26
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__REQUEST__CALL__CASE)
 } Authz__V1__Request__CallCase;
 
@@ -1041,6 +1086,7 @@ struct  Authz__V1__Request
     Authz__V1__CreateKeyRequest *create_key;
     Authz__V1__ListKeysRequest *list_keys;
     Authz__V1__RevokeKeyRequest *revoke_key;
+    Authz__V1__RotateSecretsRequest *rotate_secrets;
   };
 };
 #define AUTHZ__V1__REQUEST__INIT \
@@ -1065,7 +1111,8 @@ typedef enum {
   AUTHZ__V1__RESPONSE__RESULT_HELLO = 22,
   AUTHZ__V1__RESPONSE__RESULT_CREATE_KEY = 23,
   AUTHZ__V1__RESPONSE__RESULT_LIST_KEYS = 24,
-  AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY = 25
+  AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY = 25,
+  AUTHZ__V1__RESPONSE__RESULT_ROTATE_SECRETS = 26
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__RESPONSE__RESULT__CASE)
 } Authz__V1__Response__ResultCase;
 
@@ -1095,6 +1142,7 @@ struct  Authz__V1__Response
     Authz__V1__CreateKeyResponse *create_key;
     Authz__V1__ListKeysResponse *list_keys;
     Authz__V1__RevokeKeyResponse *revoke_key;
+    Authz__V1__RotateSecretsResponse *rotate_secrets;
   };
 };
 #define AUTHZ__V1__RESPONSE__INIT \
@@ -1976,6 +2024,44 @@ Authz__V1__RevokeKeyResponse *
 void   authz__v1__revoke_key_response__free_unpacked
                      (Authz__V1__RevokeKeyResponse *message,
                       ProtobufCAllocator *allocator);
+/* Authz__V1__RotateSecretsRequest methods */
+void   authz__v1__rotate_secrets_request__init
+                     (Authz__V1__RotateSecretsRequest         *message);
+size_t authz__v1__rotate_secrets_request__get_packed_size
+                     (const Authz__V1__RotateSecretsRequest   *message);
+size_t authz__v1__rotate_secrets_request__pack
+                     (const Authz__V1__RotateSecretsRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__rotate_secrets_request__pack_to_buffer
+                     (const Authz__V1__RotateSecretsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__RotateSecretsRequest *
+       authz__v1__rotate_secrets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__rotate_secrets_request__free_unpacked
+                     (Authz__V1__RotateSecretsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__RotateSecretsResponse methods */
+void   authz__v1__rotate_secrets_response__init
+                     (Authz__V1__RotateSecretsResponse         *message);
+size_t authz__v1__rotate_secrets_response__get_packed_size
+                     (const Authz__V1__RotateSecretsResponse   *message);
+size_t authz__v1__rotate_secrets_response__pack
+                     (const Authz__V1__RotateSecretsResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__rotate_secrets_response__pack_to_buffer
+                     (const Authz__V1__RotateSecretsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__RotateSecretsResponse *
+       authz__v1__rotate_secrets_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__rotate_secrets_response__free_unpacked
+                     (Authz__V1__RotateSecretsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Authz__V1__Request methods */
 void   authz__v1__request__init
                      (Authz__V1__Request         *message);
@@ -2154,6 +2240,12 @@ typedef void (*Authz__V1__RevokeKeyRequest_Closure)
 typedef void (*Authz__V1__RevokeKeyResponse_Closure)
                  (const Authz__V1__RevokeKeyResponse *message,
                   void *closure_data);
+typedef void (*Authz__V1__RotateSecretsRequest_Closure)
+                 (const Authz__V1__RotateSecretsRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__RotateSecretsResponse_Closure)
+                 (const Authz__V1__RotateSecretsResponse *message,
+                  void *closure_data);
 typedef void (*Authz__V1__Request_Closure)
                  (const Authz__V1__Request *message,
                   void *closure_data);
@@ -2227,6 +2319,10 @@ struct Authz__V1__Authz_Service
                     const Authz__V1__ListKeysRequest *input,
                     Authz__V1__ListKeysResponse_Closure closure,
                     void *closure_data);
+  void (*rotate_secrets)(Authz__V1__Authz_Service *service,
+                         const Authz__V1__RotateSecretsRequest *input,
+                         Authz__V1__RotateSecretsResponse_Closure closure,
+                         void *closure_data);
   void (*revoke_key)(Authz__V1__Authz_Service *service,
                      const Authz__V1__RevokeKeyRequest *input,
                      Authz__V1__RevokeKeyResponse_Closure closure,
@@ -2254,6 +2350,7 @@ void authz__v1__authz__init (Authz__V1__Authz_Service *service,
       function_prefix__ ## hello,\
       function_prefix__ ## create_key,\
       function_prefix__ ## list_keys,\
+      function_prefix__ ## rotate_secrets,\
       function_prefix__ ## revoke_key  }
 void authz__v1__authz__check(ProtobufCService *service,
                              const Authz__V1__CheckRequest *input,
@@ -2315,6 +2412,10 @@ void authz__v1__authz__list_keys(ProtobufCService *service,
                                  const Authz__V1__ListKeysRequest *input,
                                  Authz__V1__ListKeysResponse_Closure closure,
                                  void *closure_data);
+void authz__v1__authz__rotate_secrets(ProtobufCService *service,
+                                      const Authz__V1__RotateSecretsRequest *input,
+                                      Authz__V1__RotateSecretsResponse_Closure closure,
+                                      void *closure_data);
 void authz__v1__authz__revoke_key(ProtobufCService *service,
                                   const Authz__V1__RevokeKeyRequest *input,
                                   Authz__V1__RevokeKeyResponse_Closure closure,
@@ -2374,6 +2475,8 @@ extern const ProtobufCMessageDescriptor authz__v1__list_keys_request__descriptor
 extern const ProtobufCMessageDescriptor authz__v1__list_keys_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__revoke_key_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__revoke_key_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__rotate_secrets_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__rotate_secrets_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__response__descriptor;
 extern const ProtobufCServiceDescriptor authz__v1__authz__descriptor;
