@@ -9,3 +9,12 @@ sed -i 's|#include "authz.pb-c.h"|#include "include/authz.pb-c.h"|' "$out/authz.
 diff -u "$root/Sources/CAuthzProto/authz.pb-c.c" "$out/authz.pb-c.c"
 diff -u "$root/Sources/CAuthzProto/include/authz.pb-c.h" "$out/authz.pb-c.h"
 echo "generated protobuf-c code is current ($(protoc-c --version | head -1))"
+# Envoy ext_authz: the pruned proto must be what extract.py derives from xds-protos now (needs
+# pip install xds-protos), and the C what protoc-c makes of it.
+python3 "$root/proto/envoy/extract.py" "$out/ext_authz.proto" 2>/dev/null || python3 "$root/proto/envoy/extract.py" "$out/ext_authz.proto"
+diff -u "$root/proto/envoy/ext_authz.proto" "$out/ext_authz.proto"
+(cd "$root/proto/envoy" && protoc-c --c_out="$out" ext_authz.proto)
+sed -i 's|#include "ext_authz.pb-c.h"|#include "include/envoy_ext_authz.pb-c.h"|' "$out/ext_authz.pb-c.c"
+diff -u "$root/Sources/CAuthzProto/envoy_ext_authz.pb-c.c" "$out/ext_authz.pb-c.c"
+diff -u "$root/Sources/CAuthzProto/include/envoy_ext_authz.pb-c.h" "$out/ext_authz.pb-c.h"
+echo "generated Envoy ext_authz proto and protobuf-c code are current (checked with $(python3 -c 'import importlib.metadata as m; print("xds-protos", m.version("xds-protos"))'))"

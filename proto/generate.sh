@@ -10,3 +10,12 @@ sed -i 's|#include "authz.pb-c.h"|#include "include/authz.pb-c.h"|' "$out/authz.
 cp "$out/authz.pb-c.c" "$root/Sources/CAuthzProto/authz.pb-c.c"
 cp "$out/authz.pb-c.h" "$root/Sources/CAuthzProto/include/authz.pb-c.h"
 protoc-c --version | head -1 > "$root/Sources/CAuthzProto/protoc-c.version"
+# Envoy ext_authz (Sources/AuthzWire/ExtAuthz.swift): proto/envoy/extract.py prunes Envoy's API
+# from the descriptors in the xds-protos PyPI package (pip install xds-protos; the version used
+# is kept in proto/envoy/xds-protos.version) into proto/envoy/ext_authz.proto, then the same
+# protoc-c compiles it into Sources/CAuthzProto/envoy_ext_authz.pb-c.{c,h}.
+python3 "$root/proto/envoy/extract.py" "$root/proto/envoy/ext_authz.proto"
+python3 -c 'import importlib.metadata as m; print("xds-protos", m.version("xds-protos"))' > "$root/proto/envoy/xds-protos.version"
+(cd "$root/proto/envoy" && protoc-c --c_out="$out" ext_authz.proto)
+sed 's|#include "ext_authz.pb-c.h"|#include "include/envoy_ext_authz.pb-c.h"|' "$out/ext_authz.pb-c.c" > "$root/Sources/CAuthzProto/envoy_ext_authz.pb-c.c"
+cp "$out/ext_authz.pb-c.h" "$root/Sources/CAuthzProto/include/envoy_ext_authz.pb-c.h"

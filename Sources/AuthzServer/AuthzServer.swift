@@ -34,7 +34,7 @@ public final class AuthzServer: @unchecked Sendable {
     /// The gateway decider, when a gateway listener is on.
     public private(set) var gateway: Gateway?
     private var httpGateway: HTTPGatewayServer?
-    private var grpcGateway: HTTPGatewayServer? // GRPC-TYPE
+    private var grpcGateway: GRPCExtAuthzServer?
     /// The TLS context of the TCP listeners, when configured (re-read on SIGHUP).
     private var tls: TLSContextHolder?
     /// Where the HTTP and gRPC gateway listeners are bound, when on.
@@ -115,6 +115,7 @@ public final class AuthzServer: @unchecked Sendable {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
         }
         self.dispatcher = dispatcher
+        dispatcher.rotator.resumeIfRecorded()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -169,15 +170,13 @@ public final class AuthzServer: @unchecked Sendable {
                 logger.info("listening", metadata: ["listen.http_unix": "\(path)"])
             }
         }
-/*GRPC-WIRING
         if let address = config.grpcAddress {
-            let s = GRPCExtAuthzServer(gateway: g, maxConnections: config.maxHTTPConnections)
+            let s = GRPCExtAuthzServer(gateway: g, maxConnections: config.maxHTTPConnections, tls: tls)
             grpcGateway = s
             let (host, port) = try AuthzServer.parse(address: address)
             grpcAddress = try s.start(group: group, host: host, port: port)
             logger.info("listening", metadata: ["listen.grpc": "\(grpcAddress?.description ?? address)"])
         }
-GRPC-WIRING*/
         if config.gateway.routeMapPath != nil {
             logger.info("route map loaded", metadata: ["route_map.path": "\(config.gateway.routeMapPath!)", "route_map.routes": "\(g.routeMap.routes.count)"])
         }
