@@ -19,6 +19,12 @@ public struct ImportStaging: Sendable {
     public internal(set) var lastLine = 0
     /// Records staged so far.
     public var records: Int { entities.count }
+    /// The distinct tenants of the records staged so far (a tenant record counts as its own),
+    /// in the order they first appear. O(records).
+    public var tenants: [ID] {
+        var seen = Set<ID>()
+        return entities.compactMap { seen.insert($0.tenantId).inserted ? $0.tenantId : nil }
+    }
 
     public init(onlyTenant: ID?) { self.onlyTenant = onlyTenant }
 }

@@ -40,6 +40,27 @@ enum Principal: Equatable {
     }
 }
 
+/// Why an authentication was refused, for the caller (`error`, UNAUTHENTICATED) and for the
+/// audit trail (`reason`, `keyId`). Never holds the presented text or its secret.
+struct AuthRefusal: Error {
+    /// The audit trail's `reason` of the refusal.
+    let reason: AuthRefusalReason
+    /// The key id, when the presented key was well-formed (an unknown id included).
+    let keyId: ID?
+    /// The stored record, only when the secret matched (the key is revoked or expired).
+    let key: ApiKey?
+    /// The answer the caller gets.
+    let error: AuthzError
+
+    /// A refusal for `reason`, answered with `error`; `keyId` and `key` as known.
+    init(reason: AuthRefusalReason, keyId: ID? = nil, key: ApiKey? = nil, error: AuthzError) {
+        self.reason = reason
+        self.keyId = keyId
+        self.key = key
+        self.error = error
+    }
+}
+
 /// The daemon's API keys: loaded from the store at start, changed only through the writer
 /// thread, read by every connection (a lock held for a dictionary lookup).
 final class KeyTable: @unchecked Sendable {
@@ -56,26 +77,40 @@ final class KeyTable: @unchecked Sendable {
 
     /// Compared against when a presented key id is unknown, so that an unknown id and a wrong
     /// secret cost the same hash and compare.
-    private static let decoyHash = Array(SHA256.hash(data: [UInt8](repeating: 0, count: 32)))
+    private static let decoyHash = hash(secret: [UInt8](repeating: 0, count: 32))
 
-    /// Verifies a presented key. UNAUTHENTICATED for a malformed, unknown, wrong, expired or
-    /// revoked key, never echoing the secret. An unknown key id and a wrong secret get the same
-    /// message ("api_key ID is not valid") after the same work, so a caller cannot learn which
-    /// key ids exist; expired and revoked are named (only the holder of the secret sees them).
-    func authenticate(_ presented: String, now: Int64 = Timestamp.now()) -> Result<ApiKey, AuthzError> {
+    /// SHA-256 of a key's secret: the only form of it the daemon keeps (docs/security.md). The
+    /// one place keys are hashed, for creation and verification alike.
+    static func hash(secret: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: secret)) }
+
+    /// Verifies a presented key. The refusal's `error` is UNAUTHENTICATED for a malformed,
+    /// unknown, wrong, expired or revoked key, never echoing the secret. An unknown key id and a
+    /// wrong secret get the same message ("api_key ID is not valid") and the same reason
+    /// (`invalidKey`) after the same work, so a caller cannot learn which key ids exist; expired
+    /// and revoked are named (only the holder of the secret sees them). The refusal carries the
+    /// key id when the text was well-formed, and the stored record only once the secret matched.
+    func authenticate(_ presented: String, now: Int64 = Timestamp.now()) -> Result<ApiKey, AuthRefusal> {
         guard let (id, secret) = ApiKey.parse(presented) else {
-            return .failure(AuthzError(.unauthenticated, "api_key is malformed (expected azk_<32 lowercase hex>_<64 lowercase hex>)", field: "api_key"))
+            return .failure(AuthRefusal(reason: .malformedKey, keyId: nil, key: nil,
+                                       error: AuthzError(.unauthenticated, "api_key is malformed (expected azk_<32 lowercase hex>_<64 lowercase hex>)", field: "api_key")))
         }
         let known = keys.withLockedValue({ $0[id] })
         let expected = known?.secretHash ?? KeyTable.decoyHash
-        let hash = Array(SHA256.hash(data: secret))
+        let hash = KeyTable.hash(secret: secret)
         var diff: UInt8 = known == nil ? 1 : 0
         for (a, b) in zip(hash, expected) { diff |= a ^ b }
         guard let k = known, diff == 0, hash.count == expected.count else {
-            return .failure(KeyTable.notValid(id))
+            return .failure(AuthRefusal(reason: .invalidKey, keyId: id, key: nil, error: KeyTable.notValid(id)))
         }
-        if let why = k.unusable(at: now) { return .failure(AuthzError(.unauthenticated, "api_key \(id) is \(why)", field: "api_key")) }
+        if let refusal = KeyTable.unusable(k, at: now) { return .failure(refusal) }
         return .success(k)
+    }
+
+    /// The refusal for a stored key that cannot be used at `now` (revoked, or expired), or nil.
+    private static func unusable(_ k: ApiKey, at now: Int64) -> AuthRefusal? {
+        guard let why = k.unusable(at: now) else { return nil }
+        return AuthRefusal(reason: why == "revoked" ? .revokedKey : .expiredKey, keyId: k.id, key: k,
+                          error: AuthzError(.unauthenticated, "api_key \(k.id) is \(why)", field: "api_key"))
     }
 
     /// When the key `id` stops being usable on its own (its expiry; `Int64.max` for none), for
@@ -90,11 +125,13 @@ final class KeyTable: @unchecked Sendable {
         AuthzError(.unauthenticated, "api_key \(id) is not valid", field: "api_key")
     }
 
-    /// Re-validates a key a connection authenticated with earlier.
-    func stillValid(_ id: ID, now: Int64 = Timestamp.now()) -> AuthzError? {
-        guard let k = keys.withLockedValue({ $0[id] }) else { return KeyTable.notValid(id) }
-        if let why = k.unusable(at: now) { return AuthzError(.unauthenticated, "api_key \(id) is \(why)", field: "api_key") }
-        return nil
+    /// Re-validates a key a connection authenticated with earlier: nil while it is usable, else
+    /// the refusal (revoked, expired, or gone: `invalidKey`). One locked dictionary lookup.
+    func stillValid(_ id: ID, now: Int64 = Timestamp.now()) -> AuthRefusal? {
+        guard let k = keys.withLockedValue({ $0[id] }) else {
+            return AuthRefusal(reason: .invalidKey, keyId: id, key: nil, error: KeyTable.notValid(id))
+        }
+        return KeyTable.unusable(k, at: now)
     }
 
     /// PERMISSION_DENIED when `call` asks for credential secrets (`include_secrets` on a Get or
@@ -136,7 +173,7 @@ final class KeyTable: @unchecked Sendable {
         var g = SystemRandomNumberGenerator()
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }
         let k = ApiKey(id: .random(), tenantId: tenant ?? .zero, role: role, name: name, createdAt: Timestamp.now(),
-                       expiresAt: expiresAt, secretHash: Array(SHA256.hash(data: secret)),
+                       expiresAt: expiresAt, secretHash: KeyTable.hash(secret: secret),
                        maySeeSecrets: role == .admin && creator == .superuser, createdBy: createdBy)
         try store.putKey(k)
         keys.withLockedValue { $0[k.id] = k }

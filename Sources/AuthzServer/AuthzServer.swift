@@ -102,6 +102,17 @@ public final class AuthzServer: @unchecked Sendable {
             dispatcher.decisionLog = try DecisionLog(path: path, sampleRate: config.decisionLogSampleRate) { dispatcher.metrics.decisionLogDropped.increment() }
             logger.info("decision log on", metadata: ["decision_log.path": "\(path)", "decision_log.sample_rate": "\(config.decisionLogSampleRate)"])
         }
+        if let path = config.auditLogPath {
+            var settings = AuditLog.Settings(path: path)
+            settings.maxBytes = config.auditMaxBytes
+            settings.keep = config.auditKeep
+            settings.syncMillis = config.auditSyncMillis
+            let metrics = dispatcher.metrics
+            dispatcher.audit = try AuditLog(settings: settings, logger: logger,
+                                            onWritten: { metrics.auditLines.increment(by: $0) },
+                                            onDropped: { metrics.auditDropped.increment(by: $0) })
+            logger.info("audit trail on", metadata: ["audit.path": "\(path)", "audit.max_bytes": "\(config.auditMaxBytes)", "audit.keep": "\(config.auditKeep)"])
+        }
         if let address = config.metricsAddress, let registry {
             dispatcher.metricsEnabled = true
             let (host, port) = try AuthzServer.parse(address: address)

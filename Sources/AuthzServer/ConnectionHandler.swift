@@ -45,6 +45,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var draining = false
     private var needsFlush = false
     private let isUnix: Bool
+    /// The other end, for the audit trail (address at activation, uid once read).
+    private var peer = PeerInfo.unknown
     /// Who the connection is, before any per-request key.
     private var principal: Principal = .unauthenticated
     /// Failed authentication attempts (bad keys) in the current window.
@@ -90,6 +92,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let config = dispatcher.config
+        peer = PeerInfo(remote: context.channel.remoteAddress, isUnix: isUnix)
         if config.insecureNoAuth {
             principal = .superuser
             trust(full: true)
@@ -98,6 +101,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if isUnix {
                 peerUID(context.channel).whenSuccess { uid in
                     guard let uid else { return }
+                    self.peer.uid = uid
                     if config.localSuperuser && (uid == getuid() || uid == 0) {
                         self.principal = .superuser
                         self.trust(full: true)
@@ -284,20 +288,31 @@ final class ConnectionHandler: ChannelDuplexHandler {
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
-    /// Counts a failed authentication; past the limit the connection is told and closed.
-    private func authenticationFailed(context: ChannelHandlerContext, id: UInt64, error: AuthzError) {
+    /// Counts a failed authentication and records it in the audit trail; past the limit the
+    /// connection is told and closed.
+    private func authenticationFailed(context: ChannelHandlerContext, id: UInt64, refusal: AuthRefusal) {
         if NIODeadline.now() - failureWindowStart > ConnectionHandler.failureWindow {
             failures = 0
             failureWindowStart = .now()
         }
         failures += 1
+        let error = refusal.error
         logger.info("authentication failed", metadata: ["error": "\(error.message)"])
-        if failures > ConnectionHandler.maxFailures {
+        let closing = failures > ConnectionHandler.maxFailures
+        audited(refusal, closing: closing)
+        if closing {
             respond(context: context, id: id, result: .failure(AuthzError(.resourceExhausted, "too many failed authentication attempts on this connection; closing it")), flush: true)
             context.close(promise: nil)
             return
         }
         respond(context: context, id: id, result: .failure(error), flush: false)
+    }
+
+    /// Records a refused authentication in the audit trail (when it is on), naming the
+    /// connection as it is without the refused key.
+    private func audited(_ refusal: AuthRefusal, as principal: Principal? = nil, closing: Bool = false) {
+        guard let audit = dispatcher.audit else { return }
+        audit.authRefused(refusal, who: dispatcher.actor(principal ?? self.principal, peer), peer: peer, listener: "binary", closing: closing)
     }
 
     /// The general path for one frame: everything the in-place check path does not answer.
@@ -308,7 +323,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             // Not authenticated: read the envelope only; decode nothing an anonymous caller sent
             // unless it is Hello or Health, or carries a key that verifies.
             guard let envelope = WireCodec.peekEnvelope(frame) else {
-                return authenticationFailed(context: context, id: 0, error: AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message"))
+                return authenticationFailed(context: context, id: 0, refusal: AuthRefusal(reason: .malformedRequest, error: AuthzError.invalid("request", "is not a valid authz.v1.Request protobuf message")))
             }
             if let presented = envelope.apiKey {
                 switch dispatcher.keys.authenticate(presented) {
@@ -316,10 +331,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
                     keyVerified = true
                     trust(full: false)
-                case .failure(let e): return authenticationFailed(context: context, id: envelope.requestId, error: e)
+                case .failure(let r): return authenticationFailed(context: context, id: envelope.requestId, refusal: r)
                 }
             } else if !envelope.isPreAuthentication {
-                return authenticationFailed(context: context, id: envelope.requestId, error: ConnectionHandler.noKey)
+                return authenticationFailed(context: context, id: envelope.requestId, refusal: AuthRefusal(reason: .noKey, error: ConnectionHandler.noKey))
             }
         }
         if frame.count > ConnectionHandler.offloadDecodingAbove {
@@ -357,11 +372,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
             case .success(let k):
                 principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
                 trust(full: false)
-            case .failure(let e): return authenticationFailed(context: context, id: request.requestId, error: e)
+            case .failure(let r): return authenticationFailed(context: context, id: request.requestId, refusal: r)
             }
-        } else if request.apiKey == nil, case .key(let keyId, _, _) = principal, let e = dispatcher.keys.stillValid(keyId) {
+        } else if request.apiKey == nil, case .key(let keyId, _, _) = principal, let r = dispatcher.keys.stillValid(keyId) {
             // The connection's key was revoked or expired: back to the pre-authentication state
             // (small frames, the auth timeout), as if it had never said Hello.
+            let e = r.error
+            audited(r, as: .unauthenticated)
             self.principal = .unauthenticated
             authenticated = false
             frameLimit = dispatcher.config.preAuthMaxFrameSize
@@ -375,7 +392,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if case .hello(let presented, _) = call {
             if presented.isEmpty {
                 if case .unauthenticated = principal {
-                    return authenticationFailed(context: context, id: request.requestId, error: AuthzError(.unauthenticated, "hello.api_key is required", field: "hello.api_key"))
+                    return authenticationFailed(context: context, id: request.requestId,
+                                                refusal: AuthRefusal(reason: .noKey, error: AuthzError(.unauthenticated, "hello.api_key is required", field: "hello.api_key")))
                 }
                 return respond(context: context, id: request.requestId, result: .success(.hello(role: principal.role, tenantId: principal.tenant, keyId: nil)), flush: false)
             }
@@ -385,11 +403,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 keyEpoch = .max
                 trust(full: true)
                 return respond(context: context, id: request.requestId, result: .success(.hello(role: k.role, tenantId: k.tenantId, keyId: k.id)), flush: false)
-            case .failure(let e):
-                return authenticationFailed(context: context, id: request.requestId, error: e)
+            case .failure(let r):
+                return authenticationFailed(context: context, id: request.requestId, refusal: r)
             }
         }
         if let denied = authorize(principal, call) {
+            if denied.code == .unauthenticated { audited(AuthRefusal(reason: .noKey, error: denied), as: principal) }
             return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
         }
         if case .importChunk(let session, _, _, let more) = call {
@@ -400,7 +419,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         switch lane {
         case .inline:
             let started: NIODeadline? = dispatcher.metricsEnabled || dispatcher.decisionLog != nil ? .now() : nil
-            let result = dispatcher.execute(call, principal: principal)
+            let result = dispatcher.execute(call, principal: principal, peer: peer)
             if let started { observe(call, result, started) }
             if case .failure(let e) = result, isNotYetAtRevision(e) {
                 waitForRevision(context: context, id: request.requestId, call: call, principal: principal,
@@ -412,6 +431,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let pool = lane == .writer ? dispatcher.writer : dispatcher.readers
             inFlight += 1
             let dispatcher = self.dispatcher
+            let peer = self.peer
             // Queued → running, or queued → abandoned when the deadline passes first: a call
             // answered DEADLINE_EXCEEDED while it waited never runs afterwards.
             let ticket = NIOLockedValueBox(Ticket.queued)
@@ -425,8 +445,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     return .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before it could run; nothing was applied"))
                 }
                 // A key revoked while the call waited does not get to run it.
-                if case .key(let id, _, _) = principal, let e = dispatcher.keys.stillValid(id) { return .failure(e) }
-                return dispatcher.execute(call, principal: principal)
+                if case .key(let id, _, _) = principal, let r = dispatcher.keys.stillValid(id) {
+                    dispatcher.audit?.authRefused(r, who: dispatcher.actor(.unauthenticated, peer), peer: peer, listener: "binary")
+                    return .failure(r.error)
+                }
+                return dispatcher.execute(call, principal: principal, peer: peer)
             }
             var answered = false
             let timer = context.eventLoop.scheduleTask(deadline: deadline) {
@@ -521,11 +544,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             guard !settled else { return }
             if let w = waiter { engine.cancelRevisionWait(w) }
             waiter = engine.whenRevisionAdvances { loop.execute { attempt() } }
-            let result = dispatcher.execute(call, principal: principal)
+            let result = dispatcher.execute(call, principal: principal, peer: peer)
             if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until, waiter != nil { return }
             finish(result)
         }
-        timeout = loop.scheduleTask(deadline: until) { finish(self.dispatcher.execute(call, principal: principal)) }
+        timeout = loop.scheduleTask(deadline: until) { finish(self.dispatcher.execute(call, principal: principal, peer: self.peer)) }
         attempt()
     }
 

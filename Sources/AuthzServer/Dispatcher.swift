@@ -31,6 +31,9 @@ public final class Dispatcher: @unchecked Sendable {
     /// Whether metrics are exported (then checks read the clock for their latency).
     var metricsEnabled = false
     var decisionLog: DecisionLog?
+    /// The audit trail, when `audit-log` is set: committed writes, imports and key changes are
+    /// recorded here after their commit; refused authentications by the connection handlers.
+    var audit: AuditLog?
     /// Set when a write failed for lack of space; cleared by the next successful write.
     private let storageFailure = NIOLockedValueBox<String?>(nil)
     public static let version = "0.1.0"
@@ -52,6 +55,7 @@ public final class Dispatcher: @unchecked Sendable {
         try? writer.syncShutdownGracefully()
         closeExports()
         decisionLog?.close()
+        audit?.close()  // after the writer: every committed write's line is queued
     }
 
     /// Readiness: the index is built (it is, once a dispatcher exists) and the last write did
@@ -190,7 +194,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// import atomically. The session belongs to the principal that started it; a session idle
     /// past `importIdleTimeoutSeconds` is discarded. RESOURCE_EXHAUSTED past `maxImportBytes` or
     /// `maxImports`; FAILED_PRECONDITION for an unknown (discarded) session in the middle.
-    private func importChunk(session: ID, bytes: [UInt8], firstLine: UInt64, more: Bool, principal: Principal) throws -> Reply {
+    private func importChunk(session: ID, bytes: [UInt8], firstLine: UInt64, more: Bool, principal: Principal, peer: PeerInfo) throws -> Reply {
         let idle = TimeAmount.seconds(Int64(config.importIdleTimeoutSeconds))
         let entry = try imports.withLockedValue { table -> StagedImport in
             let now = NIODeadline.now()
@@ -233,6 +237,7 @@ public final class Dispatcher: @unchecked Sendable {
             if more { return .importResult(revision: 0, records: UInt64(entry.staging.records)) }
             dropImport(session, owner: principal)
             let r = try engine.commit(entry.staging)
+            audit?.imported(records: r.records, revision: r.revision, tenants: entry.staging.tenants, who: actor(principal, peer), peer: peer)
             return .importResult(revision: r.revision, records: UInt64(r.records))
         } catch {
             // The owner's chunk failed: the whole import is void.
@@ -246,10 +251,14 @@ public final class Dispatcher: @unchecked Sendable {
     ///
     /// Refuses (PERMISSION_DENIED, before anything runs) a request for credential secrets from
     /// a key that may not read them (`KeyTable.secretsDenied`).
-    func execute(_ call: Call, principal: Principal) -> Result<Reply, AuthzError> {
+    ///
+    /// With the audit trail on, a committed Write, Import (its last chunk) or key change is
+    /// queued to it, as `principal` from `peer`, after the commit and before the answer; the
+    /// answer never waits for the line to reach the disk.
+    func execute(_ call: Call, principal: Principal, peer: PeerInfo) -> Result<Reply, AuthzError> {
         if let denied = keys.secretsDenied(principal, call) { return .failure(denied) }
         do {
-            return .success(try run(call, principal: principal))
+            return .success(try run(call, principal: principal, peer: peer))
         } catch let e as AuthzError {
             if e.code == .resourceExhausted, case .write = call { storageFailure.withLockedValue { $0 = e.message } }
             if e.code == .resourceExhausted, case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
@@ -264,7 +273,12 @@ public final class Dispatcher: @unchecked Sendable {
         }
     }
 
-    private func run(_ call: Call, principal: Principal) throws -> Reply {
+    /// Who the audit trail names for a call made as `principal` from `peer`.
+    func actor(_ principal: Principal, _ peer: PeerInfo) -> AuditActor {
+        AuditActor(principal, peer: peer, insecure: config.insecureNoAuth)
+    }
+
+    private func run(_ call: Call, principal: Principal, peer: PeerInfo) throws -> Reply {
         switch call {
         case .check(let c):
             return .check(try engine.check(tenant: c.tenantId, user: c.userId, permission: c.permission, scope: c.scope, minRevision: c.minRevision))
@@ -300,6 +314,7 @@ public final class Dispatcher: @unchecked Sendable {
             }
             let started = NIODeadline.now()
             let revision = try engine.write(ops)
+            audit?.write(ops, revision: revision, who: actor(principal, peer), peer: peer)
             metrics.writes.increment()
             metrics.writeLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
             storageFailure.withLockedValue { $0 = nil }
@@ -312,10 +327,13 @@ public final class Dispatcher: @unchecked Sendable {
             let items = Array(page.prefix(size))
             return .list(items, nextPageToken: more ? (items.last?.id.description ?? "") : "")
         case .importJSONL(let bytes):
-            let r = try engine.importJSONL(bytes, onlyTenant: principal.tenant)
+            var staging = ImportStaging(onlyTenant: principal.tenant)
+            try engine.stage(bytes, into: &staging)
+            let r = try engine.commit(staging)
+            audit?.imported(records: r.records, revision: r.revision, tenants: staging.tenants, who: actor(principal, peer), peer: peer)
             return .importResult(revision: r.revision, records: UInt64(r.records))
         case .importChunk(let session, let bytes, let firstLine, let more):
-            return try importChunk(session: session, bytes: bytes, firstLine: firstLine, more: more, principal: principal)
+            return try importChunk(session: session, bytes: bytes, firstLine: firstLine, more: more, principal: principal, peer: peer)
         case .exportPage(let t, let secrets, let size, let token):
             return try exportPage(tenant: t ?? principal.tenant, includeSecrets: secrets, pageSize: size, token: token, principal: principal)
         case .export(let t, let secrets):
@@ -331,6 +349,7 @@ public final class Dispatcher: @unchecked Sendable {
             return .hello(role: principal.role, tenantId: principal.tenant, keyId: nil)
         case .createKey(let t, let role, let name, let expires):
             let (k, secret) = try keys.create(tenant: t, role: role, name: name, expiresAt: expires, creator: principal)
+            audit?.keyCreated(k, who: actor(principal, peer), peer: peer)
             logger.notice("api key created", metadata: ["key.id": "\(k.id)", "key.role": "\(k.role)", "key.tenant": "\(k.tenantId)",
                                                         "key.created_by": "\(k.createdBy == .zero ? "local" : k.createdBy.description)",
                                                         "key.may_see_secrets": "\(k.maySeeSecrets)"])
@@ -339,6 +358,11 @@ public final class Dispatcher: @unchecked Sendable {
             return .listKeys(keys.list(tenant: t))
         case .revokeKey(let id, let expires):
             let k = try keys.revoke(id, expiresAt: expires)
+            if expires == 0 {
+                audit?.keyRevoked(k, who: actor(principal, peer), peer: peer)
+            } else {
+                audit?.keyExpirySet(k, who: actor(principal, peer), peer: peer)
+            }
             logger.notice(expires == 0 ? "api key revoked" : "api key expiry set", metadata: ["key.id": "\(id)"])
             return .revokeKey(k)
         case .rotateSecrets:

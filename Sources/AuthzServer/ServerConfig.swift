@@ -82,6 +82,16 @@ public struct ServerConfig: Sendable, Equatable {
     public var decisionLogPath: String? = nil
     /// Share of checks written to the decision log, in (0, 1].
     public var decisionLogSampleRate = 1.0
+    /// Audit trail file (JSON Lines of writes, imports, key changes and refused
+    /// authentications; docs/security.md); nil = off.
+    public var auditLogPath: String? = nil
+    /// The audit file is rotated before it would grow past this many bytes.
+    public var auditMaxBytes = 100 << 20
+    /// Rotated audit files kept (`PATH.1` … `PATH.<keep>`); the oldest beyond is deleted.
+    public var auditKeep = 10
+    /// The audit writer writes and fsyncs queued lines this often (milliseconds): a crash can
+    /// lose the lines of the last interval.
+    public var auditSyncMillis = 200
     /// Unix peer uids granted a role without a key: uid → (role, tenant).
     public var allowUIDs: [UInt32: (KeyRole, ID)] = [:]
     /// HTTP authorization listener for gateways (nginx auth_request, Envoy HTTP ext_authz),
@@ -122,7 +132,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// auth-timeout, write-buffer-high-water, idle-timeout, revision-wait-ms,
     /// default-deadline-ms, sync, map-size, max-map-size, the tenant limits
     /// (max-inheritance-depth, max-roles-per-tenant, max-permissions-per-tenant,
-    /// max-permission-bindings-per-tenant, max-role-bindings-per-tenant) and the others below.
+    /// max-permission-bindings-per-tenant, max-role-bindings-per-tenant), the audit trail
+    /// (audit-log, audit-max-bytes, audit-keep, audit-sync-ms) and the others below.
     /// Unknown keys are an error.
     public mutating func load(file path: String) throws {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -182,6 +193,13 @@ public struct ServerConfig: Sendable, Equatable {
         case "decision-log-sample-rate":
             guard let r = Double(value), r > 0, r <= 1 else { throw ConfigError("\(origin): decision-log-sample-rate must be in (0, 1] (got \"\(value)\")") }
             decisionLogSampleRate = r
+        case "audit-log": auditLogPath = value.isEmpty ? nil : value
+        case "audit-max-bytes": auditMaxBytes = max(1024, try int())
+        case "audit-keep":
+            let v = try int()
+            guard (1...1000).contains(v) else { throw ConfigError("\(origin): audit-keep must be between 1 and 1000 (got \"\(value)\")") }
+            auditKeep = v
+        case "audit-sync-ms": auditSyncMillis = min(60_000, max(1, try int()))
         case "insecure-no-auth": insecureNoAuth = value == "true"
         case "local-superuser": localSuperuser = value != "false"
         case "allow-uid":

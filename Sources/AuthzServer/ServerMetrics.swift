@@ -18,6 +18,9 @@ final class ServerMetrics: @unchecked Sendable {
     let connectionsOpen: Gauge
     let slowClients: Counter
     let decisionLogDropped: Counter
+    /// Audit-trail lines written and fsynced, and lines dropped (queue full, or a failed write).
+    let auditLines: Counter
+    let auditDropped: Counter
     let revision: Gauge
     let indexBytes: Gauge
     let users: Gauge
@@ -42,6 +45,8 @@ final class ServerMetrics: @unchecked Sendable {
         connectionsOpen = Gauge(label: "authzd_connections_open")
         slowClients = Counter(label: "authzd_slow_clients_closed_total")
         decisionLogDropped = Counter(label: "authzd_decision_log_dropped_total")
+        auditLines = Counter(label: "authzd_audit_lines_total")
+        auditDropped = Counter(label: "authzd_audit_dropped_total")
         revision = Gauge(label: "authzd_revision")
         indexBytes = Gauge(label: "authzd_index_bytes")
         users = Gauge(label: "authzd_index_users")

@@ -19,7 +19,7 @@ struct Authzctl: AsyncParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Check.self, Explain.self, Permissions.self, Users.self, Import.self, Export.self,
-                      Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self]
+                      Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self, Audit.self]
     )
 }
 
@@ -478,6 +478,137 @@ struct Health: AsyncParsableCommand {
         let reply = try await withClient(conn) { try await $0.call(.health, timeout: .seconds(2)) }
         guard case .health(true) = reply else { throw ExitCode(2) }
         print("{\"serving\":true}")
+    }
+}
+
+/// `authzctl audit`: a reader of the daemon's audit trail files. Never connects to the daemon;
+/// reads the files line by line (memory: one line and, for a table, the matching rows).
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the daemon's audit trail from its files (no daemon needed), oldest first, filtered.",
+        discussion: """
+        Reads PATH.N … PATH.1 (rotated files, oldest first) and then PATH, and prints the lines \
+        that match every filter given: as they are (JSON Lines) when piped, as a table on a \
+        terminal. A line that is not a JSON object (a torn last line after a crash) is skipped \
+        with a note on stderr. Lines marked "dropped_before" follow a gap: that many lines were \
+        never written (docs/security.md, "Audit trail"). A rotation while this runs may repeat \
+        or skip the lines of one file; run it again.
+        """)
+    /// The events the daemon writes (docs/security.md); `--event` must name one.
+    static let events = ["write", "import", "key_created", "key_revoked", "key_expiry_set", "key_expired", "auth_refused"]
+
+    @OptionGroup var out: Output
+    @Option(name: .long, help: "The audit log (the daemon's audit-log setting; default $AUTHZD_AUDIT_LOG, else ./audit.log).")
+    var file: String?
+    @Option(name: .long, help: "Only lines at or after this RFC 3339 time.")
+    var since: String?
+    @Option(name: .long, help: "Only this event: write, import, key_created, key_revoked, key_expiry_set, key_expired or auth_refused.")
+    var event: String?
+    @Option(name: .long, help: "Only lines by or about this API key id (who.key_id or key_id).")
+    var keyId: String?
+    @Option(name: .long, help: "Only lines naming this tenant (who.tenant_id, tenant_id, tenants, or an operation's tenant_id).")
+    var tenant: String?
+
+    func run() async throws {
+        let path = file ?? ProcessInfo.processInfo.environment["AUTHZD_AUDIT_LOG"] ?? "./audit.log"
+        let from = try since.map { text -> Int64 in
+            guard let t = Timestamp.parse(text) else { throw usageError("--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z (got \"\(text)\")") }
+            return t
+        }
+        if let event, !Audit.events.contains(event) { throw usageError("--event must be one of \(Audit.events.joined(separator: ", ")) (got \"\(event)\")") }
+        let key = try keyId.map { try parseID($0, "--key-id").description }
+        let tenantText = try tenant.map { try parseID($0, "--tenant").description }
+        var files: [String] = []
+        var n = 1
+        while n <= 1000, FileManager.default.fileExists(atPath: "\(path).\(n)") { files.insert("\(path).\(n)", at: 0); n += 1 }
+        if FileManager.default.fileExists(atPath: path) { files.append(path) }
+        if files.isEmpty { throw usageError("cannot read the audit log \(path) (give --file PATH or set AUTHZD_AUDIT_LOG)") }
+
+        func matches(_ v: JSONValue) -> Bool {
+            if let event, v["event"] != .string(event) { return false }
+            if let from {
+                guard case .string(let t)? = v["time"], let time = Timestamp.parse(t), time >= from else { return false }
+            }
+            if let key, v["who"]?["key_id"] != .string(key) && v["key_id"] != .string(key) { return false }
+            if let tenantText {
+                let id = JSONValue.string(tenantText)
+                var named = v["who"]?["tenant_id"] == id || v["tenant_id"] == id
+                if !named, case .array(let ts)? = v["tenants"] { named = ts.contains(id) }
+                if !named, case .array(let ops)? = v["ops"] { named = ops.contains { $0["tenant_id"] == id } }
+                if !named { return false }
+            }
+            return true
+        }
+        let table = out.isTable
+        var rows: [[String]] = []
+        for f in files {
+            guard let handle = FileHandle(forReadingAtPath: f) else {
+                FileHandle.standardError.write(Data("note: cannot read \(f); skipped\n".utf8))
+                continue
+            }
+            defer { try? handle.close() }
+            var lineNo = 0
+            var pending: [UInt8] = []
+            func take(_ line: ArraySlice<UInt8>) {
+                lineNo += 1
+                if line.isEmpty { return }
+                guard let v = try? JSONParser.parse(Array(line)), case .object = v else {
+                    FileHandle.standardError.write(Data("note: \(f):\(lineNo) is not a JSON object; skipped\n".utf8))
+                    return
+                }
+                guard matches(v) else { return }
+                if table { rows.append(Audit.row(v)) } else { print(String(decoding: line, as: UTF8.self)) }
+            }
+            while true {
+                let chunk = handle.readData(ofLength: 1 << 20)
+                if chunk.isEmpty { break }
+                pending += chunk
+                var start = 0
+                while let nl = pending[start...].firstIndex(of: 0x0A) {
+                    take(pending[start..<nl])
+                    start = nl + 1
+                }
+                pending.removeFirst(start)
+            }
+            if !pending.isEmpty { take(pending[...]) }
+        }
+        if table { printTable(["TIME", "EVENT", "WHO", "PEER", "WHAT"], rows) }
+    }
+
+    /// One table row of an audit line: time, event, who, peer and a summary of the rest.
+    static func row(_ v: JSONValue) -> [String] {
+        func text(_ x: JSONValue?) -> String {
+            switch x {
+            case .string(let s)?: return s
+            case .number(let n)?: return n
+            case .bool(let b)?: return b ? "true" : "false"
+            default: return ""
+            }
+        }
+        let who = v["who"]
+        var whoText = text(who?["kind"])
+        if let k = who?["key_id"] { whoText += " \(text(k)) (\(text(who?["role"])))" }
+        if let u = who?["uid"] { whoText += " uid \(text(u))" + (who?["role"] != nil ? " (\(text(who?["role"])))" : "") }
+        if let i = who?["identity"] { whoText += " \(text(i))" }
+        var what: String
+        switch text(v["event"]) {
+        case "write":
+            var ops: [JSONValue] = []
+            if case .array(let list)? = v["ops"] { ops = list }
+            let shown = ops.prefix(3).map { "\(text($0["op"])) \(text($0["kind"])) \(text($0["id"]))" }
+            what = "revision \(text(v["revision"])), \(ops.count) op\(ops.count == 1 ? "" : "s"): " + shown.joined(separator: ", ") + (ops.count > 3 ? ", … (+\(ops.count - 3))" : "")
+        case "import":
+            var tenants: [String] = []
+            if case .array(let list)? = v["tenants"] { tenants = list.map { text($0) } }
+            what = "revision \(text(v["revision"])), \(text(v["records"])) records, tenants \(tenants.joined(separator: " "))"
+        case "auth_refused":
+            what = text(v["reason"]) + (v["key_id"].map { " key \(text($0))" } ?? "") + " on \(text(v["listener"]))" + (v["closing"] != nil ? ", connection closed" : "")
+        default:
+            what = "key \(text(v["key_id"])) (\(text(v["role"])))" + (v["tenant_id"].map { " tenant \(text($0))" } ?? "")
+            for f in ["expires_at", "revoked_at", "expired_at"] where v[f] != nil { what += " \(f.replacingOccurrences(of: "_", with: " ")) \(text(v[f]))" }
+        }
+        if let d = v["dropped_before"] { what += " [\(text(d)) lines dropped before this one]" }
+        return [text(v["time"]), text(v["event"]), whoText, text(v["peer"]), what]
     }
 }
 

@@ -58,6 +58,8 @@ struct ServeOptions: ParsableArguments {
     var decisionLog: String?
     @Option(name: .long, help: "Share of checks logged, in (0, 1] (default 1).")
     var decisionLogSampleRate: Double?
+    @Option(name: .long, help: "Audit trail file (JSON Lines of writes, imports, key changes and refused authentications; rotated by size, see --set audit-max-bytes, audit-keep).")
+    var auditLog: String?
     @Option(name: .long, help: "HTTP authorization listener for gateways, HOST:PORT (nginx auth_request, Envoy HTTP ext_authz; docs/gateways.md).")
     var httpAddress: String?
     @Option(name: .long, help: "The HTTP authorization listener on a Unix socket, for a proxy on the same host.")
@@ -95,6 +97,7 @@ struct ServeOptions: ParsableArguments {
         if let maxConnections { try c.set("max-connections", String(maxConnections), origin: "--max-connections") }
         if let metricsAddress { c.metricsAddress = metricsAddress }
         if let decisionLog { c.decisionLogPath = decisionLog }
+        if let auditLog { c.auditLogPath = auditLog }
         if let httpAddress { c.httpAddress = httpAddress }
         if let httpSocket { c.httpSocketPath = httpSocket }
         if let grpcAddress { c.grpcAddress = grpcAddress }

@@ -79,14 +79,17 @@ public final class Gateway: Sendable {
 
     /// The caller of one gateway request: the key presented in `apiKeyHeader` when there is
     /// one, else the connection's own principal (a trusted Unix peer, or everyone under
-    /// `--insecure-no-auth`). A failure is the 503 to answer.
-    func principal(presentedKey: String?, transport: Principal) -> Result<Principal, GatewayAnswer> {
+    /// `--insecure-no-auth`). A failure is the 503 to answer; a refused key is recorded in the
+    /// audit trail (when it is on) as coming from `peer`.
+    func principal(presentedKey: String?, transport: Principal, peer: PeerInfo = .unknown) -> Result<Principal, GatewayAnswer> {
         if dispatcher.config.insecureNoAuth { return .success(.superuser) }
         if let presented = presentedKey {
             switch dispatcher.keys.authenticate(presented) {
             case .success(let k): return .success(.key(id: k.id, role: k.role, tenant: k.tenantId))
-            case .failure(let e):
+            case .failure(let r):
+                let e = r.error
                 dispatcher.metrics.error(.unauthenticated)
+                dispatcher.audit?.authRefused(r, who: dispatcher.actor(transport, peer), peer: peer, listener: "gateway")
                 logger.warning("gateway key refused", metadata: ["error": "\(e.message)"])
                 return .failure(GatewayAnswer(status: 503, reason: "gateway_unauthenticated", revision: 0))
             }

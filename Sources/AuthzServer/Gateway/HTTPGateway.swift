@@ -145,7 +145,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         if path == options.pathPrefix || path.hasPrefix(options.pathPrefix + "/") {
             let principal: Principal
-            switch resolve(h.headers.first(name: options.apiKeyHeader)) {
+            switch resolve(h.headers.first(name: options.apiKeyHeader), context: context) {
             case .success(let p): principal = p
             case .failure(let refused): return respond(context: context, h, refused)
             }
@@ -168,7 +168,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                                body: Gateway.errorJSON("INVALID_ARGUMENT", "use GET"))
             }
             let principal: Principal
-            switch resolve(h.headers.first(name: options.apiKeyHeader)) {
+            switch resolve(h.headers.first(name: options.apiKeyHeader), context: context) {
             case .success(let p): principal = p
             case .failure:
                 return respond(context: context, h, status: .unauthorized, contentType: "application/json",
@@ -181,8 +181,9 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 body: Gateway.errorJSON("NOT_FOUND", "no such endpoint: decisions are under \(options.pathPrefix), permissions under /v1/tenants/{tenant_id}/users/{user_id}/permissions"))
     }
 
-    /// The principal for this request, reusing the connection's last verified key.
-    private func resolve(_ presented: String?) -> Result<Principal, GatewayAnswer> {
+    /// The principal for this request, reusing the connection's last verified key. A refused
+    /// key is audited with the connection's peer address.
+    private func resolve(_ presented: String?, context: ChannelHandlerContext) -> Result<Principal, GatewayAnswer> {
         guard let presented else { return gateway.principal(presentedKey: nil, transport: transport) }
         let keys = gateway.dispatcher.keys
         let epoch = keys.epoch.load(ordering: .acquiring)
@@ -190,7 +191,10 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             return .success(cachedPrincipal)
         }
         cachedKey = nil
-        let r = gateway.principal(presentedKey: presented, transport: transport)
+        var isUnix = false
+        if case .unixDomainSocket? = context.channel.localAddress { isUnix = true }
+        let peer = PeerInfo(remote: context.channel.remoteAddress, isUnix: isUnix)
+        let r = gateway.principal(presentedKey: presented, transport: transport, peer: peer)
         if case .success(let p) = r, case .key(let id, _, _) = p {
             cachedKey = presented
             cachedPrincipal = p
