@@ -59,10 +59,9 @@ struct PeerInfo: Sendable, Equatable {
 
 /// Who did something the audit trail records: the `who` object of every line.
 ///
-/// A place is kept for identities that TLS will bring (issue 16): a client certificate will be
-/// `case certificate(identity: String)`, written `{"kind":"certificate","identity":"spiffe://…"}`
-/// (the URI SAN, or the subject when there is none), and `init(_:peer:insecure:)` will map the
-/// certificate principal to it. Readers of the trail must accept unknown kinds.
+/// A TLS client certificate is written `{"kind":"certificate","identity":"spiffe://…",
+/// "role":…,"tenant_id":…}` (the URI SAN the identity map matched). Readers of the trail must
+/// accept unknown kinds.
 enum AuditActor: Equatable, Sendable {
     /// A verified API key: `{"kind":"key","key_id":…,"role":…,"tenant_id":…}` (no `tenant_id`
     /// for operator and gateway keys, which have none).
@@ -77,6 +76,8 @@ enum AuditActor: Equatable, Sendable {
     case insecure
     /// Nobody known (a TCP caller before a key verified): `{"kind":"unauthenticated"}`.
     case unauthenticated
+    /// A TLS client certificate mapped to a role.
+    case certificate(String, role: KeyRole, tenant: ID)
 
     /// The actor of a request made as `principal` on a connection to `peer`; `insecure` when
     /// the daemon runs with `--insecure-no-auth` (its superusers are then anyone).
@@ -86,6 +87,7 @@ enum AuditActor: Equatable, Sendable {
         case .uid(let uid, let role, let tenant): self = .uid(uid, role: role, tenant: tenant)
         case .superuser: self = insecure ? .insecure : .superuser(uid: peer.uid)
         case .unauthenticated: self = peer.uid.map { .uid($0, role: nil, tenant: nil) } ?? .unauthenticated
+        case .certificate(let identity, let role, let tenant): self = .certificate(identity, role: role, tenant: tenant)
         }
     }
 
@@ -107,7 +109,12 @@ enum AuditActor: Equatable, Sendable {
             s += "{\"kind\":\"insecure\"}"
         case .unauthenticated:
             s += "{\"kind\":\"unauthenticated\"}"
-        // case .certificate(let identity): s += "{\"kind\":\"certificate\",\"identity\":" + JSON string + "}"
+        case .certificate(let identity, let role, let tenant):
+            s += "{\"kind\":\"certificate\",\"identity\":"
+            JSONWriter.writeString(identity, into: &s)
+            s += ",\"role\":\"\(role.name)\""
+            if tenant != .zero { s += ",\"tenant_id\":\"\(tenant)\"" }
+            s += "}"
         }
     }
 }
