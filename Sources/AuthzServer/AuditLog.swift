@@ -319,6 +319,30 @@ final class AuditLog: @unchecked Sendable {
         }
     }
 
+    /// A TLS client refused on `listener`: `reason` is `unmapped_certificate` (it verified but
+    /// its URI SANs, listed, map to no identity) or `tls_handshake_failed` (untrusted, expired
+    /// or no certificate where one is required; `detail` is the TLS library's reason).
+    func tlsRefused(reason: String, uris: [String], detail: String?, peer: PeerInfo, listener: String) {
+        record("auth_refused", who: .unauthenticated, peer: peer) { s in
+            s += ",\"listener\":"
+            JSONWriter.writeString(listener, into: &s)
+            s += ",\"reason\":"
+            JSONWriter.writeString(reason, into: &s)
+            if !uris.isEmpty {
+                s += ",\"certificate_uris\":["
+                for (i, u) in uris.enumerated() {
+                    if i > 0 { s += "," }
+                    JSONWriter.writeString(u, into: &s)
+                }
+                s += "]"
+            }
+            if let detail {
+                s += ",\"detail\":"
+                JSONWriter.writeString(detail, into: &s)
+            }
+        }
+    }
+
     /// The same for an `AuthRefusal`.
     func authRefused(_ r: AuthRefusal, who: AuditActor, peer: PeerInfo, listener: String, closing: Bool = false) {
         authRefused(r.reason, keyId: r.keyId, key: r.key, who: who, peer: peer, listener: listener, closing: closing)

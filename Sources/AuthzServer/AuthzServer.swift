@@ -112,6 +112,7 @@ public final class AuthzServer: @unchecked Sendable {
                                             onWritten: { metrics.auditLines.increment(by: $0) },
                                             onDropped: { metrics.auditDropped.increment(by: $0) })
             logger.info("audit trail on", metadata: ["audit.path": "\(path)", "audit.max_bytes": "\(config.auditMaxBytes)", "audit.keep": "\(config.auditKeep)"])
+            tls?.audit.withLockedValue { $0 = dispatcher.audit }
         }
         if let address = config.metricsAddress, let registry {
             dispatcher.metricsEnabled = true

@@ -50,7 +50,7 @@ final class MetricsServer: @unchecked Sendable {
                 let deadline = ch.eventLoop.scheduleTask(in: self.timeout) { ch.close(promise: nil) }
                 ch.closeFuture.whenComplete { _ in deadline.cancel() }
                 if let tls = self.tls {
-                    do { try tls.addHandlers(to: ch, logger: self.dispatcher.logger) } catch { return ch.close() }
+                    do { try tls.addHandlers(to: ch, logger: self.dispatcher.logger, listener: "metrics") } catch { return ch.close() }
                 }
                 return ch.pipeline.configureHTTPServerPipeline().flatMap { ch.pipeline.addHandler(MetricsHTTPHandler(server: self)) }
             }

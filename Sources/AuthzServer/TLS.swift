@@ -159,6 +159,8 @@ final class TLSContextHolder: Sendable {
     let settings: TLSSettings
     let identities: CertificateIdentityMap
     private let context: NIOLockedValueBox<NIOSSLContext>
+    /// Where refused TLS clients are recorded (set once the dispatcher exists).
+    let audit = NIOLockedValueBox<AuditLog?>(nil)
 
     /// Loads the certificate, key and client CA; throws `ConfigError` naming the file.
     init(settings: TLSSettings) throws {
@@ -207,10 +209,11 @@ final class TLSContextHolder: Sendable {
     }
 
     /// Adds the TLS server handler and the identity handler in front of `channel`'s pipeline.
-    func addHandlers(to channel: Channel, logger: Logger) throws {
+    /// `listener` names the listener in the audit trail (`binary`, `gateway`, `grpc`, `metrics`).
+    func addHandlers(to channel: Channel, logger: Logger, listener: String = "binary") throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: current))
-        try sync.addHandler(TLSIdentityHandler(identities: identities, logger: logger))
+        try sync.addHandler(TLSIdentityHandler(identities: identities, logger: logger, audit: audit.withLockedValue { $0 }, listener: listener))
     }
 }
 
@@ -227,10 +230,24 @@ final class TLSIdentityHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     let identities: CertificateIdentityMap
     let logger: Logger
+    let audit: AuditLog?
+    let listener: String
 
-    init(identities: CertificateIdentityMap, logger: Logger) {
+    init(identities: CertificateIdentityMap, logger: Logger, audit: AuditLog? = nil, listener: String = "binary") {
         self.identities = identities
         self.logger = logger
+        self.audit = audit
+        self.listener = listener
+    }
+
+    /// A failed handshake (untrusted or expired client certificate, plain text on the port) is
+    /// recorded as a refused authentication, then passed on (the connection closes).
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? NIOSSLError, case .handshakeFailed = e {
+            audit?.tlsRefused(reason: "tls_handshake_failed", uris: [], detail: "\(e)",
+                              peer: PeerInfo(remote: context.channel.remoteAddress, isUnix: false), listener: listener)
+        }
+        context.fireErrorCaught(error)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -243,6 +260,8 @@ final class TLSIdentityHandler: ChannelInboundHandler, RemovableChannelHandler {
             let uris = CertificateIdentityMap.uris(ofDER: der)
             guard let (identity, role, tenant) = identities.identify(uris) else {
                 logger.warning("refusing TLS client: its certificate maps to no identity", metadata: ["tls.uris": "\(uris)"])
+                audit?.tlsRefused(reason: "unmapped_certificate", uris: uris, detail: nil,
+                                  peer: PeerInfo(remote: context.channel.remoteAddress, isUnix: false), listener: listener)
                 context.close(promise: nil)
                 return
             }

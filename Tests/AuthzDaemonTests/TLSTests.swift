@@ -162,7 +162,8 @@ final class TLSTests: XCTestCase {
     }
 
     func testClientCertificatesAreIdentities() async throws {
-        let d = try await start(["--tls-client-ca", pki.caPath])
+        let audit = dir + "/audit.log"
+        let d = try await start(["--tls-client-ca", pki.caPath, "--audit-log", audit])
         // Mapped by the default pattern spiffe://*/tenant/{tenant}/role/{role}: no API key.
         let checker = try tlsClient(d, cert: try pki.issue("checker", uris: ["spiffe://test.example/tenant/\(t)/role/checker"]))
         defer { checker.close() }
@@ -200,6 +201,16 @@ final class TLSTests: XCTestCase {
             }
         }
         XCTAssertTrue(d.log.contains("maps to no identity"), "the unmapped certificate is logged")
+        // …and each refusal is in the audit trail (written in batches: wait for them).
+        var trail = ""
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            trail = (try? String(contentsOfFile: audit, encoding: .utf8)) ?? ""
+            if trail.contains("unmapped_certificate") && trail.components(separatedBy: "tls_handshake_failed").count >= 3 { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        } while Date() < deadline
+        XCTAssertTrue(trail.contains(#""reason":"unmapped_certificate","certificate_uris":["spiffe://test.example/workload/mailer"]"#), trail)
+        XCTAssertGreaterThanOrEqual(trail.components(separatedBy: #""reason":"tls_handshake_failed""#).count - 1, 2, "untrusted and expired: \(trail)")
     }
 
     func testCertificateReloadOnSIGHUPKeepsOpenConnections() async throws {

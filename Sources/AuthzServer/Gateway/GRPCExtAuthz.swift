@@ -63,7 +63,7 @@ final class GRPCExtAuthzServer: Sendable {
                 }
                 ch.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
                 do {
-                    if let tls = self.tls { try tls.addHandlers(to: ch, logger: gateway.logger) }
+                    if let tls = self.tls { try tls.addHandlers(to: ch, logger: gateway.logger, listener: "grpc") }
                     try ch.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                 } catch {
                     return ch.eventLoop.makeFailedFuture(error)

@@ -71,7 +71,7 @@ final class HTTPGatewayServer: Sendable {
                 ch.closeFuture.whenComplete { [self] _ in open.withLockedValue { $0 -= 1 } }
                 let transport: EventLoopFuture<Principal> = isUnix ? unixPrincipal(ch) : ch.eventLoop.makeSucceededFuture(.unauthenticated)
                 if !isUnix, let tls {
-                    do { try tls.addHandlers(to: ch, logger: gateway.logger) } catch { return ch.close() }
+                    do { try tls.addHandlers(to: ch, logger: gateway.logger, listener: "gateway") } catch { return ch.close() }
                 }
                 return transport.flatMap { [self] principal in
                     ch.pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true).flatMapThrowing {
