@@ -141,7 +141,7 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            exclude: ["python"],
+            exclude: ["python", "golden"],
             swiftSettings: swift5
         ),
     ]

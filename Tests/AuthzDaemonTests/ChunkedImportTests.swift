@@ -35,15 +35,15 @@ final class ChunkedImportTests: XCTestCase {
         (try? await c.get(RecordRef(kind: .user, tenantId: t, id: u))) != nil
     }
 
-    func testFileAboveTheFrameLimitImportsAtomically() async throws {
-        // About 17.5 MB: more than one 16 MiB frame could carry.
-        let (t, ids, text) = file(users: 70_000, lineBytes: 250)
-        XCTAssertGreaterThan(text.utf8.count, 16 << 20)
+    func testA100MBFileImportsAtomically() async throws {
+        // About 100 MB, generated here: six times what one 16 MiB frame could carry.
+        let (t, ids, text) = file(users: 400_000, lineBytes: 262)
+        XCTAssertGreaterThan(text.utf8.count, 100_000_000)
         let path = daemon.dir + "/big.jsonl"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         let (status, out) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, path])
         XCTAssertEqual(status, 0, out)
-        XCTAssertTrue(out.contains("\"records\":70001"), out)
+        XCTAssertTrue(out.contains("\"records\":400001"), out)
         let c = daemon.client()
         defer { c.close() }
         let present = await exists(c, t, ids.last!)
