@@ -177,7 +177,4 @@ public final class TenantIndex: @unchecked Sendable {
         for s in shards { s.forEach { out.append(($0, $1 & inactiveUserBit == 0)) } }
         return out
     }
-
-    /// The known permission names, active or not.
-    public var allPermissionNames: [String] { permissionNames }
 }

@@ -81,31 +81,6 @@ public enum BulkFormat {
         return entity
     }
 
-    /// Decodes a whole file. Blank lines are skipped. The first bad line stops decoding:
-    /// the error's message starts with `line N:` and its field is the offending field.
-    public static func decode(file: [UInt8]) throws -> [Entity] {
-        var out: [Entity] = []
-        var lineNo = 0
-        var start = 0
-        while start < file.count {
-            var end = start
-            while end < file.count, file[end] != 0x0A { end += 1 }
-            lineNo += 1
-            var line = Array(file[start..<end])
-            if line.last == 0x0D { line.removeLast() }
-            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
-                do {
-                    out.append(try decode(line: line))
-                } catch var e as AuthzError {
-                    e.message = "line \(lineNo): \(e.message)"
-                    throw e
-                }
-            }
-            start = end + 1
-        }
-        return out
-    }
-
     /// Encodes one entity as a line (no trailing newline). Without `includeSecrets`, platform
     /// credential tokens are left out and `"secrets_redacted":true` is written instead; a
     /// credential whose stored tokens cannot be decrypted also gets `"secret_unreadable":true`

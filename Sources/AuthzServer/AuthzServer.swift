@@ -26,8 +26,6 @@ public final class AuthzServer: @unchecked Sendable {
     private let unixConnectionCount = NIOLockedValueBox(0)
     /// `maxConnections`, lowered at start if the descriptor limit cannot hold it.
     private var effectiveMaxConnections = 0
-    /// Refused connections (over `maxConnections`), for metrics.
-    public let refusedConnections = NIOLockedValueBox(0)
     private var metricsServer: MetricsServer?
     /// Where the metrics listener is bound, when on.
     public private(set) var metricsAddress: SocketAddress?
@@ -224,7 +222,6 @@ public final class AuthzServer: @unchecked Sendable {
             return true
         }
         if !admitted {
-            refusedConnections.withLockedValue { $0 += 1 }
             dispatcher.metrics.connectionsRefused.increment()
             logger.warning("refusing connection: connection limit reached", metadata: ["listener": "\(isUnix ? "unix" : "tcp")", "limit": "\(limit)"])
             return channel.close()

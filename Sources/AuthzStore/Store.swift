@@ -685,15 +685,6 @@ public final class Store: @unchecked Sendable {
     /// Map size and bytes in use.
     public func mapUsage() -> (size: Int, used: Int) { (env.mapSize, env.usedBytes()) }
 
-    /// A compacting, consistent copy of the environment into the directory `path` (which must
-    /// hold no `data.mdb`), taken while the store serves; the copy is created 0600. The C
-    /// function is `mdb_env_copyfd2(MDB_CP_COMPACT)`.
-    public func backup(to path: String) throws {
-        do { try Store.copyPrivately(env, to: path) } catch let e as AuthzError { throw e } catch {
-            throw AuthzError(.failedPrecondition, "backup to \(path) failed: \(error)")
-        }
-    }
-
     /// Translates LMDB failures into `AuthzError`s. MAP_FULL is tagged for the retry loop.
     func mapped<T>(_ body: () throws -> T) throws -> T {
         do {
