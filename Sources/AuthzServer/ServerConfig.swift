@@ -6,7 +6,7 @@ import NIOCore
 
 /// Everything `authzd serve` can be told, with its documented default (docs/operations.md).
 /// Flags override the config file; the config file overrides the defaults.
-public struct ServerConfig: Sendable, Equatable {
+public struct ServerConfig: Sendable {
     /// LMDB data directory.
     public var dataDir = "./data"
     /// Unix socket path; nil = no Unix listener.
@@ -118,11 +118,6 @@ public struct ServerConfig: Sendable, Equatable {
     /// The decoding bounds these settings imply.
     public var wireLimits: WireLimits {
         WireLimits(maxBatchChecks: maxBatchChecks, maxWriteOps: maxWriteOps, maxListItems: 1024)
-    }
-
-    public static func == (a: ServerConfig, b: ServerConfig) -> Bool {
-        a.dataDir == b.dataDir && a.socketPath == b.socketPath && a.address == b.address && a.threads == b.threads
-            && a.maxFrameSize == b.maxFrameSize && a.sync == b.sync && a.insecureNoAuth == b.insecureNoAuth
     }
 
     /// Reads a config file of `key = value` lines (`#` comments, blank lines ignored). Keys are
