@@ -225,7 +225,7 @@ struct Explain: AsyncParsableCommand {
         var s = "{\"decision\":\"\(e.decision.allowed ? "allow" : "deny")\",\"reason\":\"\(e.decision.reason.name)\",\"revision\":\(e.decision.revision)"
         if let rb = e.roleBindingId {
             s += ",\"role_binding_id\":\"\(rb)\",\"role_binding_scope\":\"\(e.roleBindingScope?.name ?? "")\""
-            s += ",\"role_chain\":[" + e.roleChainNames.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+            s += ",\"role_chain\":[" + e.roleChainNames.map(jsonString).joined(separator: ",") + "]"
             s += ",\"role_chain_ids\":[" + e.roleChain.map { "\"\($0)\"" }.joined(separator: ",") + "]"
             s += ",\"permission_binding_id\":\"\(e.permissionBindingId?.description ?? "")\",\"permission_binding_scope\":\"\(e.permissionBindingScope?.name ?? "")\""
         }
@@ -248,7 +248,7 @@ struct Permissions: AsyncParsableCommand {
         guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
         if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
-        for (name, scope) in list { print("{\"permission\":\"\(name)\",\"scope\":\"\(scope.name)\"}") }
+        for (name, scope) in list { print("{\"permission\":\(jsonString(name)),\"scope\":\"\(scope.name)\"}") }
     }
 }
 
@@ -623,4 +623,12 @@ func describe(_ e: Entity) -> String {
     case .permissionBinding(let b): return "role \(b.roleId) → permission \(b.permissionId) at \(b.scope.name)"
     case .platformCredential(let c): return "\(c.platform) \(c.externalAccountId)"
     }
+}
+
+/// `text` as a JSON string literal, escaped by the model's JSON writer (role names and other
+/// user-supplied text may hold quotes, backslashes or control characters).
+func jsonString(_ text: String) -> String {
+    var s = ""
+    JSONWriter.writeString(text, into: &s)
+    return s
 }

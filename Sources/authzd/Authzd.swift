@@ -327,7 +327,7 @@ struct KeysRotateData: ParsableCommand {
             o.keyRing = .require
             let store = try Store(directory: target.dataDir, options: o)
             let n = try store.rotateSecrets(batchSize: batch)
-            print("{\"reencrypted\":\(n),\"active_key_id\":\"\(store.sealer?.ring.activeId ?? "")\"}")
+            print("{\"reencrypted\":\(n),\"active_key_id\":\(jsonString(store.sealer?.ring.activeId ?? ""))}")
             return
         }
         guard case .rotateSecrets(var s) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
@@ -359,7 +359,7 @@ struct Migrate: ParsableCommand {
         o.keyRingPath = keyring
         o.keyRing = .loadIfPresent  // migrating seals nothing: never invent a key ring
         let store = try Store(directory: dataDir, options: o)
-        print("{\"data_dir\":\"\(dataDir)\",\"format\":\(try store.format())}")
+        print("{\"data_dir\":\(jsonString(dataDir)),\"format\":\(try store.format())}")
     }
 }
 
@@ -446,7 +446,7 @@ struct Backup: ParsableCommand {
 
     func run() throws {
         let revision = try Store.backup(directory: dataDir, to: dest)
-        print("{\"backup\":\"\(dest)\",\"revision\":\(revision)}")
+        print("{\"backup\":\(jsonString(dest)),\"revision\":\(revision)}")
         FileHandle.standardError.write(Data("note: the key ring is not part of the backup; keep it separately\n".utf8))
     }
 }
@@ -467,7 +467,7 @@ struct Restore: ParsableCommand {
         o.store.keyRingPath = keyring
         o.store.keyRing = .loadIfPresent
         let engine = try Engine(directory: dataDir, options: o)
-        print("{\"restored\":\"\(dataDir)\",\"revision\":\(engine.revision)}")
+        print("{\"restored\":\(jsonString(dataDir)),\"revision\":\(engine.revision)}")
     }
 }
 
@@ -492,4 +492,11 @@ struct CrashWriter: ParsableCommand {
             print("\(rev) \(u)")
         }
     }
+}
+
+/// `text` as a JSON string literal (paths and names may hold quotes or backslashes).
+func jsonString(_ text: String) -> String {
+    var s = ""
+    JSONWriter.writeString(text, into: &s)
+    return s
 }
