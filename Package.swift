@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layers, bottom to top (see docs/architecture.md):
-//   CLMDB, CAuthzProto (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
+//   CLMDB, CAuthzProto, CNATS (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
+//   →  AuthzLog (the only NATS user)
 //   →  AuthzEngine  →  AuthzWire (the only protobuf-c user)  →  AuthzServer, AuthzClient  →  authzd, authzctl
 let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
@@ -35,7 +36,13 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wno-everything"])],
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
+        .target(
+            name: "CNATS",
+            cSettings: [.unsafeFlags(["-Wno-everything"])],
+            linkerSettings: [.linkedLibrary("nats")]
+        ),
         .target(name: "AuthzModel", swiftSettings: swift5),
+        .target(name: "AuthzLog", dependencies: ["CNATS", "AuthzModel"], swiftSettings: swift5),
         .target(
             name: "AuthzStore",
             dependencies: ["CLMDB", "AuthzModel", .product(name: "Crypto", package: "swift-crypto")],
@@ -54,7 +61,7 @@ let package = Package(
         .target(
             name: "AuthzServer",
             dependencies: [
-                "AuthzEngine", "AuthzWire", "AuthzStore",
+                "AuthzEngine", "AuthzWire", "AuthzStore", "AuthzLog",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

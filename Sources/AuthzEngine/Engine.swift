@@ -305,12 +305,62 @@ public final class Engine: @unchecked Sendable {
         try write(ops, label: label, keepTimestamps: false)
     }
 
+    /// In log mode, where writes and imports go instead of the store: it checks them
+    /// (`precheck`), publishes them and returns once they are applied here (`applyLogged`).
+    public var replicate: ((_ ops: [WriteOp], _ keepTimestamps: Bool, _ label: (Int) -> String) throws -> UInt64)?
+
     func write(_ ops: [WriteOp], label: (Int) -> String, keepTimestamps: Bool) throws -> UInt64 {
+        if let r = replicate { return try r(ops, keepTimestamps, label) }
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
         let outcome = try store.write(ops, label: label, keepTimestamps: keepTimestamps, precommit: { try self.checkLimits($0) })
         try apply(outcome)
         return outcome.revision
+    }
+
+    /// Checks `ops` as `write` would (every store rule and the tenant limits) against the
+    /// current state, and keeps nothing: a replicated write's local check before it is
+    /// published. Throws what `write` would.
+    public func precheck(_ ops: [WriteOp], label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false) throws {
+        struct Checked: Error {}
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        do {
+            _ = try store.write(ops, label: label, keepTimestamps: keepTimestamps, precommit: { try self.checkLimits($0); throw Checked() })
+        } catch is Checked {
+            return
+        }
+    }
+
+    /// Applies a batch taken from the replicated log, recording `revision` (its stream
+    /// sequence) in the same transaction, with `now` (the writer's clock, carried in the
+    /// message) as the time of every change, so that every replica computes the same records.
+    /// The tenant limits are not re-checked (the writer checked them; replicas configured
+    /// differently must still agree). Throws what `Store.write` would; the caller then
+    /// records the revision with `advance(to:)`.
+    public func applyLogged(_ ops: [WriteOp], revision: UInt64, now: Int64, keepTimestamps: Bool,
+                            label: (Int) -> String = { "ops[\($0)]" }) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        let outcome = try store.write(ops, now: now, label: label, keepTimestamps: keepTimestamps, revision: revision)
+        try apply(outcome)
+    }
+
+    /// Moves the revision to `revision` without changing a record (a log message that changes
+    /// nothing here) and publishes it, waking checks waiting for it.
+    public func advance(to revision: UInt64) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        try store.advanceRevision(to: revision)
+        publish(revision: revision, tenants: snapshot.tenants)
+    }
+
+    /// Stores an API key record taken from the replicated log at `revision`, and publishes it.
+    public func putKeyLogged(_ key: ApiKey, revision: UInt64) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        try store.putKey(key, revision: revision)
+        publish(revision: revision, tenants: snapshot.tenants)
     }
 
     /// Refuses (FAILED_PRECONDITION naming the limit) a batch that would take a tenant past
@@ -459,7 +509,12 @@ public final class Engine: @unchecked Sendable {
         let old = snapshot
         var tenants = old.tenants
         for t in touched { tenants[t] = compilers[t]!.publish() }
-        current.store(IndexSnapshot(revision: outcome.revision, tenants: tenants), ordering: .releasing)
+        publish(revision: outcome.revision, tenants: tenants)
+    }
+
+    /// Publishes a snapshot at `revision` and wakes every revision waiter.
+    private func publish(revision: UInt64, tenants: [ID: TenantIndex]) {
+        current.store(IndexSnapshot(revision: revision, tenants: tenants), ordering: .releasing)
         version.wrappingIncrement(ordering: .releasing)
         waiters.lock()
         let woken = revisionWaiters

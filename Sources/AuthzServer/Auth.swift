@@ -70,6 +70,10 @@ final class KeyTable: @unchecked Sendable {
     /// earlier re-validates its key only when this moved (one atomic load per read burst).
     let epoch = ManagedAtomic<UInt64>(0)
 
+    /// Where key records are stored: the store (default) or, in log mode, the replicated log
+    /// (which applies them here through `applied` before returning).
+    var persist: ((ApiKey) throws -> Void)?
+
     init(store: Store) throws {
         self.store = store
         keys = NIOLockedValueBox(Dictionary(uniqueKeysWithValues: try store.keys().map { ($0.id, $0) }))
@@ -175,7 +179,7 @@ final class KeyTable: @unchecked Sendable {
         let k = ApiKey(id: .random(), tenantId: tenant ?? .zero, role: role, name: name, createdAt: Timestamp.now(),
                        expiresAt: expiresAt, secretHash: KeyTable.hash(secret: secret),
                        maySeeSecrets: role == .admin && creator == .superuser, createdBy: createdBy)
-        try store.putKey(k)
+        if let p = persist { try p(k) } else { try store.putKey(k) }
         keys.withLockedValue { $0[k.id] = k }
         return (k, ApiKey.format(id: k.id, secret: secret))
     }
@@ -184,10 +188,16 @@ final class KeyTable: @unchecked Sendable {
     func revoke(_ id: ID, expiresAt: Int64) throws -> ApiKey {
         guard var k = keys.withLockedValue({ $0[id] }) else { throw AuthzError.notFound("key \(id) does not exist", field: "revoke_key.key_id") }
         if expiresAt == 0 { k.revokedAt = Timestamp.now() } else { k.expiresAt = expiresAt }
-        try store.putKey(k)
+        if let p = persist { try p(k) } else { try store.putKey(k) }
         keys.withLockedValue { $0[id] = k }
         epoch.wrappingIncrement(ordering: .releasing)
         return k
+    }
+
+    /// A key record the replicated log applied (created, revoked or re-dated on any daemon).
+    func applied(_ k: ApiKey) {
+        keys.withLockedValue { $0[k.id] = k }
+        epoch.wrappingIncrement(ordering: .releasing)
     }
 
     func list(tenant: ID?) -> [ApiKey] {

@@ -1,4 +1,5 @@
 import AuthzEngine
+import AuthzLog
 import AuthzStore
 import Logging
 import Metrics
@@ -123,6 +124,26 @@ public final class AuthzServer: @unchecked Sendable {
         }
         if config.insecureNoAuth {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
+        }
+        if let settings = config.log {
+            try Replicator.adopt(store: engine.store, stream: settings.stream, shard: config.logShard)
+            let log = try JetStreamLog(settings: settings, name: "authzd")
+            let replicator = try Replicator(log: log, engine: engine, keys: dispatcher.keys, shard: config.logShard,
+                                            writeTimeout: Double(config.logWriteTimeoutSeconds), logger: logger)
+            engine.replicate = { ops, keepTimestamps, label in try replicator.write(ops, keepTimestamps: keepTimestamps, label: label) }
+            dispatcher.keys.persist = { try replicator.putKey($0) }
+            dispatcher.replicator = replicator
+            let metrics = dispatcher.metrics
+            replicator.onStatus = { s in
+                metrics.logApplied.record(Int64(s.applied))
+                metrics.logStreamLast.record(Int64(s.streamLast))
+                metrics.logLag.record(Int64(s.lag))
+                metrics.logConnected.record(s.connected ? 1 : 0)
+            }
+            replicator.start()
+            logger.info("log mode", metadata: ["log.servers": "\(settings.servers.joined(separator: ","))", "log.stream": "\(settings.stream)",
+                                               "log.replicas": "\(settings.replicas)", "log.shard": "\(config.logShard)",
+                                               "log.applied": "\(engine.revision)"])
         }
         self.dispatcher = dispatcher
         dispatcher.rotator.resumeIfRecorded()
@@ -338,6 +359,7 @@ public final class AuthzServer: @unchecked Sendable {
             }
             ch.close(promise: nil)
         }
+        dispatcher?.replicator?.stop()
         dispatcher?.shutdown()
         if let engine = dispatcher?.engine { try? engine.store.sync() }
         dispatcher = nil

@@ -216,6 +216,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         fastPath = false
         fastPathTenant = nil
         if draining || dispatcher.metricsEnabled || dispatcher.decisionLog != nil { return }
+        // Log mode: a replica refusing reads, or holding only some tenants, answers on the general path.
+        if let r = dispatcher.replicator, r.shard != .all || r.readRefusal() != nil { return }
         switch principal {
         case .unauthenticated:
             return
@@ -422,8 +424,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let result = dispatcher.execute(call, principal: principal, peer: peer)
             if let started { observe(call, result, started) }
             if case .failure(let e) = result, isNotYetAtRevision(e) {
-                waitForRevision(context: context, id: request.requestId, call: call, principal: principal,
-                                until: min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis))))
+                // Log mode waits up to the request's deadline (a replica catching up is normal);
+                // a standalone daemon up to revision-wait-ms (its revision moves only by writes).
+                let bound = dispatcher.replicator != nil ? deadline : min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis)))
+                waitForRevision(context: context, id: request.requestId, call: call, principal: principal, until: bound,
+                                pastDeadline: bound == deadline)
             } else {
                 respond(context: context, id: request.requestId, result: result, flush: false)
             }
@@ -521,7 +526,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Re-runs an inline call each time the engine publishes a new revision, until the revision
     /// it names is reached or the wait bound passes (then it answers UNAVAILABLE "not yet at
     /// revision"). Nothing polls: the engine wakes the waiter.
-    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, until: NIODeadline) {
+    ///
+    /// With `pastDeadline` (the bound is the request's deadline), a revision still not reached
+    /// then answers DEADLINE_EXCEEDED.
+    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, until: NIODeadline,
+                                 pastDeadline: Bool) {
         inFlight += 1
         let loop = context.eventLoop
         let engine = dispatcher.engine
@@ -548,7 +557,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until, waiter != nil { return }
             finish(result)
         }
-        timeout = loop.scheduleTask(deadline: until) { finish(self.dispatcher.execute(call, principal: principal, peer: self.peer)) }
+        timeout = loop.scheduleTask(deadline: until) {
+            var result = self.dispatcher.execute(call, principal: principal, peer: self.peer)
+            if pastDeadline, case .failure(let e) = result, self.isNotYetAtRevision(e) {
+                result = .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before this replica reached it: " + e.message, field: "min_revision"))
+            }
+            finish(result)
+        }
         attempt()
     }
 

@@ -34,6 +34,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// The audit trail, when `audit-log` is set: committed writes, imports and key changes are
     /// recorded here after their commit; refused authentications by the connection handlers.
     var audit: AuditLog?
+    /// Log mode: the replicated log's writer and applier (set before serving), or nil.
+    var replicator: Replicator?
     /// Set when a write failed for lack of space; cleared by the next successful write.
     private let storageFailure = NIOLockedValueBox<String?>(nil)
     public static let version = "0.1.0"
@@ -60,9 +62,42 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Readiness: the index is built (it is, once a dispatcher exists) and the last write did
     /// not fail for lack of space.
+    ///
+    /// In log mode also: not ready while reads are refused (behind the stream's retention) or
+    /// while catching up at start; ready but saying so when the log is unreachable (checks
+    /// are answered from local state; writes are refused) or the applier is stalled.
     func ready() -> (Bool, String) {
         if let why = storageFailure.withLockedValue({ $0 }) { return (false, "not ready: \(why)") }
+        if let r = replicator {
+            let s = r.status()
+            if let why = s.refusal { return (false, "not ready: \(why)") }
+            if !s.caughtUp { return (false, "not ready: catching up from the log (applied \(s.applied) of \(s.streamLast))") }
+            if let e = s.applyError { return (false, "not ready: applying the log is stalled at revision \(s.applied) (stream at \(s.streamLast)): \(e)") }
+            var notes: [String] = []
+            if !s.connected { notes.append("the log is unreachable: writes are refused, checks answer from local state") }
+            let head = "ready at revision \(engine.revision) (log: applied \(s.applied), stream at \(s.streamLast), lag \(s.lag))"
+            return (true, notes.isEmpty ? head : head + "; degraded: " + notes.joined(separator: "; "))
+        }
         return (true, "ready at revision \(engine.revision)")
+    }
+
+    /// In log mode, the refusal for a read this daemon cannot answer: all reads while it is
+    /// behind the stream's retention, and reads of a tenant outside its shard.
+    func refuseRead(_ call: Call) -> AuthzError? {
+        guard let r = replicator else { return nil }
+        let tenants: [ID]
+        switch call {
+        case .check(let c), .explain(let c): tenants = [c.tenantId]
+        case .batchCheck(let items, _): tenants = items.compactMap { try? $0.get().tenantId }
+        case .listUserPermissions(let t, _, _), .listPermissionUsers(let t, _, _, _, _, _), .list(_, let t, _, _, _): tenants = [t]
+        case .get(let ref, _): tenants = [ref.tenantId]
+        case .export(let t?, _), .exportPage(let t?, _, _, _): tenants = [t]
+        case .export, .exportPage: tenants = []
+        default: return nil
+        }
+        if let e = r.readRefusal() { return e }
+        for t in tenants where !r.shard.holds(t) { return r.notHeld(t) }
+        return nil
     }
 
     static func lane(_ call: Call) -> Lane {
@@ -257,6 +292,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// answer never waits for the line to reach the disk.
     func execute(_ call: Call, principal: Principal, peer: PeerInfo) -> Result<Reply, AuthzError> {
         if let denied = keys.secretsDenied(principal, call) { return .failure(denied) }
+        if replicator != nil, let refused = refuseRead(call) { return .failure(refused) }
         do {
             return .success(try run(call, principal: principal, peer: peer))
         } catch let e as AuthzError {
@@ -341,8 +377,14 @@ public final class Dispatcher: @unchecked Sendable {
             return .export(r.bytes, revision: r.revision)
         case .serverInfo:
             let info = try engine.info()
+            var log: LogStatus?
+            if let r = replicator {
+                let s = r.status()
+                log = LogStatus(stream: r.log.settings.stream, applied: s.applied, streamLast: s.streamLast, lag: s.lag,
+                                connected: s.connected, shard: r.shard.description, refusal: s.refusal ?? "")
+            }
             return .serverInfo(ServerInfo(version: Dispatcher.version, revision: info.revision, protocolVersion: protocolVersion,
-                                          counts: info.counts.mapValues { UInt64($0) }))
+                                          counts: info.counts.mapValues { UInt64($0) }, log: log))
         case .health:
             return .health(serving: true)
         case .hello:

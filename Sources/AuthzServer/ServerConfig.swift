@@ -1,3 +1,4 @@
+import AuthzLog
 import AuthzModel
 import AuthzStore
 import AuthzWire
@@ -112,6 +113,22 @@ public struct ServerConfig: Sendable {
     /// Serve TCP listeners without TLS. Required (and logged as a warning) for any TCP listener
     /// when no certificate is configured; `insecureNoAuth` implies it.
     public var insecurePlaintext = false
+    /// Log mode (docs/scale-out.md): the NATS JetStream servers every change goes through;
+    /// nil = a standalone daemon.
+    public var log: LogSettings? {
+        guard !logSettings.servers.isEmpty else { return nil }
+        var l = logSettings
+        if !logReplicasSet && l.servers.count == 1 { l.replicas = 1 }
+        return l
+    }
+    /// The log settings as given (servers empty = off); `log` applies the replica default.
+    public var logSettings = LogSettings(servers: [])
+    /// Whether log-replicas was given (else 3, or 1 for a single server).
+    public var logReplicasSet = false
+    /// Which tenants this daemon holds in log mode.
+    public var logShard: TenantShard = .all
+    /// Seconds a write waits for the log to acknowledge it and for this daemon to apply it.
+    public var logWriteTimeoutSeconds = 10
 
     public init() {}
 
@@ -245,6 +262,31 @@ public struct ServerConfig: Sendable {
         case "metrics-tls": tls.metricsTLS = value == "true"
         case "insecure-plaintext": insecurePlaintext = value == "true"
         case "secret-rotation-batch": secretRotationBatch = max(1, try int())
+        case "log":
+            do { logSettings.servers = value.isEmpty ? [] : try LogSettings.parseServers(value) } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
+        case "log-stream":
+            guard !value.isEmpty, value.count <= 64, value.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F }) else {
+                throw ConfigError("\(origin): log-stream must be 1 to 64 letters, digits, - and _ (got \"\(value)\")")
+            }
+            logSettings.stream = value
+        case "log-replicas":
+            let v = try int()
+            guard (1...5).contains(v) else { throw ConfigError("\(origin): log-replicas must be between 1 and 5 (got \"\(value)\")") }
+            logSettings.replicas = v
+            logReplicasSet = true
+        case "log-max-age": logSettings.maxAgeSeconds = Int64(try int())
+        case "log-max-bytes": logSettings.maxBytes = Int64(try int())
+        case "log-max-msgs": logSettings.maxMessages = Int64(try int())
+        case "log-max-message-bytes": logSettings.maxMessageBytes = Int32(min(64 << 20, try int()))
+        case "log-duplicate-window": logSettings.duplicateWindowSeconds = Int64(max(1, try int()))
+        case "log-tenants", "log-shard":
+            if logShard != .all && (key == "log-tenants") != ({ if case .tenants = logShard { return true } else { return false } }()) {
+                throw ConfigError("\(origin): log-tenants and log-shard cannot be combined")
+            }
+            do {
+                logShard = try key == "log-tenants" ? TenantShard.parse(tenants: value, shard: nil) : TenantShard.parse(tenants: nil, shard: value)
+            } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
+        case "log-write-timeout": logWriteTimeoutSeconds = max(1, try int())
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

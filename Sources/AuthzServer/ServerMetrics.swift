@@ -27,6 +27,12 @@ final class ServerMetrics: @unchecked Sendable {
     let tenants: Gauge
     let mapSize: Gauge
     let mapUsed: Gauge
+    /// Log mode: the last stream sequence applied here, the stream's last as last seen, the
+    /// difference, and whether a NATS connection is up (1/0).
+    let logApplied: Gauge
+    let logStreamLast: Gauge
+    let logLag: Gauge
+    let logConnected: Gauge
     /// Gateway (HTTP and Envoy gRPC) decisions: [deny, allow].
     let gatewayChecks: [Counter]
 
@@ -53,6 +59,10 @@ final class ServerMetrics: @unchecked Sendable {
         tenants = Gauge(label: "authzd_index_tenants")
         mapSize = Gauge(label: "authzd_lmdb_map_size_bytes")
         mapUsed = Gauge(label: "authzd_lmdb_map_used_bytes")
+        logApplied = Gauge(label: "authzd_log_applied_sequence")
+        logStreamLast = Gauge(label: "authzd_log_stream_last_sequence")
+        logLag = Gauge(label: "authzd_log_lag")
+        logConnected = Gauge(label: "authzd_log_connected")
         gatewayChecks = ["deny", "allow"].map { Counter(label: "authzd_gateway_checks_total", dimensions: [("decision", $0)]) }
     }
 

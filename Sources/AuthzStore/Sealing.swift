@@ -117,6 +117,40 @@ public struct SecretSealer: Sendable {
         return out
     }
 
+    /// Seals a replicated-log message body (AES-GCM with the active key; `context` — the
+    /// subject and message id — authenticated with it), so that the log's servers never hold
+    /// a record or a token in clear. Every replica needs the same key ring to open it.
+    public func sealMessage(_ plaintext: [UInt8], context: String) throws -> [UInt8] {
+        let key = ring.keys[ring.activeId]!
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: Array(("authzd.log.v1" + context).utf8))
+        var out: [UInt8] = [1, UInt8(ring.activeId.utf8.count)]
+        out += Array(ring.activeId.utf8)
+        out += Array(box.nonce)
+        out += Array(box.ciphertext)
+        out += Array(box.tag)
+        return out
+    }
+
+    /// Opens `sealMessage`'s output. DATA_LOSS naming the key when it is not in the ring, or
+    /// when the message was altered or moved to another subject or id.
+    public func openMessage(_ sealed: [UInt8], context: String) throws -> [UInt8] {
+        let failure = AuthzError(.dataLoss, "log message \(context) cannot be decrypted (altered, or sealed with another key ring)", field: "log")
+        guard let id = SecretSealer.keyId(of: sealed) else { throw failure }
+        guard let key = ring.keys[id] else {
+            throw AuthzError(.dataLoss, "log message \(context) was sealed with key \"\(id)\", which is not in this daemon's key ring (every replica needs the same ring)", field: "log")
+        }
+        let start = 2 + id.utf8.count
+        guard sealed.count >= start + 12 + 16 else { throw failure }
+        do {
+            let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: sealed[start..<(start + 12)]),
+                                            ciphertext: sealed[(start + 12)..<(sealed.count - 16)],
+                                            tag: sealed[(sealed.count - 16)...])
+            return Array(try AES.GCM.open(box, using: key, authenticating: Array(("authzd.log.v1" + context).utf8)))
+        } catch {
+            throw failure
+        }
+    }
+
     /// The key id a ciphertext was made with, or nil for an empty or malformed one.
     public static func keyId(of sealed: [UInt8]) -> String? {
         guard sealed.count > 2, sealed[0] == 1, sealed.count >= 2 + Int(sealed[1]) else { return nil }

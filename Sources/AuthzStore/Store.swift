@@ -379,8 +379,12 @@ public final class Store: @unchecked Sendable {
     ///
     /// With `keepTimestamps` (imports), an upserted record that carries a `created_at` keeps it
     /// and its `updated_at` (or gets now); records without one are stamped as usual.
+    ///
+    /// With `revision` (a replicated log's sequence, above the current revision) the batch
+    /// records that revision instead of the next one.
     public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now(),
                       label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false,
+                      revision: UInt64? = nil,
                       precommit: ((WriteOutcome) throws -> Void)? = nil) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
         pthread_mutex_lock(&writeLock)
@@ -394,6 +398,11 @@ public final class Store: @unchecked Sendable {
                     let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
                     batch.keepTimestamps = keepTimestamps
+                    if let r = revision {
+                        let current = try StoreReader(store: self, txn: txn).revision()
+                        guard r > current else { throw AuthzError.internalError("log revision \(r) is not above the store's \(current)") }
+                        batch.revision = r
+                    }
                     let outcome = try batch.apply(normalized, label: label)
                     try precommit?(outcome)
                     try txn.commit()
@@ -619,15 +628,66 @@ public final class Store: @unchecked Sendable {
 
     // MARK: API keys
 
-    /// Stores (inserts or replaces) an API key record. Blocks for the commit.
-    public func putKey(_ k: ApiKey) throws {
+    /// Stores (inserts or replaces) an API key record. Blocks for the commit. With `revision`
+    /// (a replicated log's sequence, above the current revision) the store's revision moves to
+    /// it in the same transaction.
+    public func putKey(_ k: ApiKey, revision: UInt64? = nil) throws {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
         try mapped {
             let txn = try LMDBTransaction(env: env, readOnly: false)
             try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
+            if let r = revision { try setRevision(r, txn) }
             try txn.commit()
         }
+    }
+
+    /// Moves the revision to `revision` without changing a record: a replicated log's message
+    /// that applies to nothing here (another shard's tenant, a write that failed validation on
+    /// every replica). Blocks for the commit. INTERNAL when `revision` is not above the current.
+    public func advanceRevision(to revision: UInt64) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        try mapped {
+            let txn = try LMDBTransaction(env: env, readOnly: false)
+            try setRevision(revision, txn)
+            try txn.commit()
+        }
+    }
+
+    private func setRevision(_ revision: UInt64, _ txn: LMDBTransaction) throws {
+        let current = try StoreReader(store: self, txn: txn).revision()
+        guard revision > current else { throw AuthzError.internalError("log revision \(revision) is not above the store's \(current)") }
+        var v = revision.littleEndian
+        try txn.put(meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
+    }
+
+    /// A text setting kept in the store's meta table (`log.stream`: the replicated log this
+    /// data was built from), or nil when unset.
+    public func metaText(_ key: String) throws -> String? {
+        try read { r in
+            try r.txn.get(meta, Array(("text." + key).utf8)) { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    /// Sets a text setting of the meta table. Blocks for the commit.
+    public func setMetaText(_ key: String, _ value: String) throws {
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        try mapped {
+            let txn = try LMDBTransaction(env: env, readOnly: false)
+            try txn.put(meta, Array(("text." + key).utf8), Array(value.utf8))
+            try txn.commit()
+        }
+    }
+
+    /// The bytes of a key record as the store keeps it (no secret: its hash), for replicating
+    /// key changes through a log. `keyRecord(id:_:)` reads it back.
+    public static func keyRecordBytes(_ k: ApiKey) -> [UInt8] { encodeKey(k) }
+
+    /// Decodes `keyRecordBytes`. DATA_LOSS for a malformed record.
+    public static func keyRecord(id: ID, _ bytes: [UInt8]) throws -> ApiKey {
+        try bytes.withUnsafeBytes { try decodeKey(id: id, $0) }
     }
 
     /// Every stored API key (secrets are not stored; only their hashes).

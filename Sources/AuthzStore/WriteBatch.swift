@@ -23,6 +23,8 @@ final class WriteBatch {
 
     /// Keep `created_at` / `updated_at` given in upserted records (imports) instead of setting them.
     var keepTimestamps = false
+    /// The revision to record instead of the next one (a replicated log's sequence).
+    var revision: UInt64?
 
     init(store: Store, txn: LMDBTransaction, now: Int64) {
         self.store = store
@@ -55,7 +57,7 @@ final class WriteBatch {
             }
             changes.append((before[id], e))
         }
-        let revision = try reader.revision() + 1
+        let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))

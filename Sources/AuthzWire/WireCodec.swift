@@ -554,6 +554,18 @@ public enum WireCodec {
                     $0.pointee.permissions = info.counts[.permission] ?? 0
                     $0.pointee.role_bindings = info.counts[.roleBinding] ?? 0
                     $0.pointee.permission_bindings = info.counts[.permissionBinding] ?? 0
+                    if let l = info.log {
+                        $0.pointee.log = a.make(Authz__V1__LogStatus.self) {
+                            authz__v1__log_status__init($0)
+                            $0.pointee.stream = a.cString(l.stream)
+                            $0.pointee.applied = l.applied
+                            $0.pointee.stream_last = l.streamLast
+                            $0.pointee.lag = l.lag
+                            $0.pointee.connected = l.connected ? 1 : 0
+                            $0.pointee.shard = a.cString(l.shard)
+                            $0.pointee.refusal = a.cString(l.refusal)
+                        }
+                    }
                 }
             case .health(let serving):
                 msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_HEALTH
@@ -726,7 +738,12 @@ public enum WireCodec {
             let x = m.server_info.pointee
             reply = .serverInfo(ServerInfo(version: swiftString(x.version) ?? "", revision: x.revision, protocolVersion: x.protocol_version,
                                            counts: [.tenant: x.tenants, .user: x.users, .role: x.roles, .permission: x.permissions,
-                                                    .roleBinding: x.role_bindings, .permissionBinding: x.permission_bindings]))
+                                                    .roleBinding: x.role_bindings, .permissionBinding: x.permission_bindings],
+                                           log: x.log.map { l in
+                                               LogStatus(stream: swiftString(l.pointee.stream) ?? "", applied: l.pointee.applied, streamLast: l.pointee.stream_last,
+                                                         lag: l.pointee.lag, connected: l.pointee.connected != 0, shard: swiftString(l.pointee.shard) ?? "",
+                                                         refusal: swiftString(l.pointee.refusal) ?? "")
+                                           }))
         case AUTHZ__V1__RESPONSE__RESULT_HEALTH:
             reply = .health(serving: m.health.pointee.serving != 0)
         case AUTHZ__V1__RESPONSE__RESULT_HELLO:

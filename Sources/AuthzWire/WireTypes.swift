@@ -96,12 +96,41 @@ public struct ServerInfo: Sendable, Equatable {
     public var revision: UInt64
     public var protocolVersion: UInt32
     public var counts: [EntityKind: UInt64]
+    /// Log mode only: the daemon's place in the replicated log.
+    public var log: LogStatus?
 
-    public init(version: String, revision: UInt64, protocolVersion: UInt32, counts: [EntityKind: UInt64]) {
+    public init(version: String, revision: UInt64, protocolVersion: UInt32, counts: [EntityKind: UInt64], log: LogStatus? = nil) {
         self.version = version
         self.revision = revision
         self.protocolVersion = protocolVersion
         self.counts = counts
+        self.log = log
+    }
+}
+
+/// A log-mode daemon's place in the replicated log (docs/scale-out.md).
+public struct LogStatus: Sendable, Equatable {
+    public var stream: String
+    /// The last stream sequence applied here (the daemon's revision).
+    public var applied: UInt64
+    /// The stream's last sequence, as last seen.
+    public var streamLast: UInt64
+    public var lag: UInt64
+    /// Whether a NATS server connection is up.
+    public var connected: Bool
+    /// `all`, `shard K/N` or `tenants ID,...`.
+    public var shard: String
+    /// Why reads are refused, or empty.
+    public var refusal: String
+
+    public init(stream: String, applied: UInt64, streamLast: UInt64, lag: UInt64, connected: Bool, shard: String, refusal: String) {
+        self.stream = stream
+        self.applied = applied
+        self.streamLast = streamLast
+        self.lag = lag
+        self.connected = connected
+        self.shard = shard
+        self.refusal = refusal
     }
 }
 

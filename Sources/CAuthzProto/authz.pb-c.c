@@ -1582,6 +1582,51 @@ void   authz__v1__server_info_response__free_unpacked
   assert(message->base.descriptor == &authz__v1__server_info_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__log_status__init
+                     (Authz__V1__LogStatus         *message)
+{
+  static const Authz__V1__LogStatus init_value = AUTHZ__V1__LOG_STATUS__INIT;
+  *message = init_value;
+}
+size_t authz__v1__log_status__get_packed_size
+                     (const Authz__V1__LogStatus *message)
+{
+  assert(message->base.descriptor == &authz__v1__log_status__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__log_status__pack
+                     (const Authz__V1__LogStatus *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__log_status__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__log_status__pack_to_buffer
+                     (const Authz__V1__LogStatus *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__log_status__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__LogStatus *
+       authz__v1__log_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__LogStatus *)
+     protobuf_c_message_unpack (&authz__v1__log_status__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__log_status__free_unpacked
+                     (Authz__V1__LogStatus *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__log_status__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__health_request__init
                      (Authz__V1__HealthRequest         *message)
 {
@@ -5128,7 +5173,7 @@ const ProtobufCMessageDescriptor authz__v1__server_info_request__descriptor =
   (ProtobufCMessageInit) authz__v1__server_info_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__server_info_response__field_descriptors[9] =
+static const ProtobufCFieldDescriptor authz__v1__server_info_response__field_descriptors[10] =
 {
   {
     "version",
@@ -5238,8 +5283,21 @@ static const ProtobufCFieldDescriptor authz__v1__server_info_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "log",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ServerInfoResponse, log),
+    &authz__v1__log_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__server_info_response__field_indices_by_name[] = {
+  9,   /* field[9] = log */
   8,   /* field[8] = permission_bindings */
   6,   /* field[6] = permissions */
   2,   /* field[2] = protocol_version */
@@ -5253,7 +5311,7 @@ static const unsigned authz__v1__server_info_response__field_indices_by_name[] =
 static const ProtobufCIntRange authz__v1__server_info_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor authz__v1__server_info_response__descriptor =
 {
@@ -5263,11 +5321,127 @@ const ProtobufCMessageDescriptor authz__v1__server_info_response__descriptor =
   "Authz__V1__ServerInfoResponse",
   "authz.v1",
   sizeof(Authz__V1__ServerInfoResponse),
-  9,
+  10,
   authz__v1__server_info_response__field_descriptors,
   authz__v1__server_info_response__field_indices_by_name,
   1,  authz__v1__server_info_response__number_ranges,
   (ProtobufCMessageInit) authz__v1__server_info_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__log_status__field_descriptors[7] =
+{
+  {
+    "stream",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, stream),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, applied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stream_last",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, stream_last),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lag",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, lag),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "connected",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, connected),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shard",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, shard),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "refusal",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LogStatus, refusal),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__log_status__field_indices_by_name[] = {
+  1,   /* field[1] = applied */
+  4,   /* field[4] = connected */
+  3,   /* field[3] = lag */
+  6,   /* field[6] = refusal */
+  5,   /* field[5] = shard */
+  0,   /* field[0] = stream */
+  2,   /* field[2] = stream_last */
+};
+static const ProtobufCIntRange authz__v1__log_status__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor authz__v1__log_status__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.LogStatus",
+  "LogStatus",
+  "Authz__V1__LogStatus",
+  "authz.v1",
+  sizeof(Authz__V1__LogStatus),
+  7,
+  authz__v1__log_status__field_descriptors,
+  authz__v1__log_status__field_indices_by_name,
+  1,  authz__v1__log_status__number_ranges,
+  (ProtobufCMessageInit) authz__v1__log_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 #define authz__v1__health_request__field_descriptors NULL

@@ -462,11 +462,21 @@ struct Info: AsyncParsableCommand {
         let reply = try await withClient(conn) { try await $0.call(.serverInfo) }
         guard case .serverInfo(let i) = reply else { throw ExitCode(2) }
         if out.isTable {
-            return printTable(["FIELD", "VALUE"], [["version", i.version], ["revision", "\(i.revision)"], ["protocol version", "\(i.protocolVersion)"]]
-                + EntityKind.allCases.filter { $0 != .platformCredential }.map { ["\($0.name)s", "\(i.counts[$0] ?? 0)"] })
+            var rows = [["version", i.version], ["revision", "\(i.revision)"], ["protocol version", "\(i.protocolVersion)"]]
+                + EntityKind.allCases.filter { $0 != .platformCredential }.map { ["\($0.name)s", "\(i.counts[$0] ?? 0)"] }
+            if let l = i.log {
+                rows += [["log stream", l.stream], ["log applied", "\(l.applied)"], ["log stream last", "\(l.streamLast)"], ["log lag", "\(l.lag)"],
+                         ["log connected", "\(l.connected)"], ["log shard", l.shard]]
+                if !l.refusal.isEmpty { rows.append(["log refusal", l.refusal]) }
+            }
+            return printTable(["FIELD", "VALUE"], rows)
         }
         let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\"\($0.name)s\":\(i.counts[$0] ?? 0)" }.joined(separator: ",")
-        print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)}")
+        var log = ""
+        if let l = i.log {
+            log = ",\"log\":{\"stream\":\(jsonString(l.stream)),\"applied\":\(l.applied),\"stream_last\":\(l.streamLast),\"lag\":\(l.lag),\"connected\":\(l.connected),\"shard\":\(jsonString(l.shard)),\"refusal\":\(jsonString(l.refusal))}"
+        }
+        print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)\(log)}")
     }
 }
 

@@ -76,6 +76,16 @@ struct ServeOptions: ParsableArguments {
     var tlsClientCa: String?
     @Flag(name: .long, help: "Allow TCP listeners without TLS (logged as a warning). Required for --address without --tls-cert.")
     var insecurePlaintext = false
+    @Option(name: .long, help: "Log mode: NATS JetStream servers every change goes through, nats://H:P,... (docs/scale-out.md).")
+    var log: String?
+    @Option(name: .long, help: "JetStream stream of the log (default authzd; created if missing).")
+    var logStream: String?
+    @Option(name: .long, help: "Replicas of the stream when this daemon creates it (default 3, or 1 for a single server).")
+    var logReplicas: Int?
+    @Option(name: .long, help: "Hold only these tenants (comma-separated ids) in log mode.")
+    var logTenants: String?
+    @Option(name: .long, help: "Hold only shard K of N (0 <= K < N, by a stable hash of the tenant id) in log mode.")
+    var logShard: String?
     @Option(name: .long, help: ArgumentHelp("Any config-file setting as KEY=VALUE (repeatable), e.g. --set max-inheritance-depth=16.", valueName: "KEY=VALUE"))
     var set: [String] = []
 
@@ -106,6 +116,11 @@ struct ServeOptions: ParsableArguments {
         if let tlsKey { c.tls.keyPath = tlsKey }
         if let tlsClientCa { c.tls.clientCAPath = tlsClientCa }
         if insecurePlaintext { c.insecurePlaintext = true }
+        if let log { try c.set("log", log, origin: "--log") }
+        if let logStream { try c.set("log-stream", logStream, origin: "--log-stream") }
+        if let logReplicas { try c.set("log-replicas", String(logReplicas), origin: "--log-replicas") }
+        if let logTenants { try c.set("log-tenants", logTenants, origin: "--log-tenants") }
+        if let logShard { try c.set("log-shard", logShard, origin: "--log-shard") }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }
         for item in set {
             guard let eq = item.firstIndex(of: "=") else { throw ConfigError("--set \(item): expected KEY=VALUE") }

@@ -50,6 +50,7 @@ typedef struct Authz__V1__ExportRequest Authz__V1__ExportRequest;
 typedef struct Authz__V1__ExportResponse Authz__V1__ExportResponse;
 typedef struct Authz__V1__ServerInfoRequest Authz__V1__ServerInfoRequest;
 typedef struct Authz__V1__ServerInfoResponse Authz__V1__ServerInfoResponse;
+typedef struct Authz__V1__LogStatus Authz__V1__LogStatus;
 typedef struct Authz__V1__HealthRequest Authz__V1__HealthRequest;
 typedef struct Authz__V1__HealthResponse Authz__V1__HealthResponse;
 typedef struct Authz__V1__HelloRequest Authz__V1__HelloRequest;
@@ -816,10 +817,51 @@ struct  Authz__V1__ServerInfoResponse
   uint64_t permissions;
   uint64_t role_bindings;
   uint64_t permission_bindings;
+  /*
+   * Log mode (docs/scale-out.md); empty for a standalone daemon.
+   */
+  Authz__V1__LogStatus *log;
 };
 #define AUTHZ__V1__SERVER_INFO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__server_info_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+
+
+/*
+ * A log-mode daemon's place in the replicated log.
+ */
+struct  Authz__V1__LogStatus
+{
+  ProtobufCMessage base;
+  char *stream;
+  /*
+   * the last stream sequence applied here (= revision)
+   */
+  uint64_t applied;
+  /*
+   * the stream's last sequence, as last seen
+   */
+  uint64_t stream_last;
+  /*
+   * stream_last - applied
+   */
+  uint64_t lag;
+  /*
+   * a NATS server connection is up
+   */
+  protobuf_c_boolean connected;
+  /*
+   * "all", "shard K/N" or "tenants ID,..."
+   */
+  char *shard;
+  /*
+   * why reads are refused, or empty
+   */
+  char *refusal;
+};
+#define AUTHZ__V1__LOG_STATUS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__log_status__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Authz__V1__HealthRequest
@@ -1815,6 +1857,25 @@ Authz__V1__ServerInfoResponse *
 void   authz__v1__server_info_response__free_unpacked
                      (Authz__V1__ServerInfoResponse *message,
                       ProtobufCAllocator *allocator);
+/* Authz__V1__LogStatus methods */
+void   authz__v1__log_status__init
+                     (Authz__V1__LogStatus         *message);
+size_t authz__v1__log_status__get_packed_size
+                     (const Authz__V1__LogStatus   *message);
+size_t authz__v1__log_status__pack
+                     (const Authz__V1__LogStatus   *message,
+                      uint8_t             *out);
+size_t authz__v1__log_status__pack_to_buffer
+                     (const Authz__V1__LogStatus   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__LogStatus *
+       authz__v1__log_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__log_status__free_unpacked
+                     (Authz__V1__LogStatus *message,
+                      ProtobufCAllocator *allocator);
 /* Authz__V1__HealthRequest methods */
 void   authz__v1__health_request__init
                      (Authz__V1__HealthRequest         *message);
@@ -2207,6 +2268,9 @@ typedef void (*Authz__V1__ServerInfoRequest_Closure)
 typedef void (*Authz__V1__ServerInfoResponse_Closure)
                  (const Authz__V1__ServerInfoResponse *message,
                   void *closure_data);
+typedef void (*Authz__V1__LogStatus_Closure)
+                 (const Authz__V1__LogStatus *message,
+                  void *closure_data);
 typedef void (*Authz__V1__HealthRequest_Closure)
                  (const Authz__V1__HealthRequest *message,
                   void *closure_data);
@@ -2464,6 +2528,7 @@ extern const ProtobufCMessageDescriptor authz__v1__export_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__export_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__server_info_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__server_info_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__log_status__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__health_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__health_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__hello_request__descriptor;

@@ -1,0 +1,397 @@
+import AuthzEngine
+import AuthzLog
+import AuthzModel
+import AuthzStore
+import AuthzWire
+import Foundation
+import Logging
+
+/// Log mode (`authzd serve --log`, docs/scale-out.md): every change goes through a NATS
+/// JetStream stream and every daemon applies the stream, in order, as a deterministic state
+/// machine. Revision = stream sequence, recorded in the same LMDB transaction as the change,
+/// so each message is applied exactly once across restarts and redeliveries.
+///
+/// Writers (`write`, `putKey`) check a change locally, publish it (one message, a unique id,
+/// subject `<stream>.<tenant>` or `<stream>._system`), wait for JetStream's acknowledgement
+/// and then for this daemon's applier to reach its sequence. The applier is one thread.
+final class Replicator: @unchecked Sendable {
+    let log: JetStreamLog
+    let engine: Engine
+    let keys: KeyTable
+    let shard: TenantShard
+    let logger: Logger
+    /// How long a write may take to be acknowledged by the stream and applied here.
+    let writeTimeout: Double
+    private let sealer: SecretSealer
+
+    private let cond = NSCondition()
+    /// Deterministic failures of applied messages, by sequence (bounded; writers read theirs
+    /// right after the applier passes it).
+    private var failures: [UInt64: AuthzError] = [:]
+    private var failureOrder: [UInt64] = []
+    private var stopped = false
+    private var thread: Thread?
+
+    // Status, under `cond`.
+    private var streamLast: UInt64 = 0
+    private var startTarget: UInt64?
+    private var caughtUp = false
+    private var refusal: String?
+    private var applyError: String?
+    private var streamReplicas = 0
+
+    /// Called by the applier with its status after messages and on idle ticks (metrics).
+    var onStatus: ((Status) -> Void)?
+
+    /// Message headers.
+    static let kindHeader = "Authz-Kind", timeHeader = "Authz-Time", keyHeader = "Authz-Key-Id", idHeader = "Nats-Msg-Id"
+
+    init(log: JetStreamLog, engine: Engine, keys: KeyTable, shard: TenantShard, writeTimeout: Double, logger: Logger) throws {
+        guard let sealer = engine.store.sealer else {
+            throw AuthzError(.failedPrecondition, "log mode needs the data key ring (log messages are sealed with it)", field: "log")
+        }
+        self.log = log
+        self.engine = engine
+        self.keys = keys
+        self.shard = shard
+        self.writeTimeout = writeTimeout
+        self.logger = logger
+        self.sealer = sealer
+    }
+
+    /// Checks that this data directory was built from this stream and shard (recording them
+    /// in an empty one). FAILED_PRECONDITION otherwise: its revisions would not be the
+    /// stream's sequences.
+    static func adopt(store: Store, stream: String, shard: TenantShard) throws {
+        let recordedStream = try store.metaText("log.stream")
+        let recordedShard = try store.metaText("log.shard")
+        let revision = try store.revision()
+        if recordedStream == nil {
+            guard revision == 0 else {
+                throw AuthzError(.failedPrecondition, "the data directory holds revision \(revision), written without a log: a log-mode daemon starts from an empty data directory (or a backup of a log-mode daemon) and takes everything from the stream; load existing data through it with authzctl import", field: "log")
+            }
+            try store.setMetaText("log.stream", stream)
+            try store.setMetaText("log.shard", shard.description)
+            return
+        }
+        guard recordedStream == stream else {
+            throw AuthzError(.failedPrecondition, "the data directory was built from log stream \"\(recordedStream!)\", not \"\(stream)\": use an empty data directory for another stream", field: "log-stream")
+        }
+        guard recordedShard == shard.description else {
+            throw AuthzError(.failedPrecondition, "the data directory was built for \(recordedShard ?? "all") tenants, not \(shard): a daemon changing shards starts from an empty data directory (it then catches up from the stream)", field: "log-shard")
+        }
+    }
+
+    /// Starts the applier thread.
+    func start() {
+        let t = Thread { [self] in run() }
+        t.name = "authzd-log-applier"
+        thread = t
+        t.start()
+    }
+
+    /// Stops the applier (it finishes the message in hand).
+    func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+        log.close()
+    }
+
+    private var isStopped: Bool {
+        cond.lock(); defer { cond.unlock() }
+        return stopped
+    }
+
+    // MARK: status
+
+    /// What `/readyz`, ServerInfo and `/metrics` report.
+    struct Status {
+        var applied: UInt64
+        var streamLast: UInt64
+        var connected: Bool
+        var caughtUp: Bool
+        /// Why reads are refused (behind the stream's retention, ahead of the stream), or nil.
+        var refusal: String?
+        /// The last local failure that stalled the applier, or nil.
+        var applyError: String?
+        var lag: UInt64 { streamLast > applied ? streamLast - applied : 0 }
+    }
+
+    func status() -> Status {
+        cond.lock(); defer { cond.unlock() }
+        let applied = engine.revision
+        return Status(applied: applied, streamLast: max(streamLast, applied), connected: log.isConnected,
+                      caughtUp: caughtUp, refusal: refusal, applyError: applyError)
+    }
+
+    /// Non-nil when this replica must not answer reads: the reason, as an error.
+    func readRefusal() -> AuthzError? {
+        cond.lock(); defer { cond.unlock() }
+        guard let r = refusal else { return nil }
+        return AuthzError(.failedPrecondition, r, field: "log")
+    }
+
+    // MARK: writing
+
+    /// The tenant a write operation concerns.
+    static func tenant(of op: WriteOp) -> ID {
+        switch op {
+        case .upsert(let e): return e.tenantId
+        case .deactivate(let r), .activate(let r): return r.tenantId
+        }
+    }
+
+    /// A Write (`keepTimestamps == false`: one tenant) or an import (split per tenant, each
+    /// part atomic, in the order tenants first appear), through the log. Returns the revision
+    /// of the last part. Errors: what the local check finds (before anything is published);
+    /// FAILED_PRECONDITION for a tenant this daemon does not hold or a write that failed when
+    /// applied (a racing writer got there first); UNAVAILABLE when the stream did not
+    /// acknowledge within the write timeout; RESOURCE_EXHAUSTED for a message above the
+    /// stream's size limit.
+    func write(_ ops: [WriteOp], keepTimestamps: Bool, label: (Int) -> String) throws -> UInt64 {
+        var groups: [(tenant: ID, indices: [Int])] = []
+        var position: [ID: Int] = [:]
+        for (i, op) in ops.enumerated() {
+            let t = Replicator.tenant(of: op)
+            if let p = position[t] { groups[p].indices.append(i) } else { position[t] = groups.count; groups.append((t, [i])) }
+        }
+        if groups.count > 1 && !keepTimestamps {
+            throw AuthzError.invalid("write.ops", "in log mode one Write changes one tenant (these ops touch \(groups.count) tenants): send one Write per tenant")
+        }
+        for g in groups where !shard.holds(g.tenant) {
+            throw notHeld(g.tenant)
+        }
+        var revision: UInt64 = 0
+        for g in groups {
+            let part = g.indices.map { ops[$0] }
+            let partLabel: (Int) -> String = { label(g.indices[$0]) }
+            try engine.precheck(part, label: partLabel, keepTimestamps: keepTimestamps)
+            let body = WireCodec.encodeRequest(WireRequest(requestId: 0, call: .success(.write(part))))
+            revision = try publishAndWait(subject: "\(log.settings.stream).\(g.tenant)", kind: keepTimestamps ? "import" : "write",
+                                          extraHeaders: [], body: body, label: partLabel)
+        }
+        return revision
+    }
+
+    /// Stores an API key record through the log (subject `<stream>._system`); returns once it
+    /// is applied here.
+    func putKey(_ k: ApiKey) throws {
+        _ = try publishAndWait(subject: "\(log.settings.stream)._system", kind: "key",
+                               extraHeaders: [(Replicator.keyHeader, k.id.description)], body: Store.keyRecordBytes(k), label: { _ in "key" })
+    }
+
+    /// FAILED_PRECONDITION naming the tenant and this daemon's shard.
+    func notHeld(_ tenant: ID) -> AuthzError {
+        AuthzError(.failedPrecondition, "tenant \(tenant) is not held by this daemon (it holds \(shard)): ask a daemon of that tenant's shard", field: "tenant_id")
+    }
+
+    private func publishAndWait(subject: String, kind: String, extraHeaders: [(String, String)], body: [UInt8],
+                                label: (Int) -> String) throws -> UInt64 {
+        let id = ID.random().description
+        let sealed = try sealer.sealMessage(body, context: subject + "/" + id)
+        if log.settings.maxMessageBytes > 0, sealed.count > Int(log.settings.maxMessageBytes) {
+            throw AuthzError(.resourceExhausted, "this change is \(sealed.count) bytes in the log, above its limit of \(log.settings.maxMessageBytes) (log-max-message-bytes): split it (authzctl import --chunk-commit --chunk-bytes N)", field: "log")
+        }
+        let headers = [(Replicator.kindHeader, kind), (Replicator.timeHeader, String(Timestamp.now()))] + extraHeaders
+        let deadline = Date().addingTimeInterval(writeTimeout)
+        var sequence: UInt64 = 0
+        var lastError: AuthzError?
+        // Re-sent with the same id until acknowledged: a leader change stalls publishes for
+        // seconds, and the stream's duplicate window makes a re-send that was stored count once.
+        while sequence == 0 {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 {
+                throw AuthzError(.unavailable, "the log did not acknowledge the change within \(Int(writeTimeout)) s (\(lastError?.message ?? "no answer")); it was not applied here: retry", field: "log")
+            }
+            do {
+                sequence = try log.publish(subject: subject, id: id, headers: headers, payload: sealed, timeoutMillis: Int64(min(left, 2) * 1000)).sequence
+            } catch let e as AuthzError where e.code == .unavailable {
+                lastError = e
+                if !log.isConnected { Thread.sleep(forTimeInterval: min(0.1, max(0, deadline.timeIntervalSinceNow))) }
+            }
+        }
+        cond.lock()
+        defer { cond.unlock() }
+        streamLast = max(streamLast, sequence)
+        while engine.revision < sequence {
+            if !cond.wait(until: max(deadline, Date().addingTimeInterval(1))) && engine.revision < sequence {
+                throw AuthzError(.unavailable, "the change was stored in the log at revision \(sequence) but is not applied here yet (\(applyError ?? "the applier is behind")); it will be: read with min_revision \(sequence)", field: "log")
+            }
+        }
+        if var failed = failures[sequence] {
+            failed.message = "rejected when applied at revision \(sequence) (another write changed the state first): " + failed.message
+            failed.code = .failedPrecondition
+            throw failed
+        }
+        return sequence
+    }
+
+    // MARK: applying
+
+    private func setStatus(_ body: (Replicator) -> Void) {
+        cond.lock()
+        body(self)
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func run() {
+        var announced: String?
+        while !isStopped {
+            do {
+                let replicas = try log.ensureStream()
+                setStatus { $0.streamReplicas = replicas }
+                let state = try log.state()
+                let applied = engine.revision
+                setStatus { r in
+                    r.streamLast = state.last
+                    if r.startTarget == nil { r.startTarget = state.last }
+                }
+                if applied > state.last {
+                    let why = "this replica is at revision \(applied) but stream \(log.settings.stream) ends at \(state.last) (the stream was recreated or purged): rebuild this replica from an empty data directory"
+                    setStatus { $0.refusal = why }
+                    if announced != why { logger.critical("log: refusing reads", metadata: ["reason": "\(why)"]); announced = why }
+                    sleep(for: 5)
+                    continue
+                }
+                if applied < state.last && state.first > applied + 1 {
+                    let why = "this replica is at revision \(applied) but stream \(log.settings.stream) now starts at \(state.first) (retention removed what it has not applied): restore a backup taken at revision \(state.first - 1) or later, or start from an empty data directory if the stream still holds sequence 1"
+                    setStatus { $0.refusal = why }
+                    if announced != why { logger.critical("log: refusing reads", metadata: ["reason": "\(why)"]); announced = why }
+                    sleep(for: 5)
+                    continue
+                }
+                setStatus { $0.refusal = nil }
+                announced = nil
+                try follow(from: applied + 1)
+            } catch let e as AuthzError {
+                if e.code == .unavailable {
+                    logger.warning("log: waiting for the stream", metadata: ["error": "\(e.message)"])
+                } else {
+                    logger.error("log: applying stalled; retrying", metadata: ["error": "\(e.message)"])
+                    setStatus { $0.applyError = e.message }
+                }
+                sleep(for: 1)
+            } catch {
+                logger.error("log: applying stalled; retrying", metadata: ["error": "\(error)"])
+                setStatus { $0.applyError = "\(error)" }
+                sleep(for: 1)
+            }
+        }
+    }
+
+    private func sleep(for seconds: Double) {
+        cond.lock()
+        defer { cond.unlock() }
+        if !stopped { _ = cond.wait(until: Date().addingTimeInterval(seconds)) }
+    }
+
+    /// Applies messages from `start` until stopped or the subscription fails.
+    private func follow(from start: UInt64) throws {
+        let sub = try log.subscribe(from: start)
+        defer { sub.close() }
+        var idleSince = Date()
+        let headers = [Replicator.kindHeader, Replicator.timeHeader, Replicator.keyHeader, Replicator.idHeader]
+        while !isStopped {
+            guard let m = try sub.next(timeoutMillis: 250, headers: headers) else {
+                // Idle: refresh the stream's extent (lag, readiness) every second.
+                if Date().timeIntervalSince(idleSince) >= 1 {
+                    idleSince = Date()
+                    onStatus?(status())
+                    if let state = try? log.state() {
+                        let applied = engine.revision
+                        setStatus { r in
+                            r.streamLast = state.last
+                            if applied >= (r.startTarget ?? 0) { r.caughtUp = true }
+                        }
+                        if applied < state.last && state.first > applied + 1 { return }  // retention overtook us: the outer loop says so
+                        if applied > state.last { return }
+                    }
+                }
+                continue
+            }
+            let applied = engine.revision
+            if m.sequence <= applied { continue }
+            if m.sequence != applied + 1 {
+                // Sequences missing (deleted by limits or by hand): the outer loop decides.
+                logger.warning("log: sequence gap", metadata: ["applied": "\(applied)", "next": "\(m.sequence)"])
+                let state = try log.state()
+                if state.first > applied + 1 { return }
+                // Individually deleted messages inside the stream: nothing to apply for them.
+                try engine.advance(to: m.sequence - 1)
+            }
+            try apply(m)
+            setStatus { r in
+                r.streamLast = max(r.streamLast, m.sequence + m.pending)
+                r.applyError = nil
+                if m.pending == 0 && m.sequence >= (r.startTarget ?? 0) { r.caughtUp = true }
+            }
+            if m.pending == 0 || m.sequence % 256 == 0 { onStatus?(status()) }
+        }
+    }
+
+    /// Applies one message. A change every replica rejects the same way (validation) is a
+    /// no-op that still takes the revision; anything local (disk full, a key ring without the
+    /// message's key, a message kind from a newer release) throws and stalls the applier.
+    private func apply(_ m: LogMessage) throws {
+        let prefix = log.settings.stream + "."
+        guard m.subject.hasPrefix(prefix) else { return try engine.advance(to: m.sequence) }
+        let suffix = String(m.subject.dropFirst(prefix.count))
+        let kind = m.headers[Replicator.kindHeader] ?? ""
+        let id = m.headers[Replicator.idHeader] ?? ""
+        switch kind {
+        case "write", "import":
+            guard let tenant = ID(suffix) else {
+                logger.warning("log: a write on an unexpected subject is skipped", metadata: ["subject": "\(m.subject)", "sequence": "\(m.sequence)"])
+                return try engine.advance(to: m.sequence)
+            }
+            guard shard.holds(tenant) else { return try engine.advance(to: m.sequence) }
+            let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
+            let request = body.withUnsafeBytes {
+                WireCodec.decodeRequest($0, limits: WireLimits(maxBatchChecks: 0, maxWriteOps: Int.max, maxListItems: Int.max))
+            }
+            guard case .success(.write(let ops)) = request.call, let time = Int64(m.headers[Replicator.timeHeader] ?? "") else {
+                return try rejected(m.sequence, AuthzError.invalid("log", "message \(m.sequence) is not a write this release can read"))
+            }
+            do {
+                try engine.applyLogged(ops, revision: m.sequence, now: time, keepTimestamps: kind == "import")
+            } catch let e as AuthzError where Replicator.deterministic(e) {
+                try rejected(m.sequence, e)
+            }
+        case "key":
+            guard let keyId = ID(m.headers[Replicator.keyHeader] ?? "") else {
+                return try rejected(m.sequence, AuthzError.invalid("log", "key message \(m.sequence) names no key id"))
+            }
+            let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
+            let k: ApiKey
+            do { k = try Store.keyRecord(id: keyId, body) } catch { return try rejected(m.sequence, AuthzError.invalid("log", "key message \(m.sequence) is malformed")) }
+            try engine.putKeyLogged(k, revision: m.sequence)
+            keys.applied(k)
+        default:
+            throw AuthzError(.failedPrecondition, "log message \(m.sequence) is of kind \"\(kind)\", which this release does not know (written by a newer authzd?): upgrade this replica", field: "log")
+        }
+    }
+
+    /// Codes every replica reaches from the same state and message.
+    static func deterministic(_ e: AuthzError) -> Bool {
+        switch e.code {
+        case .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied: return true
+        default: return false
+        }
+    }
+
+    private func rejected(_ sequence: UInt64, _ e: AuthzError) throws {
+        try engine.advance(to: sequence)
+        cond.lock()
+        failures[sequence] = e
+        failureOrder.append(sequence)
+        if failureOrder.count > 4096 {
+            for s in failureOrder.prefix(1024) { failures.removeValue(forKey: s) }
+            failureOrder.removeFirst(1024)
+        }
+        cond.broadcast()
+        cond.unlock()
+    }
+}
