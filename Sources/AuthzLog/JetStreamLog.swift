@@ -74,8 +74,6 @@ public final class JetStreamLog: @unchecked Sendable {
     private let nc: OpaquePointer?
     private let js: OpaquePointer?
     private let lock = NSLock()
-    private var connectedNow = false
-    private var changed: [(Bool) -> Void] = []
 
     /// Connects (or starts trying to) to `settings.servers`.
     public init(settings: LogSettings, name: String) throws {
@@ -86,18 +84,15 @@ public final class JetStreamLog: @unchecked Sendable {
         let cstrings = settings.servers.map { strdup($0) }
         defer { cstrings.forEach { free($0) } }
         var ptrs: [UnsafePointer<CChar>?] = cstrings.map { UnsafePointer($0) }
-        let box = Unmanaged.passUnretained(JetStreamLog.Events.shared).toOpaque()
         let s = ptrs.withUnsafeMutableBufferPointer { buf in
             cnats_connect(&ncp, &jsp, buf.baseAddress, Int32(settings.servers.count), settings.connectTimeoutMillis, 250,
-                          name, JetStreamLog.onEvent, box, &err, Int32(err.count))
+                          name, nil, nil, &err, Int32(err.count))
         }
         guard s == NATS_OK || s == NATS_NOT_YET_CONNECTED, let c = ncp, let j = jsp else {
             throw AuthzError(.unavailable, "cannot start a NATS connection to \(settings.servers.joined(separator: ",")): \(String(cString: err))", field: "log")
         }
         nc = c
         js = j
-        connectedNow = s == NATS_OK
-        JetStreamLog.Events.shared.register(c, self)
     }
 
     deinit { close() }
@@ -109,52 +104,21 @@ public final class JetStreamLog: @unchecked Sendable {
         let first = !closed
         closed = true
         lock.unlock()
-        if first {
-            if let c = nc { JetStreamLog.Events.shared.unregister(c) }
-            cnats_close(nc, js)
-        }
+        if first { cnats_close(nc, js) }
     }
 
     /// Whether a server connection is up right now.
     public var isConnected: Bool {
         lock.lock(); defer { lock.unlock() }
-        return connectedNow && !closed
-    }
-
-    /// Calls `body` (on a libnats thread) whenever the connection goes up or down.
-    public func onConnectionChange(_ body: @escaping (Bool) -> Void) {
-        lock.lock(); defer { lock.unlock() }
-        changed.append(body)
-    }
-
-    fileprivate func event(_ e: Int32) {
-        lock.lock()
-        let up = e == Int32(CNATS_CONNECTED) || e == Int32(CNATS_RECONNECTED)
-        connectedNow = up
-        let calls = changed
-        lock.unlock()
-        for c in calls { c(up) }
-    }
-
-    /// Routes libnats' connection callbacks (C function pointers cannot capture) to the log.
-    final class Events: @unchecked Sendable {
-        static let shared = Events()
-        private let lock = NSLock()
-        private var logs: [OpaquePointer: JetStreamLog] = [:]
-        private var pending: [Int32] = []
-        func register(_ c: OpaquePointer, _ l: JetStreamLog) { lock.lock(); logs[c] = l; lock.unlock() }
-        func unregister(_ c: OpaquePointer) { lock.lock(); logs.removeValue(forKey: c); lock.unlock() }
-        func all() -> [JetStreamLog] { lock.lock(); defer { lock.unlock() }; return Array(logs.values) }
-    }
-
-    private static let onEvent: cnats_event_cb = { event, _ in
-        // One connection per daemon in practice; tell every registered log (each checks itself).
-        for l in Events.shared.all() { l.event(event) }
+        return !closed && cnats_connected(nc)
     }
 
     private func handles() throws -> (OpaquePointer, OpaquePointer) {
         lock.lock(); defer { lock.unlock() }
         guard !closed, let c = nc, let j = js else { throw AuthzError(.unavailable, "the log connection is closed", field: "log") }
+        guard cnats_connected(c) else {
+            throw AuthzError(.unavailable, "the log (NATS JetStream) is unreachable: no connection to any of \(settings.servers.joined(separator: ","))", field: "log")
+        }
         return (c, j)
     }
 

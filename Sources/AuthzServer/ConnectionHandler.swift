@@ -426,9 +426,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if case .failure(let e) = result, isNotYetAtRevision(e) {
                 // Log mode waits up to the request's deadline (a replica catching up is normal);
                 // a standalone daemon up to revision-wait-ms (its revision moves only by writes).
-                let bound = dispatcher.replicator != nil ? deadline : min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis)))
+                // The answer leaves a little before the deadline, so that the caller still reads it.
+                let logMode = dispatcher.replicator != nil
+                let margin = TimeAmount.milliseconds(min(100, Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs) / 10))
+                let bound = logMode ? deadline - margin : min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis)))
                 waitForRevision(context: context, id: request.requestId, call: call, principal: principal, until: bound,
-                                pastDeadline: bound == deadline)
+                                pastDeadline: logMode)
             } else {
                 respond(context: context, id: request.requestId, result: result, flush: false)
             }

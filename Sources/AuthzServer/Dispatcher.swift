@@ -71,7 +71,14 @@ public final class Dispatcher: @unchecked Sendable {
         if let r = replicator {
             let s = r.status()
             if let why = s.refusal { return (false, "not ready: \(why)") }
-            if !s.caughtUp { return (false, "not ready: catching up from the log (applied \(s.applied) of \(s.streamLast))") }
+            if !s.caughtUp {
+                // Unreachable since start: a replica with data serves it (a log outage must not
+                // take every restarted sidecar down); an empty one has nothing to serve.
+                if !s.connected && s.applied > 0 {
+                    return (true, "ready at revision \(s.applied); degraded: the log has been unreachable since start: writes are refused, checks answer from local state, which may be behind")
+                }
+                return (false, s.connected ? "not ready: catching up from the log (applied \(s.applied) of \(s.streamLast))" : "not ready: the log is unreachable and this replica holds no data yet")
+            }
             if let e = s.applyError { return (false, "not ready: applying the log is stalled at revision \(s.applied) (stream at \(s.streamLast)): \(e)") }
             var notes: [String] = []
             if !s.connected { notes.append("the log is unreachable: writes are refused, checks answer from local state") }

@@ -167,6 +167,10 @@ const char *cnats_header(natsMsg *msg, const char *key) {
     return v;
 }
 
+bool cnats_connected(natsConnection *nc) {
+    return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
 void cnats_close(natsConnection *nc, jsCtx *js) {
     if (js != NULL) jsCtx_Destroy(js);
     if (nc != NULL) { natsConnection_Close(nc); natsConnection_Destroy(nc); }

@@ -52,6 +52,9 @@ natsStatus cnats_next(natsSubscription *sub, int64_t timeout_ms, natsMsg **msg,
 /// The value of header `key` of `msg`, or NULL (owned by the message).
 const char *cnats_header(natsMsg *msg, const char *key);
 
+/// Whether the connection is up right now.
+bool cnats_connected(natsConnection *nc);
+
 /// Closes and destroys a connection and its JetStream context.
 void cnats_close(natsConnection *nc, jsCtx *js);
 #endif

@@ -1,0 +1,317 @@
+import AuthzClient
+import AuthzModel
+import AuthzWire
+import Foundation
+import XCTest
+
+/// Log mode against real nats-servers and real `authzd serve` processes (docs/scale-out.md).
+final class ReplicationTests: XCTestCase {
+    /// One tenant's seed: a permission granted by a role (the users come later).
+    struct Seed {
+        let tenant = ID.random(), role = ID.random(), permission = ID.random()
+        var ops: [WriteOp] {
+            [.upsert(.tenant(Tenant(id: tenant, name: "t-\(tenant.description.prefix(8))"))),
+             .upsert(.permission(Permission(id: permission, tenantId: tenant, name: "mail.read", service: "mail"))),
+             .upsert(.role(Role(id: role, tenantId: tenant, name: "reader"))),
+             .upsert(.permissionBinding(PermissionBinding(id: .random(), tenantId: tenant, roleId: role, permissionId: permission, scope: .global)))]
+        }
+        /// A user granted the permission, in one write.
+        func user(_ u: ID) -> [WriteOp] {
+            [.upsert(.user(User(id: u, tenantId: tenant))),
+             .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: tenant, userId: u, roleId: role, scope: .tenant)))]
+        }
+    }
+
+    func info(_ c: AuthzClient) async throws -> ServerInfo {
+        guard case .serverInfo(let i) = try await c.call(.serverInfo) else { throw AuthzError(.internal, "not a ServerInfo") }
+        return i
+    }
+
+    func export(_ c: AuthzClient) async throws -> [UInt8] {
+        guard case .export(let bytes, _) = try await c.call(.export(tenantId: nil, includeSecrets: false), timeout: .seconds(60)) else {
+            throw AuthzError(.internal, "not an export")
+        }
+        return bytes
+    }
+
+    /// Starts a log-mode daemon on `cluster` (TCP off), sharing `keyring` when given.
+    func replica(_ cluster: NatsCluster, dir: String? = nil, keyring: String? = nil, extra: [String] = []) throws -> DaemonProcess {
+        var args = ["--log", cluster.urls]
+        if let keyring { args += ["--keyring", keyring] }
+        return try DaemonProcess(dir: dir, tcp: false, extra: args + extra)
+    }
+
+    /// Writes through one replica, reads at the returned revision through the others; kills
+    /// the stream leader and one authzd under write load; every replica converges to the same
+    /// revision and byte-identical exports, holding every acknowledged write.
+    func testThreeReplicasConvergeAcrossLeaderAndReplicaKills() async throws {
+        let cluster = try NatsCluster(count: 3)
+        defer { cluster.stopAll() }
+        let a = try replica(cluster)
+        let keyring = a.dir + "/data/keyring"
+        let b = try replica(cluster, keyring: keyring)
+        let c = try replica(cluster, keyring: keyring)
+        defer { for d in [a, b, c] { d.stop(); d.remove() } }
+        let ca = a.client(), cb = b.client(), cc = c.client()
+
+        let seed = Seed()
+        let r1 = try await ca.write(seed.ops)
+        let first = ID.random()
+        let r2 = try await ca.write(seed.user(first))
+        XCTAssertGreaterThan(r2, r1)
+        // Read-your-writes on another replica: min_revision waits until it has applied r2.
+        for client in [cb, cc] {
+            let d = try await client.check(tenant: seed.tenant, user: first, permission: "mail.read", scope: .tenant, minRevision: r2)
+            XCTAssertTrue(d.allowed, "\(d)")
+            XCTAssertGreaterThanOrEqual(d.revision, r2)
+        }
+        // A write another replica rejects at its local check never reaches the log.
+        do {
+            _ = try await cb.write([.upsert(.roleBinding(RoleBinding(id: .random(), tenantId: seed.tenant, userId: .random(), roleId: seed.role, scope: .tenant)))])
+            XCTFail("a binding of an unknown user was accepted")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .notFound, e.message)
+        }
+
+        // Write load through A and C while the stream leader and replica B are killed.
+        let acknowledged = Locked<[ID]>([first])
+        let stop = Locked(false)
+        let writers = [ca, cc].map { client in
+            Task {
+                var failures = 0
+                while !stop.value {
+                    let u = ID.random()
+                    do {
+                        _ = try await client.write(seed.user(u))
+                        acknowledged.mutate { $0.append(u) }
+                    } catch {
+                        failures += 1
+                        try? await Task.sleep(nanoseconds: 50_000_000)
+                    }
+                }
+                return failures
+            }
+        }
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        let leader = try XCTUnwrap(cluster.streamLeader("authzd"), "no stream leader found")
+        cluster.kill9(leader)
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        b.kill9()
+        try await Task.sleep(nanoseconds: 3_000_000_000)
+        let b2 = try replica(cluster, dir: b.dir, keyring: keyring)
+        defer { b2.stop() }
+        try cluster.start(leader)
+        try await Task.sleep(nanoseconds: 4_000_000_000)
+        stop.mutate { $0 = true }
+        var failed = 0
+        for w in writers { failed += await w.value }
+        let acked = acknowledged.value
+        XCTAssertGreaterThan(acked.count, 20, "too few writes were acknowledged (\(failed) failed)")
+        print("replication: \(acked.count) writes acknowledged, \(failed) refused while stream leader n\(leader + 1) and replica B were killed")
+
+        // Convergence: every replica reaches the stream's last sequence.
+        let cb2 = b2.client()
+        var revisions: [UInt64] = []
+        let deadline = Date().addingTimeInterval(60)
+        repeat {
+            revisions = []
+            for client in [ca, cb2, cc] { revisions.append(try await info(client).revision) }
+            let lasts = try await [ca, cb2, cc].asyncMap { try await self.info($0).log?.streamLast ?? 0 }
+            if Set(revisions).count == 1, revisions[0] >= (lasts.max() ?? 0) { break }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        } while Date() < deadline
+        XCTAssertEqual(Set(revisions).count, 1, "replicas did not converge: \(revisions)")
+        print("replication: converged at revision \(revisions[0])")
+        let exports = try await [ca, cb2, cc].asyncMap { try await self.export($0) }
+        XCTAssertEqual(exports[0], exports[1], "A and B differ")
+        XCTAssertEqual(exports[0], exports[2], "A and C differ")
+        // No acknowledged write lost: every acknowledged user is in the export and allowed.
+        let text = String(decoding: exports[0], as: UTF8.self)
+        for u in acked { XCTAssertTrue(text.contains(u.description), "acknowledged user \(u) is missing") }
+        let last = revisions[0]
+        for u in acked.suffix(5) {
+            let d = try await cb2.check(tenant: seed.tenant, user: u, permission: "mail.read", scope: .tenant, minRevision: last)
+            XCTAssertTrue(d.allowed)
+        }
+        let cb2Info = try await info(cb2)
+        let status = try XCTUnwrap(cb2Info.log)
+        XCTAssertEqual(status.lag, 0)
+        XCTAssertEqual(status.shard, "all")
+        XCTAssertTrue(status.connected)
+        for client in [ca, cb2, cc] { client.close() }
+        cb.close()
+    }
+
+    /// A daemon given `--log-tenants` (or `--log-shard`) holds exactly its tenants and refuses
+    /// the others by name; a new, empty replica catches up from the stream.
+    func testShardedReplicaHoldsExactlyItsTenants() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let a = try replica(cluster)
+        let keyring = a.dir + "/data/keyring"
+        let s1 = Seed(), s2 = Seed()
+        let ca = a.client()
+        _ = try await ca.write(s1.ops)
+        _ = try await ca.write(s2.ops)
+        let u1 = ID.random(), u2 = ID.random()
+        _ = try await ca.write(s1.user(u1))
+        let last = try await ca.write(s2.user(u2))
+
+        let sharded = try replica(cluster, keyring: keyring, extra: ["--log-tenants", s1.tenant.description])
+        let full = try replica(cluster, keyring: keyring)
+        defer { for d in [a, sharded, full] { d.stop(); d.remove() } }
+        let cs = sharded.client(), cf = full.client()
+        let d1 = try await cs.check(tenant: s1.tenant, user: u1, permission: "mail.read", scope: .tenant, minRevision: last)
+        XCTAssertTrue(d1.allowed)
+        XCTAssertEqual(d1.revision, last, "a sharded replica still steps its revision over other tenants' messages")
+        do {
+            _ = try await cs.check(tenant: s2.tenant, user: u2, permission: "mail.read", scope: .tenant)
+            XCTFail("a check of another shard's tenant was answered")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .failedPrecondition)
+            XCTAssertTrue(e.message.contains("not held by this daemon") && e.message.contains("tenants \(s1.tenant)"), e.message)
+        }
+        // Exactly its tenant: the export names s1's records and none of s2's.
+        let text = String(decoding: try await export(cs), as: UTF8.self)
+        XCTAssertTrue(text.contains(s1.tenant.description) && text.contains(u1.description))
+        XCTAssertFalse(text.contains(s2.tenant.description) || text.contains(u2.description), text)
+        let counts = try await info(cs).counts
+        XCTAssertEqual(counts[.tenant], 1)
+        XCTAssertEqual(counts[.user], 1)
+        // The unsharded newcomer caught up with both tenants from the stream.
+        let d2 = try await cf.check(tenant: s2.tenant, user: u2, permission: "mail.read", scope: .tenant, minRevision: last)
+        XCTAssertTrue(d2.allowed)
+        // Writes for a tenant it does not hold are refused before anything is published.
+        do {
+            _ = try await cs.write(s2.user(.random()))
+            XCTFail("a sharded replica accepted a write for another shard")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .failedPrecondition)
+        }
+        // A Write across tenants is refused in log mode.
+        do {
+            _ = try await ca.write(s1.user(.random()) + s2.user(.random()))
+            XCTFail("a Write across tenants was accepted")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .invalidArgument)
+            XCTAssertTrue(e.message.contains("one tenant"), e.message)
+        }
+        // A sharded data directory refuses to start as another shard.
+        sharded.stop()
+        XCTAssertThrowsError(try replica(cluster, dir: sharded.dir, keyring: keyring, extra: ["--log-shard", "0/2"]))
+        for client in [ca, cs, cf] { client.close() }
+    }
+
+    /// The log unreachable: writes answer UNAVAILABLE within the write timeout, checks keep
+    /// answering from local state with their revision, /readyz says why; once the server is
+    /// back, writes go through again and a SIGKILLed replica catches up.
+    func testLogOutageRefusesWritesAndKeepsChecks() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let metricsPort = try freeLoopbackPort()
+        let a = try replica(cluster, extra: ["--metrics-address", "127.0.0.1:\(metricsPort)", "--set", "log-write-timeout=2"])
+        let b = try replica(cluster, keyring: a.dir + "/data/keyring")
+        defer { for d in [a, b] { d.stop(); d.remove() } }
+        let ca = a.client()
+        let seed = Seed()
+        _ = try await ca.write(seed.ops)
+        let u = ID.random()
+        let r = try await ca.write(seed.user(u))
+        XCTAssertTrue(waitUntil(10) { httpGet(port: metricsPort, path: "/readyz")?.status == 200 })
+
+        cluster.kill9(0)
+        let started = Date()
+        do {
+            _ = try await ca.write(seed.user(.random()))
+            XCTFail("a write was acknowledged with the log down")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .unavailable, e.message)
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 8, "the write was not refused within its timeout")
+        let d = try await ca.check(tenant: seed.tenant, user: u, permission: "mail.read", scope: .tenant)
+        XCTAssertTrue(d.allowed)
+        XCTAssertEqual(d.revision, r)
+        XCTAssertTrue(waitUntil(10) { httpGet(port: metricsPort, path: "/readyz")?.body.contains("unreachable") == true })
+        let metrics = httpGet(port: metricsPort, path: "/metrics")?.body ?? ""
+        XCTAssertTrue(metrics.contains("authzd_log_applied_sequence"), metrics)
+
+        // B is SIGKILLed while the log is down, A writes once it is back, B restarts and catches up.
+        b.kill9()
+        try cluster.start(0)
+        var r2: UInt64 = 0
+        let wroteAgain = await asyncWaitUntil(30) {
+            guard let r = try? await ca.write(seed.user(.random())) else { return false }
+            r2 = r
+            return true
+        }
+        XCTAssertTrue(wroteAgain, "no write went through after the log came back")
+        let b2 = try replica(cluster, dir: b.dir, keyring: a.dir + "/data/keyring")
+        defer { b2.stop() }
+        let cb = b2.client()
+        let d2 = try await cb.check(tenant: seed.tenant, user: u, permission: "mail.read", scope: .tenant, minRevision: r2)
+        XCTAssertGreaterThanOrEqual(d2.revision, r2)
+        // min_revision beyond the stream: DEADLINE_EXCEEDED at the request's deadline.
+        do {
+            _ = try await cb.call(.check(CheckCall(tenantId: seed.tenant, userId: u, permission: "mail.read", scope: .tenant, minRevision: r2 + 1000)),
+                                  timeout: .seconds(1))
+            XCTFail("a revision never written was answered")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .deadlineExceeded, e.message)
+        }
+        ca.close()
+        cb.close()
+    }
+
+    /// A data directory written without a log refuses log mode (its revisions are not stream
+    /// sequences); bad log flags are refused with the flag named.
+    func testLogModeRefusesForeignDataAndBadFlags() throws {
+        let plain = try DaemonProcess(tcp: false)
+        let client = plain.client()
+        let done = expectation(description: "write")
+        Task {
+            _ = try? await client.write(Seed().ops)
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 10)
+        client.close()
+        plain.stop()
+        defer { plain.remove() }
+        let authzd = productsDirectory().appendingPathComponent("authzd").path
+        let (rc, out) = try runProcess(authzd, ["serve", "--data-dir", plain.dir + "/data", "--socket", plain.dir + "/x.sock", "--log", "nats://127.0.0.1:1"])
+        XCTAssertNotEqual(rc, 0)
+        XCTAssertTrue(out.contains("written without a log"), out)
+        for (flags, needle) in [(["--log", "http://x"], "not a NATS server URL"), (["--log", "nats://127.0.0.1:4222", "--log-shard", "3/2"], "log-shard"),
+                                (["--log", "nats://127.0.0.1:4222", "--log-tenants", "nope"], "log-tenants")] {
+            let (rc, out) = try runProcess(authzd, ["serve", "--data-dir", plain.dir + "/d2", "--socket", plain.dir + "/y.sock"] + flags)
+            XCTAssertNotEqual(rc, 0)
+            XCTAssertTrue(out.contains(needle), "\(flags): \(out)")
+        }
+    }
+}
+
+/// A value shared between tasks under a lock.
+final class Locked<T>: @unchecked Sendable {
+    private var v: T
+    private let lock = NSLock()
+    init(_ v: T) { self.v = v }
+    var value: T { lock.lock(); defer { lock.unlock() }; return v }
+    func mutate(_ body: (inout T) -> Void) { lock.lock(); body(&v); lock.unlock() }
+}
+
+extension Array {
+    func asyncMap<U>(_ body: (Element) async throws -> U) async rethrows -> [U] {
+        var out: [U] = []
+        for e in self { out.append(try await body(e)) }
+        return out
+    }
+}
+
+/// Polls an async `condition` every 100 ms until it holds or `seconds` pass.
+func asyncWaitUntil(_ seconds: Double, _ condition: () async -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    repeat {
+        if await condition() { return true }
+        try? await Task.sleep(nanoseconds: 100_000_000)
+    } while Date() < deadline
+    return false
+}
