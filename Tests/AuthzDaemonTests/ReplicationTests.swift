@@ -262,6 +262,78 @@ final class ReplicationTests: XCTestCase {
         cb.close()
     }
 
+    /// Stream limits delete messages a stopped replica has not applied: it says so and refuses
+    /// reads instead of serving stale data; a backup of another replica, restored into an
+    /// empty directory, resumes from its revision and applies the stream's tail.
+    func testReplicaBehindRetentionRefusesReadsAndABackupResumes() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let metricsPort = try freeLoopbackPort()
+        let a = try replica(cluster, extra: ["--set", "log-max-msgs=5"])
+        let keyring = a.dir + "/data/keyring"
+        let ca = a.client()
+        let seed = Seed()
+        _ = try await ca.write(seed.ops)
+        let early = ID.random()
+        let r = try await ca.write(seed.user(early))
+        let b = try replica(cluster, keyring: keyring, extra: ["--metrics-address", "127.0.0.1:\(metricsPort)"])
+        let cb = b.client()
+        _ = try await cb.check(tenant: seed.tenant, user: early, permission: "mail.read", scope: .tenant, minRevision: r)
+        cb.close()
+        b.stop()
+        var users: [ID] = []
+        for _ in 0..<8 {
+            let u = ID.random()
+            users.append(u)
+            _ = try await ca.write(seed.user(u))
+        }
+        let last = try await ca.write(seed.user(.random()))
+
+        // B restarts at revision 2; the stream now starts well after 3.
+        let b2 = try replica(cluster, dir: b.dir, keyring: keyring, extra: ["--metrics-address", "127.0.0.1:\(metricsPort)"])
+        defer { b2.stop() }
+        let cb2 = b2.client()
+        var refused: AuthzError?
+        _ = await asyncWaitUntil(10) {
+            do {
+                _ = try await cb2.check(tenant: seed.tenant, user: early, permission: "mail.read", scope: .tenant)
+                return false
+            } catch let e as AuthzError {
+                refused = e
+                return true
+            } catch { return false }
+        }
+        XCTAssertEqual(refused?.code, .failedPrecondition)
+        XCTAssertTrue(refused?.message.contains("retention") == true, refused?.message ?? "answered")
+        let ready = httpGet(port: metricsPort, path: "/readyz")
+        XCTAssertEqual(ready?.status, 503)
+        XCTAssertTrue(ready?.body.contains("restore a backup") == true, ready?.body ?? "")
+        cb2.close()
+
+        // A backup of A (at `last` or later), restored into an empty directory, serves at once.
+        let authzd = productsDirectory().appendingPathComponent("authzd").path
+        let backupDir = temporaryDirectory("authzd-backup")
+        let restored = temporaryDirectory("authzd-restored")
+        defer { try? FileManager.default.removeItem(atPath: backupDir); try? FileManager.default.removeItem(atPath: restored) }
+        let (brc, bout) = try runProcess(authzd, ["backup", "--data-dir", a.dir + "/data", backupDir + "/b"])
+        XCTAssertEqual(brc, 0, bout)
+        let (rrc, rout) = try runProcess(authzd, ["restore", "--data-dir", restored + "/data", "--keyring", keyring, backupDir + "/b"])
+        XCTAssertEqual(rrc, 0, rout)
+        let c = try replica(cluster, dir: restored, keyring: keyring)
+        defer { c.stop() }
+        let after = ID.random()
+        let r3 = try await ca.write(seed.user(after))
+        let cc = c.client()
+        for u in users + [after] {
+            let d = try await cc.check(tenant: seed.tenant, user: u, permission: "mail.read", scope: .tenant, minRevision: max(last, r3))
+            XCTAssertTrue(d.allowed)
+        }
+        cc.close()
+        ca.close()
+        a.stop()
+        a.remove()
+    }
+
     /// A data directory written without a log refuses log mode (its revisions are not stream
     /// sequences); bad log flags are refused with the flag named.
     func testLogModeRefusesForeignDataAndBadFlags() throws {
