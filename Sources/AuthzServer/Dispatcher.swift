@@ -47,7 +47,9 @@ public final class Dispatcher: @unchecked Sendable {
         keys = try KeyTable(store: engine.store)
         rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch)
         readers = NIOThreadPool(numberOfThreads: 2)
-        writer = NIOThreadPool(numberOfThreads: 1)
+        // Log mode: the stream orders writes and one applier thread applies them, so writers
+        // only check, publish and wait; several let publishes overlap the applier's commits.
+        writer = NIOThreadPool(numberOfThreads: config.log == nil ? 1 : 8)
         readers.start()
         writer.start()
     }

@@ -208,8 +208,9 @@ final class Replicator: @unchecked Sendable {
             do {
                 sequence = try log.publish(subject: subject, id: id, headers: headers, payload: sealed, timeoutMillis: Int64(min(left, 2) * 1000)).sequence
             } catch let e as AuthzError where e.code == .unavailable {
+                // No responders (a stream leader being elected) comes back at once: pace re-sends.
                 lastError = e
-                if !log.isConnected { Thread.sleep(forTimeInterval: min(0.1, max(0, deadline.timeIntervalSinceNow))) }
+                Thread.sleep(forTimeInterval: min(log.isConnected ? 0.05 : 0.1, max(0, deadline.timeIntervalSinceNow)))
             }
         }
         cond.lock()
