@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "AuthzDaemonTests",
             dependencies: [
-                "AuthzWire", "AuthzServer", "AuthzClient", "AuthzEngine",
+                "AuthzWire", "AuthzServer", "AuthzClient", "AuthzEngine", "AuthzLog", "AuthzStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -332,18 +332,22 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Applies a batch taken from the replicated log, recording `revision` (its stream
-    /// sequence) in the same transaction, with `now` (the writer's clock, carried in the
-    /// message) as the time of every change, so that every replica computes the same records.
-    /// The tenant limits are not re-checked (the writer checked them; replicas configured
-    /// differently must still agree). Throws what `Store.write` would; the caller then
-    /// records the revision with `advance(to:)`.
-    public func applyLogged(_ ops: [WriteOp], revision: UInt64, now: Int64, keepTimestamps: Bool,
-                            label: (Int) -> String = { "ops[\($0)]" }) throws {
+    /// Applies consecutive messages of the replicated log in one commit (`Store.applyLogged`),
+    /// updates the index with each change that held, in order, and publishes the last
+    /// message's revision. Returns each message's result (a rule it broke, or success); throws
+    /// for failures that are not the message's (nothing of the batch is then kept).
+    public func applyLogged(_ changes: [(revision: UInt64, change: Store.LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
+        guard let last = changes.last?.revision else { return [] }
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
-        let outcome = try store.write(ops, now: now, label: label, keepTimestamps: keepTimestamps, revision: revision)
-        try apply(outcome)
+        let results = try store.applyLogged(changes)
+        var published = false
+        for case .success(let outcome?) in results {
+            try apply(outcome)
+            published = outcome.revision == last
+        }
+        if !published { publish(revision: last, tenants: snapshot.tenants) }
+        return results
     }
 
     /// Moves the revision to `revision` without changing a record (a log message that changes
@@ -352,14 +356,6 @@ public final class Engine: @unchecked Sendable {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
         try store.advanceRevision(to: revision)
-        publish(revision: revision, tenants: snapshot.tenants)
-    }
-
-    /// Stores an API key record taken from the replicated log at `revision`, and publishes it.
-    public func putKeyLogged(_ key: ApiKey, revision: UInt64) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        try store.putKey(key, revision: revision)
         publish(revision: revision, tenants: snapshot.tenants)
     }
 

@@ -105,6 +105,16 @@ final class LMDBTransaction {
         self.readOnly = readOnly
     }
 
+    /// A write transaction nested in `parent` (`mdb_txn_begin` with a parent): its changes
+    /// reach the parent when it commits and vanish when it aborts; the parent must not be used
+    /// until then.
+    init(env: LMDBEnvironment, parent: LMDBTransaction) throws {
+        var t: OpaquePointer?
+        try LMDBError.check(mdb_txn_begin(env.env, parent.txn, 0, &t))
+        txn = t
+        readOnly = false
+    }
+
     deinit {
         if let txn { mdb_txn_abort(txn) }
     }

@@ -379,12 +379,8 @@ public final class Store: @unchecked Sendable {
     ///
     /// With `keepTimestamps` (imports), an upserted record that carries a `created_at` keeps it
     /// and its `updated_at` (or gets now); records without one are stamped as usual.
-    ///
-    /// With `revision` (a replicated log's sequence, above the current revision) the batch
-    /// records that revision instead of the next one.
     public func write(_ ops: [WriteOp], now: Int64 = Timestamp.now(),
                       label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false,
-                      revision: UInt64? = nil,
                       precommit: ((WriteOutcome) throws -> Void)? = nil) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
         pthread_mutex_lock(&writeLock)
@@ -398,11 +394,6 @@ public final class Store: @unchecked Sendable {
                     let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
                     let batch = WriteBatch(store: self, txn: txn, now: now)
                     batch.keepTimestamps = keepTimestamps
-                    if let r = revision {
-                        let current = try StoreReader(store: self, txn: txn).revision()
-                        guard r > current else { throw AuthzError.internalError("log revision \(r) is not above the store's \(current)") }
-                        batch.revision = r
-                    }
                     let outcome = try batch.apply(normalized, label: label)
                     try precommit?(outcome)
                     try txn.commit()
@@ -628,17 +619,92 @@ public final class Store: @unchecked Sendable {
 
     // MARK: API keys
 
-    /// Stores (inserts or replaces) an API key record. Blocks for the commit. With `revision`
-    /// (a replicated log's sequence, above the current revision) the store's revision moves to
-    /// it in the same transaction.
-    public func putKey(_ k: ApiKey, revision: UInt64? = nil) throws {
+    /// Stores (inserts or replaces) an API key record. Blocks for the commit.
+    public func putKey(_ k: ApiKey) throws {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
         try mapped {
             let txn = try LMDBTransaction(env: env, readOnly: false)
             try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
-            if let r = revision { try setRevision(r, txn) }
             try txn.commit()
+        }
+    }
+
+    /// One message of a replicated log, for `applyLogged`.
+    public enum LoggedChange: Sendable {
+        /// Operations, applied as `write(_:now:keepTimestamps:)` would.
+        case write([WriteOp], now: Int64, keepTimestamps: Bool)
+        /// An API key record to store.
+        case key(ApiKey)
+        /// Nothing to store here (another shard's tenant, an unreadable message).
+        case skip
+    }
+
+    /// Applies consecutive log messages in one write transaction (one commit, one fsync), each
+    /// in a nested transaction of its own, recording `revision` of the last as the store's
+    /// revision. A message whose change breaks a rule (INVALID_ARGUMENT, NOT_FOUND,
+    /// ALREADY_EXISTS, FAILED_PRECONDITION, PERMISSION_DENIED: what every replica decides
+    /// alike) changes nothing and gets that error in its result; any other failure (disk full,
+    /// LMDB) throws and keeps nothing of the batch. `revisions` must rise, above the current.
+    public func applyLogged(_ changes: [(revision: UInt64, change: LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
+        guard let lastRevision = changes.last?.revision else { return [] }
+        pthread_mutex_lock(&writeLock)
+        defer { pthread_mutex_unlock(&writeLock) }
+        while true {
+            do {
+                pthread_rwlock_rdlock(&resizeLock)
+                defer { pthread_rwlock_unlock(&resizeLock) }
+                return try mapped {
+                    let txn = try LMDBTransaction(env: env, readOnly: false)
+                    let current = try StoreReader(store: self, txn: txn).revision()
+                    guard changes[0].revision > current else {
+                        throw AuthzError.internalError("log revision \(changes[0].revision) is not above the store's \(current)")
+                    }
+                    var results: [Result<WriteOutcome?, AuthzError>] = []
+                    results.reserveCapacity(changes.count)
+                    for (revision, change) in changes {
+                        switch change {
+                        case .skip:
+                            results.append(.success(nil))
+                        case .key(let k):
+                            try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
+                            results.append(.success(nil))
+                        case .write(let ops, let now, let keepTimestamps):
+                            let child = try LMDBTransaction(env: env, parent: txn)
+                            do {
+                                let label: (Int) -> String = { "ops[\($0)]" }
+                                let normalized = try normalize(ops, reader: StoreReader(store: self, txn: child), label: label)
+                                let batch = WriteBatch(store: self, txn: child, now: now)
+                                batch.keepTimestamps = keepTimestamps
+                                batch.revision = revision
+                                let outcome = try batch.apply(normalized, label: label)
+                                try child.commit()
+                                results.append(.success(outcome))
+                            } catch let e as AuthzError where Store.decidedAlike(e) {
+                                child.abort()
+                                results.append(.failure(e))
+                            }
+                        }
+                    }
+                    if try StoreReader(store: self, txn: txn).revision() < lastRevision {
+                        var v = lastRevision.littleEndian
+                        try txn.put(meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
+                    }
+                    try txn.commit()
+                    return results
+                }
+            } catch let e as AuthzError where e.field == "lmdb.map_full" {
+                try grow()
+            }
+        }
+    }
+
+    /// Errors every replica reaches alike from the same state and change.
+    public static func decidedAlike(_ e: AuthzError) -> Bool {
+        guard e.field != "lmdb.map_full" else { return false }
+        switch e.code {
+        case .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied: return true
+        default: return false
         }
     }
 

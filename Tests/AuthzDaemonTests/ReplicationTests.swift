@@ -1,5 +1,7 @@
 import AuthzClient
+import AuthzLog
 import AuthzModel
+import AuthzStore
 import AuthzWire
 import Foundation
 import XCTest
@@ -332,6 +334,62 @@ final class ReplicationTests: XCTestCase {
         ca.close()
         a.stop()
         a.remove()
+    }
+
+    /// A change that breaks a rule only when applied (it passed its writer's check against an
+    /// older state) is a no-op on every replica, which still takes its revision; racing writers
+    /// on two replicas: one wins, the other gets ALREADY_EXISTS (its check saw the winner) or
+    /// FAILED_PRECONDITION "rejected when applied", and the replicas stay identical.
+    func testAChangeRejectedWhenAppliedIsANoOpEverywhere() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let a = try replica(cluster)
+        let keyring = a.dir + "/data/keyring"
+        let b = try replica(cluster, keyring: keyring)
+        defer { for d in [a, b] { d.stop(); d.remove() } }
+        let ca = a.client(), cb = b.client()
+        let seed = Seed()
+        _ = try await ca.write(seed.ops)
+
+        // A message published straight to the stream: a second role named "reader".
+        let log = try JetStreamLog(settings: LogSettings(servers: cluster.urls.split(separator: ",").map(String.init)), name: "test")
+        defer { log.close() }
+        let sealer = SecretSealer(ring: try KeyRing.load(path: keyring))
+        let duplicate = ID.random()
+        let body = WireCodec.encodeRequest(WireRequest(requestId: 0, call: .success(.write([.upsert(.role(Role(id: duplicate, tenantId: seed.tenant, name: "reader")))]))))
+        let subject = "authzd.\(seed.tenant)", id = ID.random().description
+        let published = try log.publish(subject: subject, id: id, headers: [("Authz-Kind", "write"), ("Authz-Time", String(Timestamp.now()))],
+                                        payload: try sealer.sealMessage(body, context: subject + "/" + id), timeoutMillis: 5000)
+        let after = try await ca.write(seed.user(.random()))
+        XCTAssertEqual(after, published.sequence + 1, "the rejected message still took its revision")
+        _ = try await cb.check(tenant: seed.tenant, user: .random(), permission: "mail.read", scope: .tenant, minRevision: after)
+        let ea = try await export(ca), eb = try await export(cb)
+        XCTAssertEqual(ea, eb)
+        XCTAssertFalse(String(decoding: ea, as: UTF8.self).contains(duplicate.description), "the rejected role was stored")
+
+        // Racing writers: the same role name from both replicas at once, twenty times.
+        var wins = 0, rejectedWhenApplied = 0
+        for round in 0..<20 {
+            let name = "race-\(round)"
+            async let x: Result<UInt64, Error> = { do { return .success(try await ca.write([.upsert(.role(Role(id: .random(), tenantId: seed.tenant, name: name)))])) } catch { return .failure(error) } }()
+            async let y: Result<UInt64, Error> = { do { return .success(try await cb.write([.upsert(.role(Role(id: .random(), tenantId: seed.tenant, name: name)))])) } catch { return .failure(error) } }()
+            let results = await [x, y]
+            let ok = results.filter { if case .success = $0 { return true } else { return false } }.count
+            XCTAssertEqual(ok, 1, "round \(round): \(results)")
+            wins += ok
+            for case .failure(let e as AuthzError) in results {
+                XCTAssertTrue(e.code == .alreadyExists || (e.code == .failedPrecondition && e.message.contains("rejected when applied")), e.message)
+                if e.code == .failedPrecondition { rejectedWhenApplied += 1 }
+            }
+        }
+        print("replication: 20 races, \(rejectedWhenApplied) decided when applied, the rest by the losing writer's own check")
+        let last = try await ca.write(seed.user(.random()))
+        _ = try await cb.check(tenant: seed.tenant, user: .random(), permission: "mail.read", scope: .tenant, minRevision: last)
+        let fa = try await export(ca), fb = try await export(cb)
+        XCTAssertEqual(fa, fb, "replicas differ after the races")
+        XCTAssertEqual(wins, 20)
+        ca.close()
+        cb.close()
     }
 
     /// A data directory written without a log refuses log mode (its revisions are not stream

@@ -289,14 +289,16 @@ final class Replicator: @unchecked Sendable {
         if !stopped { _ = cond.wait(until: Date().addingTimeInterval(seconds)) }
     }
 
-    /// Applies messages from `start` until stopped or the subscription fails.
+    /// Applies messages from `start` until stopped or the subscription fails. Messages already
+    /// delivered and waiting (the server's pending count says more follow) are applied together,
+    /// up to 256 or 8 MiB, in one commit.
     private func follow(from start: UInt64) throws {
         let sub = try log.subscribe(from: start)
         defer { sub.close() }
         var idleSince = Date()
         let headers = [Replicator.kindHeader, Replicator.timeHeader, Replicator.keyHeader, Replicator.idHeader]
         while !isStopped {
-            guard let m = try sub.next(timeoutMillis: 250, headers: headers) else {
+            guard let first = try sub.next(timeoutMillis: 250, headers: headers) else {
                 // Idle: refresh the stream's extent (lag, readiness) every second.
                 if Date().timeIntervalSince(idleSince) >= 1 {
                     idleSince = Date()
@@ -313,81 +315,112 @@ final class Replicator: @unchecked Sendable {
                 }
                 continue
             }
-            let applied = engine.revision
-            if m.sequence <= applied { continue }
-            if m.sequence != applied + 1 {
-                // Sequences missing (deleted by limits or by hand): the outer loop decides.
-                logger.warning("log: sequence gap", metadata: ["applied": "\(applied)", "next": "\(m.sequence)"])
-                let state = try log.state()
-                if state.first > applied + 1 { return }
-                // Individually deleted messages inside the stream: nothing to apply for them.
-                try engine.advance(to: m.sequence - 1)
+            var batch = [first]
+            var bytes = first.payload.count
+            var last = first
+            while last.pending > 0, batch.count < 256, bytes < 8 << 20, let next = try sub.next(timeoutMillis: 5, headers: headers) {
+                batch.append(next)
+                bytes += next.payload.count
+                last = next
             }
-            try apply(m)
+            guard try apply(batch) else { return }
             setStatus { r in
-                r.streamLast = max(r.streamLast, m.sequence + m.pending)
+                r.streamLast = max(r.streamLast, last.sequence + last.pending)
                 r.applyError = nil
-                if m.pending == 0 && m.sequence >= (r.startTarget ?? 0) { r.caughtUp = true }
+                if last.pending == 0 && last.sequence >= (r.startTarget ?? 0) { r.caughtUp = true }
             }
-            if m.pending == 0 || m.sequence % 256 == 0 { onStatus?(status()) }
+            if last.pending == 0 || batch.count > 1 { onStatus?(status()) }
         }
     }
 
-    /// Applies one message. A change every replica rejects the same way (validation) is a
-    /// no-op that still takes the revision; anything local (disk full, a key ring without the
-    /// message's key, a message kind from a newer release) throws and stalls the applier.
-    private func apply(_ m: LogMessage) throws {
+    /// Applies delivered messages in stream order, in one commit. False when a gap shows that
+    /// retention removed messages not applied here (the outer loop then refuses reads).
+    private func apply(_ messages: [LogMessage]) throws -> Bool {
+        var changes: [(revision: UInt64, change: Store.LoggedChange)] = []
+        var failed: [UInt64: AuthzError] = [:]
+        var keyChanges: [ApiKey] = []
+        var expected = engine.revision + 1
+        func flush() throws {
+            guard !changes.isEmpty else { return }
+            let results = try engine.applyLogged(changes)
+            for (i, r) in results.enumerated() {
+                if case .failure(let e) = r { failed[changes[i].revision] = e }
+            }
+            changes = []
+        }
+        for m in messages {
+            if m.sequence < expected { continue }
+            if m.sequence > expected {
+                // Sequences missing: deleted by limits (the outer loop decides) or by hand
+                // inside the stream (nothing to apply for them).
+                try flush()
+                logger.warning("log: sequence gap", metadata: ["applied": "\(expected - 1)", "next": "\(m.sequence)"])
+                let state = try log.state()
+                if state.first > expected { record(failed); return false }
+                try engine.advance(to: m.sequence - 1)
+            }
+            let change: Store.LoggedChange
+            do {
+                change = try decode(m)
+            } catch let e as AuthzError where e.code == .invalidArgument {
+                failed[m.sequence] = e
+                change = .skip
+            }
+            if case .key(let k) = change { keyChanges.append(k) }
+            changes.append((m.sequence, change))
+            expected = m.sequence + 1
+        }
+        try flush()
+        for k in keyChanges { keys.applied(k) }
+        record(failed)
+        return true
+    }
+
+    /// What a message changes here. INVALID_ARGUMENT for a message no release could apply
+    /// (every replica skips it alike); other errors (a key ring without its key, a kind from a
+    /// newer release) are this replica's to fix and stall the applier.
+    private func decode(_ m: LogMessage) throws -> Store.LoggedChange {
         let prefix = log.settings.stream + "."
-        guard m.subject.hasPrefix(prefix) else { return try engine.advance(to: m.sequence) }
+        guard m.subject.hasPrefix(prefix) else { return .skip }
         let suffix = String(m.subject.dropFirst(prefix.count))
         let kind = m.headers[Replicator.kindHeader] ?? ""
         let id = m.headers[Replicator.idHeader] ?? ""
         switch kind {
         case "write", "import":
             guard let tenant = ID(suffix) else {
-                logger.warning("log: a write on an unexpected subject is skipped", metadata: ["subject": "\(m.subject)", "sequence": "\(m.sequence)"])
-                return try engine.advance(to: m.sequence)
+                throw AuthzError.invalid("log", "message \(m.sequence) is a write on subject \(m.subject), which names no tenant")
             }
-            guard shard.holds(tenant) else { return try engine.advance(to: m.sequence) }
+            guard shard.holds(tenant) else { return .skip }
             let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
             let request = body.withUnsafeBytes {
                 WireCodec.decodeRequest($0, limits: WireLimits(maxBatchChecks: 0, maxWriteOps: Int.max, maxListItems: Int.max))
             }
             guard case .success(.write(let ops)) = request.call, let time = Int64(m.headers[Replicator.timeHeader] ?? "") else {
-                return try rejected(m.sequence, AuthzError.invalid("log", "message \(m.sequence) is not a write this release can read"))
+                throw AuthzError.invalid("log", "message \(m.sequence) is not a write this release can read")
             }
-            do {
-                try engine.applyLogged(ops, revision: m.sequence, now: time, keepTimestamps: kind == "import")
-            } catch let e as AuthzError where Replicator.deterministic(e) {
-                try rejected(m.sequence, e)
+            for op in ops where Replicator.tenant(of: op) != tenant {
+                throw AuthzError.invalid("log", "message \(m.sequence) on \(m.subject) changes another tenant")
             }
+            return .write(ops, now: time, keepTimestamps: kind == "import")
         case "key":
             guard let keyId = ID(m.headers[Replicator.keyHeader] ?? "") else {
-                return try rejected(m.sequence, AuthzError.invalid("log", "key message \(m.sequence) names no key id"))
+                throw AuthzError.invalid("log", "key message \(m.sequence) names no key id")
             }
             let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
-            let k: ApiKey
-            do { k = try Store.keyRecord(id: keyId, body) } catch { return try rejected(m.sequence, AuthzError.invalid("log", "key message \(m.sequence) is malformed")) }
-            try engine.putKeyLogged(k, revision: m.sequence)
-            keys.applied(k)
+            guard let k = try? Store.keyRecord(id: keyId, body) else { throw AuthzError.invalid("log", "key message \(m.sequence) is malformed") }
+            return .key(k)
         default:
             throw AuthzError(.failedPrecondition, "log message \(m.sequence) is of kind \"\(kind)\", which this release does not know (written by a newer authzd?): upgrade this replica", field: "log")
         }
     }
 
-    /// Codes every replica reaches from the same state and message.
-    static func deterministic(_ e: AuthzError) -> Bool {
-        switch e.code {
-        case .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied: return true
-        default: return false
-        }
-    }
-
-    private func rejected(_ sequence: UInt64, _ e: AuthzError) throws {
-        try engine.advance(to: sequence)
+    /// Publishes the failures of applied messages to the writers waiting for them.
+    private func record(_ failed: [UInt64: AuthzError]) {
         cond.lock()
-        failures[sequence] = e
-        failureOrder.append(sequence)
+        for (sequence, e) in failed.sorted(by: { $0.key < $1.key }) {
+            failures[sequence] = e
+            failureOrder.append(sequence)
+        }
         if failureOrder.count > 4096 {
             for s in failureOrder.prefix(1024) { failures.removeValue(forKey: s) }
             failureOrder.removeFirst(1024)
