@@ -74,3 +74,19 @@ for _ in $(seq 100); do [ -S "$work/b.sock" ] && break; sleep 0.1; done
 echo "## Log mode: 3 nats-server ($("$nats" --version)) R=3, writer + replica authzd, dataset $size"
 echo
 "$authzbench" replication --writer "$work/a.sock" --replica "$work/b.sock" --size "$size" --seconds "$row"
+
+# A new, empty replica catching up from sequence 1 (what a new sidecar does).
+authzctl=${AUTHZCTL:-$(dirname "$authzd")/authzctl}
+if [ -x "$authzctl" ]; then
+  target=$("$authzctl" info --socket "$work/a.sock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["revision"])')
+  mkdir -m 700 "$work/c"
+  start=$(date +%s.%N)
+  "$authzd" serve --data-dir "$work/c" --keyring "$work/a/keyring" --socket "$work/c.sock" --log "$urls" > "$work/c.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 6000); do
+    [ -S "$work/c.sock" ] && rev=$("$authzctl" info --socket "$work/c.sock" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["revision"])' 2>/dev/null) && [ "${rev:-0}" -ge "$target" ] && break
+    sleep 0.1
+  done
+  end=$(date +%s.%N)
+  python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'| new replica caught up from sequence 1 to {sys.argv[3]} | {s:.1f} s (start included) |')" "$start" "$end" "$target"
+fi

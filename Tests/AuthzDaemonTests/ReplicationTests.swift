@@ -198,6 +198,22 @@ final class ReplicationTests: XCTestCase {
             XCTAssertEqual(e.code, .invalidArgument)
             XCTAssertTrue(e.message.contains("one tenant"), e.message)
         }
+        // API keys go through the log to every daemon, shards included: one created on A is
+        // known to the shard, and a revocation on the shard reaches A.
+        let (key, _) = try await createKey(ca, s2.tenant, .checker)
+        let keysOnShard = await asyncWaitUntil(10) {
+            guard case .listKeys(let ks)? = try? await cs.call(.listKeys(tenantId: nil)) else { return false }
+            return ks.contains { $0.id == key.id && $0.revokedAt == 0 }
+        }
+        XCTAssertTrue(keysOnShard, "a key created on another daemon never reached the shard")
+        guard case .revokeKey(let revoked) = try await cs.call(.revokeKey(id: key.id, expiresAt: 0)) else { return XCTFail("no revocation") }
+        XCTAssertNotEqual(revoked.revokedAt, 0)
+        let revokedOnA = await asyncWaitUntil(10) {
+            guard case .listKeys(let ks)? = try? await ca.call(.listKeys(tenantId: nil)) else { return false }
+            return (ks.first { $0.id == key.id }?.revokedAt ?? 0) != 0
+        }
+        XCTAssertTrue(revokedOnA, "the revocation did not reach A")
+
         // A sharded data directory refuses to start as another shard.
         sharded.stop()
         XCTAssertThrowsError(try replica(cluster, dir: sharded.dir, keyring: keyring, extra: ["--log-shard", "0/2"]))
