@@ -82,6 +82,12 @@ struct ServeOptions: ParsableArguments {
     var logStream: String?
     @Option(name: .long, help: "Replicas of the stream when this daemon creates it (default 3, or 1 for a single server).")
     var logReplicas: Int?
+    @Option(name: .long, help: "Stream limit when this daemon creates the stream: seconds a message is kept (default 0 = forever).")
+    var logMaxAge: Int?
+    @Option(name: .long, help: "Stream limit when this daemon creates the stream: bytes kept (default 0 = unlimited).")
+    var logMaxBytes: Int?
+    @Option(name: .long, help: "Stream limit when this daemon creates the stream: messages kept (default 0 = unlimited).")
+    var logMaxMsgs: Int?
     @Option(name: .long, help: "Hold only these tenants (comma-separated ids) in log mode.")
     var logTenants: String?
     @Option(name: .long, help: "Hold only shard K of N (0 <= K < N, by a stable hash of the tenant id) in log mode.")
@@ -119,6 +125,9 @@ struct ServeOptions: ParsableArguments {
         if let log { try c.set("log", log, origin: "--log") }
         if let logStream { try c.set("log-stream", logStream, origin: "--log-stream") }
         if let logReplicas { try c.set("log-replicas", String(logReplicas), origin: "--log-replicas") }
+        if let logMaxAge { try c.set("log-max-age", String(logMaxAge), origin: "--log-max-age") }
+        if let logMaxBytes { try c.set("log-max-bytes", String(logMaxBytes), origin: "--log-max-bytes") }
+        if let logMaxMsgs { try c.set("log-max-msgs", String(logMaxMsgs), origin: "--log-max-msgs") }
         if let logTenants { try c.set("log-tenants", logTenants, origin: "--log-tenants") }
         if let logShard { try c.set("log-shard", logShard, origin: "--log-shard") }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }

@@ -243,6 +243,10 @@ final class Replicator: @unchecked Sendable {
         while !isStopped {
             do {
                 let replicas = try log.ensureStream()
+                if replicas != streamReplicas, replicas != log.settings.replicas {
+                    logger.warning("log: the stream exists with other settings than this daemon's; it is kept as it is",
+                                   metadata: ["log.stream": "\(log.settings.stream)", "stream.replicas": "\(replicas)", "log.replicas": "\(log.settings.replicas)"])
+                }
                 setStatus { $0.streamReplicas = replicas }
                 let state = try log.state()
                 let applied = engine.revision
