@@ -8,6 +8,10 @@ trap 'rm -rf "$out"' EXIT
 sed -i 's|#include "authz.pb-c.h"|#include "include/authz.pb-c.h"|' "$out/authz.pb-c.c"
 diff -u "$root/Sources/CAuthzProto/authz.pb-c.c" "$out/authz.pb-c.c"
 diff -u "$root/Sources/CAuthzProto/include/authz.pb-c.h" "$out/authz.pb-c.h"
+(cd "$root/proto" && protoc-c --c_out="$out" events.proto)
+sed -i 's|#include "events.pb-c.h"|#include "include/events.pb-c.h"|' "$out/events.pb-c.c"
+diff -u "$root/Sources/CAuthzProto/events.pb-c.c" "$out/events.pb-c.c"
+diff -u "$root/Sources/CAuthzProto/include/events.pb-c.h" "$out/events.pb-c.h"
 echo "generated protobuf-c code is current ($(protoc-c --version | head -1))"
 # Envoy ext_authz: the pruned proto must be what extract.py derives from xds-protos now (needs
 # pip install xds-protos), and the C what protoc-c makes of it.

@@ -9,6 +9,10 @@ trap 'rm -rf "$out"' EXIT
 sed -i 's|#include "authz.pb-c.h"|#include "include/authz.pb-c.h"|' "$out/authz.pb-c.c"
 cp "$out/authz.pb-c.c" "$root/Sources/CAuthzProto/authz.pb-c.c"
 cp "$out/authz.pb-c.h" "$root/Sources/CAuthzProto/include/authz.pb-c.h"
+(cd "$root/proto" && protoc-c --c_out="$out" events.proto)
+sed -i 's|#include "events.pb-c.h"|#include "include/events.pb-c.h"|' "$out/events.pb-c.c"
+cp "$out/events.pb-c.c" "$root/Sources/CAuthzProto/events.pb-c.c"
+cp "$out/events.pb-c.h" "$root/Sources/CAuthzProto/include/events.pb-c.h"
 protoc-c --version | head -1 > "$root/Sources/CAuthzProto/protoc-c.version"
 # Envoy ext_authz (Sources/AuthzWire/ExtAuthz.swift): proto/envoy/extract.py prunes Envoy's API
 # from the descriptors in the xds-protos PyPI package (pip install xds-protos; the version used

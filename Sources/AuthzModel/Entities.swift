@@ -319,4 +319,17 @@ public enum WriteOp: Hashable, Sendable {
     case deactivate(RecordRef)
     /// Re-activation: `is_active = true`.
     case activate(RecordRef)
+    /// Upsert unless the stored record's `updatedAt` is at or after this one's, in which case
+    /// nothing changes (not an error). `updatedAt` is required (> 0) and kept; `createdAt` is
+    /// the stored record's, or for a new record this one's (else its `updatedAt`). For changes
+    /// ordered by another system's clock (user events): a redelivered or older change is a no-op.
+    case upsertIfNewer(Entity)
+
+    /// The tenant the operation changes (a tenant record's own id for a tenant).
+    public var tenantId: ID {
+        switch self {
+        case .upsert(let e), .upsertIfNewer(let e): return e.tenantId
+        case .deactivate(let r), .activate(let r): return r.kind == .tenant ? r.id : r.tenantId
+        }
+    }
 }

@@ -245,6 +245,7 @@ final class AuditLog: @unchecked Sendable {
             let (name, kind, id, tenant): (String, EntityKind, ID, ID)
             switch op {
             case .upsert(let e): (name, kind, id, tenant) = ("upsert", e.kind, e.id, e.tenantId)
+            case .upsertIfNewer(let e): (name, kind, id, tenant) = ("upsert_if_newer", e.kind, e.id, e.tenantId)
             case .deactivate(let r): (name, kind, id, tenant) = ("deactivate", r.kind, r.id, r.tenantId)
             case .activate(let r): (name, kind, id, tenant) = ("activate", r.kind, r.id, r.tenantId)
             }

@@ -238,7 +238,7 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
             for (i, op) in ops.enumerated() {
                 let isTenant: Bool
                 switch op {
-                case .upsert(let e): isTenant = e.kind == .tenant
+                case .upsert(let e), .upsertIfNewer(let e): isTenant = e.kind == .tenant
                 case .deactivate(let r), .activate(let r): isTenant = r.kind == .tenant
                 }
                 if !isTenant {
@@ -266,7 +266,7 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
         case .write(let ops):
             for (i, op) in ops.enumerated() {
                 switch op {
-                case .upsert(let e):
+                case .upsert(let e), .upsertIfNewer(let e):
                     if e.kind == .tenant { return AuthzError(.permissionDenied, "an admin key may not write tenants (write.ops[\(i)])", field: "write.ops[\(i)]") }
                     if let err = sameTenant(e.tenantId, "write.ops[\(i)].tenant_id") { return err }
                 case .deactivate(let r), .activate(let r):

@@ -126,6 +126,8 @@ public struct WriteOutcome: Sendable {
     /// Every record the batch touched: as it was before the batch (nil when new) and as it is
     /// now, in the order the batch first touched them.
     public var changes: [(before: Entity?, after: Entity)]
+    /// `upsertIfNewer` operations that changed nothing (the stored record was as new or newer).
+    public var skipped = 0
 }
 
 /// authzd's persistent store: one LMDB environment in a data directory. The only code that
@@ -415,7 +417,11 @@ public final class Store: @unchecked Sendable {
     private func normalize(_ ops: [WriteOp], reader: StoreReader, label: (Int) -> String) throws -> [WriteOp] {
         var out = ops
         for (i, op) in ops.enumerated() {
-            guard case .upsert(var e) = op else { continue }
+            var e: Entity
+            switch op {
+            case .upsert(let x), .upsertIfNewer(let x): e = x
+            default: continue
+            }
             do {
                 e.fields.metadata = try Validate.canonicalMetadata(e.fields.metadata, field: "\(e.kind.name).metadata")
             } catch var err as AuthzError {
@@ -433,7 +439,7 @@ public final class Store: @unchecked Sendable {
                 }
                 e = .platformCredential(c)
             }
-            out[i] = .upsert(e)
+            if case .upsertIfNewer = op { out[i] = .upsertIfNewer(e) } else { out[i] = .upsert(e) }
         }
         return out
     }

@@ -25,6 +25,8 @@ final class WriteBatch {
     var keepTimestamps = false
     /// The revision to record instead of the next one (a replicated log's sequence).
     var revision: UInt64?
+    /// `upsertIfNewer` operations that changed nothing (the stored record was as new or newer).
+    private(set) var skipped = 0
 
     init(store: Store, txn: LMDBTransaction, now: Int64) {
         self.store = store
@@ -62,7 +64,7 @@ final class WriteBatch {
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }
-        return WriteOutcome(revision: revision, changes: changes)
+        return WriteOutcome(revision: revision, changes: changes, skipped: skipped)
     }
 
     private func putCounter(_ key: String, _ value: UInt64) throws {
@@ -82,11 +84,21 @@ final class WriteBatch {
 
     private func apply(_ op: WriteOp) throws {
         switch op {
-        case .upsert(var entity):
+        case .upsert(var entity), .upsertIfNewer(var entity):
             try entity.validate()
             let existing = try existingRecord(for: entity.kind, tenant: entity.tenantId, id: entity.id)
             var f = entity.fields
-            if keepTimestamps && f.createdAt != 0 {
+            if case .upsertIfNewer = op {
+                guard f.updatedAt > 0 else {
+                    throw AuthzError.invalid("\(entity.kind.name).updated_at", "is required for upsert_if_newer (it orders the change)")
+                }
+                if let old = existing {
+                    if old.fields.updatedAt >= f.updatedAt { skipped += 1; return }
+                    f.createdAt = old.fields.createdAt
+                } else if f.createdAt == 0 {
+                    f.createdAt = f.updatedAt
+                }
+            } else if keepTimestamps && f.createdAt != 0 {
                 f.updatedAt = f.updatedAt != 0 ? f.updatedAt : now
             } else {
                 f.createdAt = existing?.fields.createdAt ?? now

@@ -123,12 +123,17 @@ public enum WireCodec {
                         e.message = "write.ops[\(i)]: " + e.message
                         throw e
                     }
+                case AUTHZ__V1__WRITE_OP__OP_UPSERT_IF_NEWER:
+                    do { ops.append(.upsertIfNewer(try EntityCodec.decode(op.pointee.upsert_if_newer, field: "write.ops[\(i)].upsert_if_newer"))) } catch var e as AuthzError {
+                        e.message = "write.ops[\(i)]: " + e.message
+                        throw e
+                    }
                 case AUTHZ__V1__WRITE_OP__OP_DEACTIVATE:
                     ops.append(.deactivate(try EntityCodec.decodeRef(op.pointee.deactivate, field: "write.ops[\(i)].deactivate")))
                 case AUTHZ__V1__WRITE_OP__OP_ACTIVATE:
                     ops.append(.activate(try EntityCodec.decodeRef(op.pointee.activate, field: "write.ops[\(i)].activate")))
                 default:
-                    throw AuthzError.invalid("write.ops[\(i)]", "must set one of upsert, deactivate, activate")
+                    throw AuthzError.invalid("write.ops[\(i)]", "must set one of upsert, deactivate, activate, upsert_if_newer")
                 }
             }
             return .write(ops)
@@ -284,6 +289,9 @@ public enum WireCodec {
                         case .upsert(let e):
                             o.pointee.op_case = AUTHZ__V1__WRITE_OP__OP_UPSERT
                             o.pointee.upsert = EntityCodec.encode(e, a)
+                        case .upsertIfNewer(let e):
+                            o.pointee.op_case = AUTHZ__V1__WRITE_OP__OP_UPSERT_IF_NEWER
+                            o.pointee.upsert_if_newer = EntityCodec.encode(e, a)
                         case .deactivate(let ref):
                             o.pointee.op_case = AUTHZ__V1__WRITE_OP__OP_DEACTIVATE
                             o.pointee.deactivate = EntityCodec.encodeRef(ref, a)

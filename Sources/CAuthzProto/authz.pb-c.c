@@ -4516,7 +4516,7 @@ const ProtobufCMessageDescriptor authz__v1__ref__descriptor =
   (ProtobufCMessageInit) authz__v1__ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__write_op__field_descriptors[3] =
+static const ProtobufCFieldDescriptor authz__v1__write_op__field_descriptors[4] =
 {
   {
     "upsert",
@@ -4554,16 +4554,29 @@ static const ProtobufCFieldDescriptor authz__v1__write_op__field_descriptors[3] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "upsert_if_newer",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__WriteOp, op_case),
+    offsetof(Authz__V1__WriteOp, upsert_if_newer),
+    &authz__v1__entity__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__write_op__field_indices_by_name[] = {
   2,   /* field[2] = activate */
   1,   /* field[1] = deactivate */
   0,   /* field[0] = upsert */
+  3,   /* field[3] = upsert_if_newer */
 };
 static const ProtobufCIntRange authz__v1__write_op__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor authz__v1__write_op__descriptor =
 {
@@ -4573,7 +4586,7 @@ const ProtobufCMessageDescriptor authz__v1__write_op__descriptor =
   "Authz__V1__WriteOp",
   "authz.v1",
   sizeof(Authz__V1__WriteOp),
-  3,
+  4,
   authz__v1__write_op__field_descriptors,
   authz__v1__write_op__field_indices_by_name,
   1,  authz__v1__write_op__number_ranges,

@@ -136,12 +136,7 @@ final class Replicator: @unchecked Sendable {
     // MARK: writing
 
     /// The tenant a write operation concerns.
-    static func tenant(of op: WriteOp) -> ID {
-        switch op {
-        case .upsert(let e): return e.tenantId
-        case .deactivate(let r), .activate(let r): return r.tenantId
-        }
-    }
+    static func tenant(of op: WriteOp) -> ID { op.tenantId }
 
     /// A Write (`keepTimestamps == false`: one tenant) or an import (split per tenant, each
     /// part atomic, in the order tenants first appear), through the log. Returns the revision

@@ -615,7 +615,8 @@ typedef enum {
   AUTHZ__V1__WRITE_OP__OP__NOT_SET = 0,
   AUTHZ__V1__WRITE_OP__OP_UPSERT = 1,
   AUTHZ__V1__WRITE_OP__OP_DEACTIVATE = 2,
-  AUTHZ__V1__WRITE_OP__OP_ACTIVATE = 3
+  AUTHZ__V1__WRITE_OP__OP_ACTIVATE = 3,
+  AUTHZ__V1__WRITE_OP__OP_UPSERT_IF_NEWER = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__WRITE_OP__OP__CASE)
 } Authz__V1__WriteOp__OpCase;
 
@@ -633,6 +634,13 @@ struct  Authz__V1__WriteOp
      * re-activation: is_active = true
      */
     Authz__V1__Ref *activate;
+    /*
+     * Upsert unless the stored record's updated_at is at or after this one's: then the op
+     * changes nothing (not an error). updated_at is required and kept (it orders changes from
+     * another system, e.g. user events); created_at is kept from the stored record, or taken
+     * from this one (else its updated_at) when the record is new.
+     */
+    Authz__V1__Entity *upsert_if_newer;
   };
 };
 #define AUTHZ__V1__WRITE_OP__INIT \
