@@ -113,7 +113,7 @@ public final class JetStreamLog: @unchecked Sendable {
         return !closed && cnats_connected(nc)
     }
 
-    private func handles() throws -> (OpaquePointer, OpaquePointer) {
+    func handles() throws -> (OpaquePointer, OpaquePointer) {
         lock.lock(); defer { lock.unlock() }
         guard !closed, let c = nc, let j = js else { throw AuthzError(.unavailable, "the log connection is closed", field: "log") }
         guard cnats_connected(c) else {
@@ -122,7 +122,7 @@ public final class JetStreamLog: @unchecked Sendable {
         return (c, j)
     }
 
-    private static func failure(_ s: natsStatus, _ err: [CChar], _ what: String) -> AuthzError {
+    static func failure(_ s: natsStatus, _ err: [CChar], _ what: String) -> AuthzError {
         let text = String(cString: err)
         switch s {
         case NATS_TIMEOUT, NATS_NO_RESPONDERS, NATS_NOT_YET_CONNECTED, NATS_CONNECTION_CLOSED, NATS_CONNECTION_DISCONNECTED,
@@ -232,6 +232,110 @@ public final class LogSubscription: @unchecked Sendable {
     public func close() {
         if let s = sub {
             natsSubscription_Unsubscribe(s)
+            natsSubscription_Destroy(s)
+            sub = nil
+        }
+    }
+}
+
+extension JetStreamLog {
+    /// A durable pull consumer `durable` on `subject` (explicit acks; a message not acked within
+    /// `ackWaitMillis` is delivered again). When no stream holds `subject`, stream
+    /// `createStream` is created over it. Consumers sharing a durable name share the messages.
+    public func pullConsumer(subject: String, durable: String, ackWaitMillis: Int64 = 30_000, createStream: String) throws -> PullConsumer {
+        let (_, j) = try handles()
+        var err = [CChar](repeating: 0, count: 512)
+        var sub: OpaquePointer?
+        let s = cnats_subscribe_durable(&sub, j, subject, durable, ackWaitMillis, createStream, Int64(settings.replicas), &err, Int32(err.count))
+        guard s == NATS_OK, let sp = sub else { throw JetStreamLog.failure(s, err, "consuming \(subject) as \(durable)") }
+        return PullConsumer(sub: sp)
+    }
+
+    /// Publishes `payload` on `subject` through JetStream (a stream must hold the subject) and
+    /// waits for its acknowledgement; creates stream `createStream` over `subject` first when
+    /// none holds it.
+    public func publishCreatingStream(subject: String, id: String, headers: [(String, String)], payload: [UInt8],
+                                      timeoutMillis: Int64, createStream: String) throws -> UInt64 {
+        do {
+            return try publish(subject: subject, id: id, headers: headers, payload: payload, timeoutMillis: timeoutMillis).sequence
+        } catch let e as AuthzError where e.code == .unavailable && isConnected {
+            let (_, j) = try handles()
+            var err = [CChar](repeating: 0, count: 512)
+            var replicas: Int64 = 0
+            let s = cnats_ensure_stream(j, createStream, subject, Int64(settings.replicas), 0, 0, 0, 120_000_000_000, 0, &replicas, &err, Int32(err.count))
+            guard s == NATS_OK else { throw e }
+            return try publish(subject: subject, id: id, headers: headers, payload: payload, timeoutMillis: timeoutMillis).sequence
+        }
+    }
+}
+
+/// One message from a pull consumer, held until it is acknowledged (or dropped, which lets the
+/// server deliver it again after the ack wait).
+public final class PulledMessage: @unchecked Sendable {
+    private var msg: OpaquePointer?
+    public let subject: String
+    public let payload: [UInt8]
+    /// The stream sequence, the messages still pending for the consumer, and how many times
+    /// this one was delivered (1 the first time).
+    public let sequence: UInt64, pending: UInt64, delivered: UInt64
+
+    init(_ m: OpaquePointer) {
+        msg = m
+        subject = String(cString: natsMsg_GetSubject(m))
+        let n = Int(natsMsg_GetDataLength(m))
+        payload = n == 0 ? [] : Array(UnsafeRawBufferPointer(start: natsMsg_GetData(m), count: n))
+        var seq: UInt64 = 0, pending: UInt64 = 0, delivered: UInt64 = 0
+        _ = cnats_meta(m, &seq, &pending, &delivered)
+        (sequence, self.pending, self.delivered) = (seq, pending, delivered)
+    }
+
+    deinit { if let m = msg { natsMsg_Destroy(m) } }
+
+    /// Acknowledges the message (waits for the server); UNAVAILABLE when it cannot.
+    public func ack() throws {
+        guard let m = msg else { return }
+        let s = cnats_ack(m)
+        guard s == NATS_OK else { throw AuthzError(.unavailable, "ack failed: \(String(cString: natsStatus_GetText(s)))", field: "events") }
+    }
+
+    /// The value of header `key`, or nil.
+    public func header(_ key: String) -> String? {
+        guard let m = msg, let v = cnats_header(m, key) else { return nil }
+        return String(cString: v)
+    }
+}
+
+/// A durable pull consumer. Used by one thread.
+public final class PullConsumer: @unchecked Sendable {
+    private var sub: OpaquePointer?
+
+    init(sub: OpaquePointer) { self.sub = sub }
+    deinit { close() }
+
+    /// Up to `max` messages, waiting up to `timeoutMillis`; empty when none came. UNAVAILABLE
+    /// when the consumer broke (subscribe again).
+    public func fetch(max: Int, timeoutMillis: Int64) throws -> [PulledMessage] {
+        guard let s = sub else { throw AuthzError(.unavailable, "the consumer is closed", field: "events") }
+        var list = natsMsgList()
+        let st = cnats_fetch(s, Int32(max), timeoutMillis, &list)
+        if st == NATS_TIMEOUT { return [] }
+        guard st == NATS_OK else {
+            throw AuthzError(.unavailable, "fetching events failed: \(String(cString: natsStatus_GetText(st)))", field: "events")
+        }
+        var out: [PulledMessage] = []
+        for i in 0..<Int(list.Count) {
+            if let m = list.Msgs[i] {
+                out.append(PulledMessage(m))
+                list.Msgs[i] = nil  // now owned by the PulledMessage
+            }
+        }
+        natsMsgList_Destroy(&list)
+        return out
+    }
+
+    /// Stops fetching; the durable consumer stays on the server (its position is kept).
+    public func close() {
+        if let s = sub {
             natsSubscription_Destroy(s)
             sub = nil
         }

@@ -145,6 +145,13 @@ public final class AuthzServer: @unchecked Sendable {
                                                "log.replicas": "\(settings.replicas)", "log.shard": "\(config.logShard)",
                                                "log.applied": "\(engine.revision)"])
         }
+        if let settings = config.events {
+            let shard = config.log != nil ? config.logShard : .all
+            let ingestor = EventIngestor(engine: engine, holds: { shard.holds($0) })
+            let source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)
+            dispatcher.events = source
+            source.start()
+        }
         self.dispatcher = dispatcher
         dispatcher.rotator.resumeIfRecorded()
         let bootstrap = ServerBootstrap(group: group)
@@ -359,6 +366,7 @@ public final class AuthzServer: @unchecked Sendable {
             }
             ch.close(promise: nil)
         }
+        dispatcher?.events?.stop()
         dispatcher?.replicator?.stop()
         dispatcher?.shutdown()
         if let engine = dispatcher?.engine { try? engine.store.sync() }

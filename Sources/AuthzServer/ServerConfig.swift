@@ -127,6 +127,8 @@ public struct ServerConfig: Sendable {
     public var logReplicasSet = false
     /// Which tenants this daemon holds in log mode.
     public var logShard: TenantShard = .all
+    /// User events consumed from a NATS subject (`--events`, docs/events.md); nil = off.
+    public var events: EventSettings? = nil
     /// Seconds a write waits for the log to acknowledge it and for this daemon to apply it.
     public var logWriteTimeoutSeconds = 10
 
@@ -287,6 +289,30 @@ public struct ServerConfig: Sendable {
                 logShard = try key == "log-tenants" ? TenantShard.parse(tenants: value, shard: nil) : TenantShard.parse(tenants: nil, shard: value)
             } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "log-write-timeout": logWriteTimeoutSeconds = max(1, try int())
+        case "events":
+            if value.isEmpty { events = nil; break }
+            do {
+                let parsed = try EventSettings.parse(value)
+                var e = events ?? parsed
+                (e.servers, e.subject, e.deadLetterSubject) = (parsed.servers, parsed.subject, events?.deadLetterSubject ?? parsed.deadLetterSubject)
+                events = e
+            } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
+        case "events-ack-wait":
+            guard var e = events else { throw ConfigError("\(origin): events-ack-wait needs events (--events nats://HOST:PORT/SUBJECT) first") }
+            e.ackWaitSeconds = max(1, try int())
+            events = e
+        case "events-group", "events-dead-letter":
+            guard var e = events else { throw ConfigError("\(origin): \(key) needs events (--events nats://HOST:PORT/SUBJECT) first") }
+            guard !value.isEmpty, !value.contains(" "), !value.contains("*"), !value.contains(">") else {
+                throw ConfigError("\(origin): \(key) must be a name without spaces or wildcards (got \"\(value)\")")
+            }
+            if key == "events-group" {
+                guard !value.contains(".") else { throw ConfigError("\(origin): events-group must not contain dots (got \"\(value)\")") }
+                e.group = value
+            } else {
+                e.deadLetterSubject = value
+            }
+            events = e
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }
             sync = m

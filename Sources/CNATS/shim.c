@@ -167,6 +167,58 @@ const char *cnats_header(natsMsg *msg, const char *key) {
     return v;
 }
 
+natsStatus cnats_subscribe_durable(natsSubscription **sub, jsCtx *js, const char *subject, const char *durable,
+                                   int64_t ack_wait_ms, const char *create_stream, int64_t replicas,
+                                   char *err, int errlen) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = ack_wait_ms * 1000000;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.MaxAckPending = 1024;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PullSubscribe(sub, js, subject, durable, NULL, &so, &jerr);
+    if (s != NATS_OK && create_stream != NULL && create_stream[0] != 0) {
+        jsStreamInfo *si = NULL;
+        jsStreamConfig cfg;
+        jsStreamConfig_Init(&cfg);
+        cfg.Name = create_stream;
+        const char *subs[1] = { subject };
+        cfg.Subjects = subs;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = replicas;
+        jsErrCode cerr = 0;
+        natsStatus cs = js_AddStream(&si, js, &cfg, NULL, &cerr);
+        if (cs == NATS_OK) jsStreamInfo_Destroy(si);
+        jerr = 0;
+        s = js_PullSubscribe(sub, js, subject, durable, NULL, &so, &jerr);
+    }
+    if (s != NATS_OK) put_err(err, errlen, s, jerr, "subscribe");
+    return s;
+}
+
+natsStatus cnats_fetch(natsSubscription *sub, int max, int64_t timeout_ms, natsMsgList *list) {
+    jsErrCode jerr = 0;
+    return natsSubscription_Fetch(list, sub, max, timeout_ms, &jerr);
+}
+
+natsStatus cnats_meta(natsMsg *msg, uint64_t *seq, uint64_t *pending, uint64_t *delivered) {
+    jsMsgMetaData *meta = NULL;
+    natsStatus s = natsMsg_GetMetaData(&meta, msg);
+    if (s != NATS_OK) return s;
+    *seq = meta->Sequence.Stream;
+    *pending = meta->NumPending;
+    *delivered = meta->NumDelivered;
+    jsMsgMetaData_Destroy(meta);
+    return NATS_OK;
+}
+
+natsStatus cnats_ack(natsMsg *msg) {
+    jsErrCode jerr = 0;
+    return natsMsg_AckSync(msg, NULL, &jerr);
+}
+
 bool cnats_connected(natsConnection *nc) {
     return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
 }

@@ -88,6 +88,10 @@ struct ServeOptions: ParsableArguments {
     var logMaxBytes: Int?
     @Option(name: .long, help: "Stream limit when this daemon creates the stream: messages kept (default 0 = unlimited).")
     var logMaxMsgs: Int?
+    @Option(name: .long, help: "Consume user events from nats://H:P,.../SUBJECT (docs/events.md).")
+    var events: String?
+    @Option(name: .long, help: "Durable consumer name of --events (default authzd); daemons sharing it share the events.")
+    var eventsGroup: String?
     @Option(name: .long, help: "Hold only these tenants (comma-separated ids) in log mode.")
     var logTenants: String?
     @Option(name: .long, help: "Hold only shard K of N (0 <= K < N, by a stable hash of the tenant id) in log mode.")
@@ -128,6 +132,8 @@ struct ServeOptions: ParsableArguments {
         if let logMaxAge { try c.set("log-max-age", String(logMaxAge), origin: "--log-max-age") }
         if let logMaxBytes { try c.set("log-max-bytes", String(logMaxBytes), origin: "--log-max-bytes") }
         if let logMaxMsgs { try c.set("log-max-msgs", String(logMaxMsgs), origin: "--log-max-msgs") }
+        if let events { try c.set("events", events, origin: "--events") }
+        if let eventsGroup { try c.set("events-group", eventsGroup, origin: "--events-group") }
         if let logTenants { try c.set("log-tenants", logTenants, origin: "--log-tenants") }
         if let logShard { try c.set("log-shard", logShard, origin: "--log-shard") }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }

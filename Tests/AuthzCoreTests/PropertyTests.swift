@@ -99,7 +99,9 @@ final class PropertyTests: XCTestCase {
         guard (try? engine.write(ops)) != nil else { return false }
         for op in ops {
             switch op {
-            case .upsert(let e):
+            case .upsertIfNewer(let e) where (w.reference.records[e.id]?.fields.updatedAt ?? Int64.min) >= e.fields.updatedAt:
+                break  // the stored record is as new: nothing changes
+            case .upsert(let e), .upsertIfNewer(let e):
                 if let old = w.reference.records[e.id] {
                     var e2 = e
                     e2.fields.createdAt = old.fields.createdAt
@@ -173,6 +175,7 @@ final class PropertyTests: XCTestCase {
     static func describe(_ op: WriteOp) -> String {
         switch op {
         case .upsert(let e): return "    upsert " + BulkFormat.encode(e)
+        case .upsertIfNewer(let e): return "    upsert_if_newer " + BulkFormat.encode(e)
         case .deactivate(let r): return "    deactivate \(r)"
         case .activate(let r): return "    activate \(r)"
         }

@@ -52,6 +52,23 @@ natsStatus cnats_next(natsSubscription *sub, int64_t timeout_ms, natsMsg **msg,
 /// The value of header `key` of `msg`, or NULL (owned by the message).
 const char *cnats_header(natsMsg *msg, const char *key);
 
+/// A durable pull consumer named `durable` on `subject` (explicit acks, AckWait `ack_wait_ms`),
+/// bound to the stream that holds `subject`; when no stream holds it, stream `create_stream`
+/// is created over `subject` (file storage, `replicas`) first.
+natsStatus cnats_subscribe_durable(natsSubscription **sub, jsCtx *js, const char *subject, const char *durable,
+                                   int64_t ack_wait_ms, const char *create_stream, int64_t replicas,
+                                   char *err, int errlen);
+
+/// Up to `max` messages, waiting up to `timeout_ms`: NATS_TIMEOUT when none came. The list
+/// must be destroyed with natsMsgList_Destroy.
+natsStatus cnats_fetch(natsSubscription *sub, int max, int64_t timeout_ms, natsMsgList *list);
+
+/// Stream sequence and pending count of a JetStream message.
+natsStatus cnats_meta(natsMsg *msg, uint64_t *seq, uint64_t *pending, uint64_t *delivered);
+
+/// Synchronous ack (waits for the server's confirmation).
+natsStatus cnats_ack(natsMsg *msg);
+
 /// Whether the connection is up right now.
 bool cnats_connected(natsConnection *nc);
 
