@@ -151,7 +151,12 @@ enum EntityCodec {
 
     /// Decodes a record read back from the server (client side): server-owned fields kept.
     static func decodeStored(_ e: UnsafeMutablePointer<Authz__V1__Entity>?) throws -> Entity {
-        var entity = try decode(e, field: "entity")
+        try decodeWithTimestamps(e, field: "entity")
+    }
+
+    /// `decode`, keeping `created_at`, `updated_at` and `schema_version` as sent.
+    static func decodeWithTimestamps(_ e: UnsafeMutablePointer<Authz__V1__Entity>?, field: String) throws -> Entity {
+        var entity = try decode(e, field: field)
         func common(_ created: Int64, _ updated: Int64, _ version: UInt32) {
             entity.fields.createdAt = created
             entity.fields.updatedAt = updated

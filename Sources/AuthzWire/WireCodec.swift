@@ -119,12 +119,14 @@ public enum WireCodec {
                 guard let op = w.ops[i] else { throw AuthzError.invalid("write.ops[\(i)]", "is required") }
                 switch op.pointee.op_case {
                 case AUTHZ__V1__WRITE_OP__OP_UPSERT:
-                    do { ops.append(.upsert(try EntityCodec.decode(op.pointee.upsert, field: "write.ops[\(i)].upsert"))) } catch var e as AuthzError {
+                    // Timestamps are decoded too: the store ignores them on a Write, keeps them for an
+                    // import or a conditional upsert (which go through the log in log mode).
+                    do { ops.append(.upsert(try EntityCodec.decodeWithTimestamps(op.pointee.upsert, field: "write.ops[\(i)].upsert"))) } catch var e as AuthzError {
                         e.message = "write.ops[\(i)]: " + e.message
                         throw e
                     }
                 case AUTHZ__V1__WRITE_OP__OP_UPSERT_IF_NEWER:
-                    do { ops.append(.upsertIfNewer(try EntityCodec.decode(op.pointee.upsert_if_newer, field: "write.ops[\(i)].upsert_if_newer"))) } catch var e as AuthzError {
+                    do { ops.append(.upsertIfNewer(try EntityCodec.decodeWithTimestamps(op.pointee.upsert_if_newer, field: "write.ops[\(i)].upsert_if_newer"))) } catch var e as AuthzError {
                         e.message = "write.ops[\(i)]: " + e.message
                         throw e
                     }

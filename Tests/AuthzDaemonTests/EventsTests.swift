@@ -149,4 +149,38 @@ final class EventsTests: XCTestCase {
             XCTAssertEqual(x?.fields.updatedAt, base + Int64(i), "event \(i) was applied twice or late")
         }
     }
+
+    /// Log mode: two replicas sharing one consumer group apply each event once, through the
+    /// log, and both hold every user.
+    func testEventsInLogModeReachEveryReplica() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        var producer = LogSettings(servers: cluster.urls.split(separator: ",").map(String.init))
+        producer.replicas = 1
+        let log = try JetStreamLog(settings: producer, name: "producer")
+        defer { log.close() }
+        let events = ["--events", "\(cluster.urls)/\(subject)", "--log", cluster.urls]
+        let a = try DaemonProcess(tcp: false, extra: events)
+        let b = try DaemonProcess(tcp: false, extra: events + ["--keyring", a.dir + "/data/keyring"])
+        defer { for d in [a, b] { d.stop(); d.remove() } }
+        let ca = a.client(), cb = b.client()
+        defer { ca.close(); cb.close() }
+        let t = ID.random()
+        _ = try await ca.write([.upsert(.tenant(Tenant(id: t, name: "events")))])
+        let users = (0..<40).map { _ in ID.random() }
+        for (i, u) in users.enumerated() {
+            try publish(log, Array(UserEvent(eventId: .random(), kind: .created, tenantId: t, userId: u, occurredAt: 1_800_000_000_000_000 + Int64(i),
+                                             user: UserEvent.Fields(email: "u\(i)@x.test")).json.utf8))
+        }
+        for c in [ca, cb] {
+            let all = await asyncWaitUntil(20) {
+                guard case .list(let page, _)? = try? await c.call(.list(.user, tenantId: t, pageSize: 1000, after: nil, includeSecrets: false)) else { return false }
+                return page.count == users.count
+            }
+            XCTAssertTrue(all, "a replica is missing users: \(a.log.suffix(3000))")
+        }
+        // Each event made one revision: the tenant's write plus 40 (none applied twice).
+        guard case .serverInfo(let info) = try await cb.call(.serverInfo) else { return XCTFail("no info") }
+        XCTAssertEqual(info.revision, 41)
+    }
 }

@@ -408,6 +408,30 @@ final class ReplicationTests: XCTestCase {
         cb.close()
     }
 
+    /// An import through the log keeps the file's created_at and updated_at on every replica
+    /// (export → import → export stays exact in log mode too).
+    func testImportThroughTheLogKeepsTimestamps() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let a = try replica(cluster)
+        let b = try replica(cluster, keyring: a.dir + "/data/keyring")
+        defer { for d in [a, b] { d.stop(); d.remove() } }
+        let ca = a.client(), cb = b.client()
+        defer { ca.close(); cb.close() }
+        let t = ID.random(), u = ID.random()
+        let jsonl = """
+        {"kind":"tenant","id":"\(t)","name":"old","created_at":"2020-01-02T03:04:05.000006Z","updated_at":"2021-01-02T03:04:05.000006Z"}
+        {"kind":"user","id":"\(u)","tenant_id":"\(t)","created_at":"2020-02-02T03:04:05Z","updated_at":"2022-02-02T03:04:05Z"}
+
+        """
+        guard case .importResult(let r, _) = try await ca.call(.importJSONL(Array(jsonl.utf8))) else { return XCTFail("no import") }
+        _ = try await cb.check(tenant: t, user: u, permission: "x", scope: .self, minRevision: r)
+        let text = String(decoding: try await export(cb), as: UTF8.self)
+        for stamp in ["2020-01-02T03:04:05.000006Z", "2021-01-02T03:04:05.000006Z", "2020-02-02T03:04:05", "2022-02-02T03:04:05"] {
+            XCTAssertTrue(text.contains(stamp), "\(stamp) missing from \(text)")
+        }
+    }
+
     /// A data directory written without a log refuses log mode (its revisions are not stream
     /// sequences); bad log flags are refused with the flag named.
     func testLogModeRefusesForeignDataAndBadFlags() throws {
