@@ -78,6 +78,8 @@ enum AuditActor: Equatable, Sendable {
     case unauthenticated
     /// A TLS client certificate mapped to a role.
     case certificate(String, role: KeyRole, tenant: ID)
+    /// The user-event consumer (`--events`): `{"kind":"events","subject":…}`.
+    case events(subject: String)
 
     /// The actor of a request made as `principal` on a connection to `peer`; `insecure` when
     /// the daemon runs with `--insecure-no-auth` (its superusers are then anyone).
@@ -114,6 +116,10 @@ enum AuditActor: Equatable, Sendable {
             JSONWriter.writeString(identity, into: &s)
             s += ",\"role\":\"\(role.name)\""
             if tenant != .zero { s += ",\"tenant_id\":\"\(tenant)\"" }
+            s += "}"
+        case .events(let subject):
+            s += "{\"kind\":\"events\",\"subject\":"
+            JSONWriter.writeString(subject, into: &s)
             s += "}"
         }
     }

@@ -149,6 +149,8 @@ public final class AuthzServer: @unchecked Sendable {
             let shard = config.log != nil ? config.logShard : .all
             let ingestor = EventIngestor(engine: engine, holds: { shard.holds($0) })
             let source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)
+            let who = AuditActor.events(subject: settings.subject)
+            source.onApplied = { op, revision in dispatcher.audit?.write([op], revision: revision, who: who, peer: PeerInfo(address: "nats", uid: nil)) }
             dispatcher.events = source
             source.start()
         }

@@ -30,7 +30,9 @@ final class EventsTests: XCTestCase {
         // The producer's stream exists before the daemon (as in production).
         try publish(log, Array("{}".utf8))  // a first, poison message: dead-lettered, never blocks
         let metricsPort = try freeLoopbackPort()
-        let d = try DaemonProcess(tcp: false, extra: ["--events", "\(cluster.urls)/\(subject)", "--metrics-address", "127.0.0.1:\(metricsPort)"])
+        let dir = temporaryDirectory()
+        let d = try DaemonProcess(dir: dir, tcp: false, extra: ["--events", "\(cluster.urls)/\(subject)", "--metrics-address", "127.0.0.1:\(metricsPort)",
+                                                                "--audit-log", dir + "/audit.jsonl"])
         defer { d.stop(); d.remove() }
         let c = d.client()
         defer { c.close() }
@@ -105,6 +107,12 @@ final class EventsTests: XCTestCase {
         let metrics = httpGet(port: metricsPort, path: "/metrics")?.body ?? ""
         XCTAssertTrue(metrics.contains("authzd_events_total{outcome=\"dead_lettered\"} 3"), metrics)
         XCTAssertTrue(metrics.contains("authzd_events_total{outcome=\"duplicate\"} 2"), metrics)
+        // The audit trail names the event consumer as the writer of each applied event.
+        let audited = waitUntil(5) {
+            let text = (try? String(contentsOfFile: dir + "/audit.jsonl", encoding: .utf8)) ?? ""
+            return text.components(separatedBy: "\"who\":{\"kind\":\"events\",\"subject\":\"\(self.subject)\"}").count - 1 == 4
+        }
+        XCTAssertTrue(audited, (try? String(contentsOfFile: dir + "/audit.jsonl", encoding: .utf8)) ?? "no audit file")
     }
 
     /// The daemon SIGKILLed mid-stream: restarted, it applies every event once (no event lost;

@@ -12,8 +12,8 @@ import Metrics
 final class EventIngestor: @unchecked Sendable {
     /// What became of one message.
     enum Outcome: Equatable {
-        /// Written at this revision.
-        case applied(UInt64)
+        /// Written at this revision, by this operation.
+        case applied(UInt64, WriteOp)
         /// The user is already at this event's time or later (a redelivery, a duplicate, an
         /// older event): nothing written.
         case duplicate
@@ -79,7 +79,7 @@ final class EventIngestor: @unchecked Sendable {
         if let s = stored, s.fields.updatedAt >= event.occurredAt { return .duplicate }
         do {
             let op = try event.writeOp(stored: stored)
-            return .applied(try engine.write([op]))
+            return .applied(try engine.write([op]), op)
         } catch let e as AuthzError {
             switch e.code {
             case .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied:

@@ -47,6 +47,8 @@ final class NATSEventSource: @unchecked Sendable {
     private let log: JetStreamLog
     private let lock = NSLock()
     private var stopped = false
+    /// Called after each applied event (the audit trail).
+    var onApplied: ((WriteOp, UInt64) -> Void)?
     private let lag = Gauge(label: "authzd_events_lag")
     private let consumed = Counter(label: "authzd_events_consumed_total")
 
@@ -105,7 +107,11 @@ final class NATSEventSource: @unchecked Sendable {
             let outcome = ingestor.handle(m.payload)
             ingestor.count(outcome)
             switch outcome {
-            case .applied, .duplicate, .notHeld:
+            case .applied(let revision, let op):
+                onApplied?(op, revision)
+                try m.ack()
+                return
+            case .duplicate, .notHeld:
                 try m.ack()
                 return
             case .deadLetter(let reason, let eventId):
