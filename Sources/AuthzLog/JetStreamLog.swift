@@ -49,6 +49,8 @@ public struct LogMessage: Sendable {
     public let sequence: UInt64
     /// Messages of the stream after this one, as the server counted at delivery.
     public let pending: UInt64
+    /// When the stream stored it, microseconds since the epoch (the server's clock).
+    public let storedAt: Int64
     public let subject: String
     /// The headers asked for in `LogSubscription.next`, by name (absent ones left out).
     public let headers: [String: String]
@@ -213,7 +215,8 @@ public final class LogSubscription: @unchecked Sendable {
         guard let s = sub else { throw AuthzError(.unavailable, "the log subscription is closed", field: "log") }
         var msg: OpaquePointer?
         var seq: UInt64 = 0, pending: UInt64 = 0
-        let st = cnats_next(s, timeoutMillis, &msg, &seq, &pending)
+        var stamp: Int64 = 0
+        let st = cnats_next(s, max(1, timeoutMillis), &msg, &seq, &pending, &stamp)
         if st == NATS_TIMEOUT { return nil }
         guard st == NATS_OK, let m = msg else {
             throw AuthzError(.unavailable, "the log subscription failed: \(String(cString: natsStatus_GetText(st)))", field: "log")
@@ -225,7 +228,7 @@ public final class LogSubscription: @unchecked Sendable {
         }
         let n = Int(natsMsg_GetDataLength(m))
         let payload: [UInt8] = n == 0 ? [] : Array(UnsafeRawBufferPointer(start: natsMsg_GetData(m), count: n))
-        return LogMessage(sequence: seq, pending: pending, subject: String(cString: natsMsg_GetSubject(m)), headers: found, payload: payload)
+        return LogMessage(sequence: seq, pending: pending, storedAt: stamp / 1000, subject: String(cString: natsMsg_GetSubject(m)), headers: found, payload: payload)
     }
 
     /// Stops the consumer.

@@ -179,8 +179,12 @@ final class KeyTable: @unchecked Sendable {
         let k = ApiKey(id: .random(), tenantId: tenant ?? .zero, role: role, name: name, createdAt: Timestamp.now(),
                        expiresAt: expiresAt, secretHash: KeyTable.hash(secret: secret),
                        maySeeSecrets: role == .admin && creator == .superuser, createdBy: createdBy)
-        if let p = persist { try p(k) } else { try store.putKey(k) }
-        keys.withLockedValue { $0[k.id] = k }
+        if let p = persist {
+            try p(k)  // applied here (`applied`) before it returns; a later change may already follow
+        } else {
+            try store.putKey(k)
+            keys.withLockedValue { $0[k.id] = k }
+        }
         return (k, ApiKey.format(id: k.id, secret: secret))
     }
 
@@ -188,7 +192,11 @@ final class KeyTable: @unchecked Sendable {
     func revoke(_ id: ID, expiresAt: Int64) throws -> ApiKey {
         guard var k = keys.withLockedValue({ $0[id] }) else { throw AuthzError.notFound("key \(id) does not exist", field: "revoke_key.key_id") }
         if expiresAt == 0 { k.revokedAt = Timestamp.now() } else { k.expiresAt = expiresAt }
-        if let p = persist { try p(k) } else { try store.putKey(k) }
+        if let p = persist {
+            try p(k)  // applied here (`applied`) before it returns
+            return keys.withLockedValue { $0[id] } ?? k
+        }
+        try store.putKey(k)
         keys.withLockedValue { $0[id] = k }
         epoch.wrappingIncrement(ordering: .releasing)
         return k

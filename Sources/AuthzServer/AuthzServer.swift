@@ -151,6 +151,7 @@ public final class AuthzServer: @unchecked Sendable {
             let source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)
             let who = AuditActor.events(subject: settings.subject)
             source.onApplied = { op, revision in dispatcher.audit?.write([op], revision: revision, who: who, peer: PeerInfo(address: "nats", uid: nil)) }
+            if let replicator = dispatcher.replicator { source.isReady = { replicator.status().caughtUp } }
             dispatcher.events = source
             source.start()
         }

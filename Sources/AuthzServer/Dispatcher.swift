@@ -307,8 +307,9 @@ public final class Dispatcher: @unchecked Sendable {
         do {
             return .success(try run(call, principal: principal, peer: peer))
         } catch let e as AuthzError {
-            if e.code == .resourceExhausted, case .write = call { storageFailure.withLockedValue { $0 = e.message } }
-            if e.code == .resourceExhausted, case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
+            // Only the store's lack of space makes the daemon unready (not a change too large for the log).
+            if e.code == .resourceExhausted, e.field != "log", case .write = call { storageFailure.withLockedValue { $0 = e.message } }
+            if e.code == .resourceExhausted, e.field != "log", case .importJSONL = call { storageFailure.withLockedValue { $0 = e.message } }
             if e.code == .internal {
                 logger.error("internal error", metadata: ["call": "\(call.name)", "error": "\(e.message)"])
                 return .failure(AuthzError(.internal, "internal error; see the daemon's log"))

@@ -94,6 +94,8 @@ final class LMDBEnvironment {
 /// database are valid only until a subsequent update operation, or the end of the transaction").
 final class LMDBTransaction {
     private(set) var txn: OpaquePointer?
+    /// The parent of a nested transaction, kept alive (and so not aborted) while the child lives.
+    private let parent: LMDBTransaction?
     let readOnly: Bool
 
     /// The corresponding C function is `mdb_txn_begin`. A write transaction must be used,
@@ -103,6 +105,7 @@ final class LMDBTransaction {
         try LMDBError.check(mdb_txn_begin(env.env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &t))
         txn = t
         self.readOnly = readOnly
+        parent = nil
     }
 
     /// A write transaction nested in `parent` (`mdb_txn_begin` with a parent): its changes
@@ -113,6 +116,7 @@ final class LMDBTransaction {
         try LMDBError.check(mdb_txn_begin(env.env, parent.txn, 0, &t))
         txn = t
         readOnly = false
+        self.parent = parent
     }
 
     deinit {

@@ -672,11 +672,17 @@ public final class Store: @unchecked Sendable {
                         switch change {
                         case .skip:
                             results.append(.success(nil))
-                        case .key(let k):
+                        case .key(var k):
+                            // A revocation is final: a key record never clears one (an old or
+                            // replayed record cannot bring a revoked key back).
+                            if let old = try txn.get(keysDB, Store.idKey(k.id), { try Store.decodeKey(id: k.id, $0) }), old.revokedAt != 0 {
+                                k.revokedAt = k.revokedAt == 0 ? old.revokedAt : min(k.revokedAt, old.revokedAt)
+                            }
                             try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
                             results.append(.success(nil))
                         case .write(let ops, let now, let keepTimestamps):
                             let child = try LMDBTransaction(env: env, parent: txn)
+                            defer { child.abort() }  // a no-op once committed; aborts the child before the parent on any error
                             do {
                                 let label: (Int) -> String = { "ops[\($0)]" }
                                 let normalized = try normalize(ops, reader: StoreReader(store: self, txn: child), label: label)
@@ -720,10 +726,18 @@ public final class Store: @unchecked Sendable {
     public func advanceRevision(to revision: UInt64) throws {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
-        try mapped {
-            let txn = try LMDBTransaction(env: env, readOnly: false)
-            try setRevision(revision, txn)
-            try txn.commit()
+        while true {
+            do {
+                pthread_rwlock_rdlock(&resizeLock)
+                defer { pthread_rwlock_unlock(&resizeLock) }
+                return try mapped {
+                    let txn = try LMDBTransaction(env: env, readOnly: false)
+                    try setRevision(revision, txn)
+                    try txn.commit()
+                }
+            } catch let e as AuthzError where e.field == "lmdb.map_full" {
+                try grow()
+            }
         }
     }
 

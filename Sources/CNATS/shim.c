@@ -149,7 +149,7 @@ natsStatus cnats_subscribe_ordered(natsSubscription **sub, jsCtx *js, const char
 }
 
 natsStatus cnats_next(natsSubscription *sub, int64_t timeout_ms, natsMsg **msg,
-                      uint64_t *seq, uint64_t *pending) {
+                      uint64_t *seq, uint64_t *pending, int64_t *timestamp_ns) {
     natsStatus s = natsSubscription_NextMsg(msg, sub, timeout_ms);
     if (s != NATS_OK) return s;
     jsMsgMetaData *meta = NULL;
@@ -157,6 +157,7 @@ natsStatus cnats_next(natsSubscription *sub, int64_t timeout_ms, natsMsg **msg,
     if (s != NATS_OK) { natsMsg_Destroy(*msg); *msg = NULL; return s; }
     *seq = meta->Sequence.Stream;
     *pending = meta->NumPending;
+    *timestamp_ns = meta->Timestamp;
     jsMsgMetaData_Destroy(meta);
     return NATS_OK;
 }

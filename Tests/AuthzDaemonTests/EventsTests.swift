@@ -42,7 +42,7 @@ final class EventsTests: XCTestCase {
                                .upsert(.role(Role(id: role, tenantId: t, name: "reader"))),
                                .upsert(.permissionBinding(PermissionBinding(id: .random(), tenantId: t, roleId: role, permissionId: perm, scope: .global)))])
         let u = ID.random()
-        let base: Int64 = 1_800_000_000_000_000
+        let base: Int64 = 1_700_000_000_000_000
         func event(_ kind: UserEvent.Kind, _ at: Int64, email: String? = "ana@x.test") -> UserEvent {
             UserEvent(eventId: .random(), kind: kind, tenantId: t, userId: u, occurredAt: base + at,
                       user: email.map { UserEvent.Fields(email: $0, displayName: "Ana") })
@@ -133,7 +133,7 @@ final class EventsTests: XCTestCase {
         _ = try await c.write([.upsert(.tenant(Tenant(id: t, name: "events")))])
         c.close()
         let users = (0..<300).map { _ in ID.random() }
-        let base: Int64 = 1_800_000_000_000_000
+        let base: Int64 = 1_700_000_000_000_000
         for (i, u) in users.enumerated() {
             let e = UserEvent(eventId: .random(), kind: .created, tenantId: t, userId: u, occurredAt: base + Int64(i),
                               user: UserEvent.Fields(email: "u\(i)@x.test"))
@@ -177,7 +177,7 @@ final class EventsTests: XCTestCase {
         _ = try await ca.write([.upsert(.tenant(Tenant(id: t, name: "events")))])
         let users = (0..<40).map { _ in ID.random() }
         for (i, u) in users.enumerated() {
-            try publish(log, Array(UserEvent(eventId: .random(), kind: .created, tenantId: t, userId: u, occurredAt: 1_800_000_000_000_000 + Int64(i),
+            try publish(log, Array(UserEvent(eventId: .random(), kind: .created, tenantId: t, userId: u, occurredAt: 1_700_000_000_000_000 + Int64(i),
                                              user: UserEvent.Fields(email: "u\(i)@x.test")).json.utf8))
         }
         for c in [ca, cb] {

@@ -373,15 +373,36 @@ final class ReplicationTests: XCTestCase {
         let sealer = SecretSealer(ring: try KeyRing.load(path: keyring))
         let duplicate = ID.random()
         let body = WireCodec.encodeRequest(WireRequest(requestId: 0, call: .success(.write([.upsert(.role(Role(id: duplicate, tenantId: seed.tenant, name: "reader")))]))))
-        let subject = "authzd.\(seed.tenant)", id = ID.random().description
-        let published = try log.publish(subject: subject, id: id, headers: [("Authz-Kind", "write"), ("Authz-Time", String(Timestamp.now()))],
-                                        payload: try sealer.sealMessage(body, context: subject + "/" + id), timeoutMillis: 5000)
+        let subject = "authzd.\(seed.tenant)"
+        /// Publishes `body` as a write sealed at `time` (the seal covers subject, id, kind and time).
+        func publishWrite(_ body: [UInt8], time: Int64, headers: [(String, String)]? = nil, sealedBody: [UInt8]? = nil) throws -> UInt64 {
+            let id = ID.random().description
+            let payload = try sealedBody ?? sealer.sealMessage(body, context: "\(subject)/\(id)/write/\(time)/")
+            return try log.publish(subject: subject, id: id, headers: headers ?? [("Authz-Kind", "write"), ("Authz-Time", String(time))],
+                                   payload: payload, timeoutMillis: 5000).sequence
+        }
+        let published = try publishWrite(body, time: Timestamp.now())
+        // A replay: a validly sealed message whose sealed time is far from when the stream
+        // stored it (a new role this time, so that only the time refuses it).
+        let replayed = ID.random()
+        let replayBody = WireCodec.encodeRequest(WireRequest(requestId: 0, call: .success(.write([.upsert(.role(Role(id: replayed, tenantId: seed.tenant, name: "replayed")))]))))
+        _ = try publishWrite(replayBody, time: Timestamp.now() - 600_000_000)
+        // Garbage on the stream's subjects (no headers, not sealed) and a header changed after
+        // sealing: skipped by every replica, never a stall.
+        _ = try log.publish(subject: subject, id: ID.random().description, headers: [], payload: Array("hi".utf8), timeoutMillis: 5000)
+        let tampered = ID.random()
+        let tamperedBody = WireCodec.encodeRequest(WireRequest(requestId: 0, call: .success(.write([.upsert(.role(Role(id: tampered, tenantId: seed.tenant, name: "tampered")))]))))
+        let t0 = Timestamp.now()
+        _ = try publishWrite(tamperedBody, time: t0, headers: [("Authz-Kind", "import"), ("Authz-Time", String(t0))],
+                             sealedBody: try sealer.sealMessage(tamperedBody, context: "\(subject)/x/write/\(t0)/"))
         let after = try await ca.write(seed.user(.random()))
-        XCTAssertEqual(after, published.sequence + 1, "the rejected message still took its revision")
+        XCTAssertEqual(after, published + 4, "the rejected and skipped messages still took their revisions")
         _ = try await cb.check(tenant: seed.tenant, user: .random(), permission: "mail.read", scope: .tenant, minRevision: after)
         let ea = try await export(ca), eb = try await export(cb)
         XCTAssertEqual(ea, eb)
-        XCTAssertFalse(String(decoding: ea, as: UTF8.self).contains(duplicate.description), "the rejected role was stored")
+        for (rejected, why) in [(duplicate, "duplicate name"), (replayed, "replayed"), (tampered, "tampered")] {
+            XCTAssertFalse(String(decoding: ea, as: UTF8.self).contains(rejected.description), "the \(why) role was stored")
+        }
 
         // Racing writers: the same role name from both replicas at once, twenty times.
         var wins = 0, rejectedWhenApplied = 0

@@ -62,6 +62,11 @@ final class EventIngestor: @unchecked Sendable {
             return .deadLetter(reason: "undecodable: \(error)", eventId: nil)
         }
         guard holds(event.tenantId) else { return .notHeld }
+        // A time far ahead would freeze the user against every later event (its own clock wins).
+        let maxSkew: Int64 = 3600 * 1_000_000
+        if event.occurredAt > Timestamp.now() + maxSkew {
+            return .deadLetter(reason: "INVALID_ARGUMENT: event.occurred_at \(Timestamp.format(event.occurredAt)) is more than an hour in the future", eventId: event.eventId)
+        }
         let known = engine.withSnapshot { $0.tenant(event.tenantId) != nil }
         guard known else {
             return .deadLetter(reason: "NOT_FOUND: event.tenant_id \(event.tenantId) does not exist", eventId: event.eventId)

@@ -47,6 +47,9 @@ final class NATSEventSource: @unchecked Sendable {
     private let log: JetStreamLog
     private let lock = NSLock()
     private var stopped = false
+    /// Whether events may be applied yet: in log mode, not before this replica has caught up
+    /// with the log (an event for a tenant it has not applied yet would be dead-lettered).
+    var isReady: () -> Bool = { true }
     /// Called after each applied event (the audit trail).
     var onApplied: ((WriteOp, UInt64) -> Void)?
     private let lag = Gauge(label: "authzd_events_lag")
@@ -74,6 +77,12 @@ final class NATSEventSource: @unchecked Sendable {
     }
 
     private func run() {
+        var waited = false
+        while !isStopped && !isReady() {
+            if !waited { logger.info("events: waiting until this replica has caught up with the log") }
+            waited = true
+            Thread.sleep(forTimeInterval: 0.2)
+        }
         while !isStopped {
             do {
                 let consumer = try log.pullConsumer(subject: settings.subject, durable: settings.group,

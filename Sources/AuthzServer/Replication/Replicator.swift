@@ -31,6 +31,9 @@ final class Replicator: @unchecked Sendable {
     private var failureOrder: [UInt64] = []
     private var stopped = false
     private var thread: Thread?
+    private let exited = DispatchSemaphore(value: 0)
+    /// The last sequence whose outcome (failure recorded, keys applied) writers may read.
+    private var appliedThrough: UInt64 = 0
 
     // Status, under `cond`.
     private var streamLast: UInt64 = 0
@@ -84,18 +87,24 @@ final class Replicator: @unchecked Sendable {
 
     /// Starts the applier thread.
     func start() {
-        let t = Thread { [self] in run() }
+        appliedThrough = engine.revision
+        let t = Thread { [self] in
+            run()
+            exited.signal()
+        }
         t.name = "authzd-log-applier"
         thread = t
         t.start()
     }
 
-    /// Stops the applier (it finishes the message in hand).
+    /// Stops the applier (it finishes the messages in hand; waits up to 5 s for it), then
+    /// closes the connection.
     func stop() {
         cond.lock()
         stopped = true
         cond.broadcast()
         cond.unlock()
+        if thread != nil { _ = exited.wait(timeout: .now() + 5) }
         log.close()
     }
 
@@ -158,6 +167,7 @@ final class Replicator: @unchecked Sendable {
         for g in groups where !shard.holds(g.tenant) {
             throw notHeld(g.tenant)
         }
+        if let refused = readRefusal() { throw refused }
         var revision: UInt64 = 0
         for g in groups {
             let part = g.indices.map { ops[$0] }
@@ -185,11 +195,13 @@ final class Replicator: @unchecked Sendable {
     private func publishAndWait(subject: String, kind: String, extraHeaders: [(String, String)], body: [UInt8],
                                 label: (Int) -> String) throws -> UInt64 {
         let id = ID.random().description
-        let sealed = try sealer.sealMessage(body, context: subject + "/" + id)
+        let time = String(Timestamp.now())
+        let keyId = extraHeaders.first { $0.0 == Replicator.keyHeader }?.1 ?? ""
+        let sealed = try sealer.sealMessage(body, context: Replicator.sealContext(subject: subject, id: id, kind: kind, time: time, keyId: keyId))
         if log.settings.maxMessageBytes > 0, sealed.count > Int(log.settings.maxMessageBytes) {
             throw AuthzError(.resourceExhausted, "this change is \(sealed.count) bytes in the log, above its limit of \(log.settings.maxMessageBytes) (log-max-message-bytes): split it (authzctl import --chunk-commit --chunk-bytes N)", field: "log")
         }
-        let headers = [(Replicator.kindHeader, kind), (Replicator.timeHeader, String(Timestamp.now()))] + extraHeaders
+        let headers = [(Replicator.kindHeader, kind), (Replicator.timeHeader, time)] + extraHeaders
         let deadline = Date().addingTimeInterval(writeTimeout)
         var sequence: UInt64 = 0
         var lastError: AuthzError?
@@ -198,7 +210,7 @@ final class Replicator: @unchecked Sendable {
         while sequence == 0 {
             let left = deadline.timeIntervalSinceNow
             if left <= 0 {
-                throw AuthzError(.unavailable, "the log did not acknowledge the change within \(Int(writeTimeout)) s (\(lastError?.message ?? "no answer")); it was not applied here: retry", field: "log")
+                throw AuthzError(.unavailable, "the log did not acknowledge the change within \(Int(writeTimeout)) s (\(lastError?.message ?? "no answer")); its outcome is unknown: it may still be stored (message id \(id)) and then applied everywhere; read the records before writing them again", field: "log")
             }
             do {
                 sequence = try log.publish(subject: subject, id: id, headers: headers, payload: sealed, timeoutMillis: Int64(min(left, 2) * 1000)).sequence
@@ -211,8 +223,8 @@ final class Replicator: @unchecked Sendable {
         cond.lock()
         defer { cond.unlock() }
         streamLast = max(streamLast, sequence)
-        while engine.revision < sequence {
-            if !cond.wait(until: max(deadline, Date().addingTimeInterval(1))) && engine.revision < sequence {
+        while appliedThrough < sequence {
+            if !cond.wait(until: max(deadline, Date().addingTimeInterval(1))) && appliedThrough < sequence {
                 throw AuthzError(.unavailable, "the change was stored in the log at revision \(sequence) but is not applied here yet (\(applyError ?? "the applier is behind")); it will be: read with min_revision \(sequence)", field: "log")
             }
         }
@@ -340,12 +352,16 @@ final class Replicator: @unchecked Sendable {
         var keyChanges: [ApiKey] = []
         var expected = engine.revision + 1
         func flush() throws {
-            guard !changes.isEmpty else { return }
+            guard let last = changes.last?.revision else { return }
             let results = try engine.applyLogged(changes)
             for (i, r) in results.enumerated() {
                 if case .failure(let e) = r { failed[changes[i].revision] = e }
             }
+            for k in keyChanges { keys.applied(k) }
+            record(failed, through: last)
             changes = []
+            keyChanges = []
+            failed = [:]
         }
         for m in messages {
             if m.sequence < expected { continue }
@@ -355,8 +371,9 @@ final class Replicator: @unchecked Sendable {
                 try flush()
                 logger.warning("log: sequence gap", metadata: ["applied": "\(expected - 1)", "next": "\(m.sequence)"])
                 let state = try log.state()
-                if state.first > expected { record(failed); return false }
+                if state.first > expected { return false }
                 try engine.advance(to: m.sequence - 1)
+                record([:], through: m.sequence - 1)
             }
             let change: Store.LoggedChange
             do {
@@ -370,8 +387,6 @@ final class Replicator: @unchecked Sendable {
             expected = m.sequence + 1
         }
         try flush()
-        for k in keyChanges { keys.applied(k) }
-        record(failed)
         return true
     }
 
@@ -384,17 +399,41 @@ final class Replicator: @unchecked Sendable {
         let suffix = String(m.subject.dropFirst(prefix.count))
         let kind = m.headers[Replicator.kindHeader] ?? ""
         let id = m.headers[Replicator.idHeader] ?? ""
+        let timeText = m.headers[Replicator.timeHeader] ?? ""
+        let keyText = m.headers[Replicator.keyHeader] ?? ""
+        guard !kind.isEmpty else { throw AuthzError.invalid("log", "message \(m.sequence) on \(m.subject) is not an authzd change (no \(Replicator.kindHeader))") }
+        guard let time = Int64(timeText) else { throw AuthzError.invalid("log", "message \(m.sequence) has no valid \(Replicator.timeHeader)") }
+        // A replay (an old sealed message published again) is stored long after its sealed
+        // time; the stream's own timestamp is the same on every replica, so all skip it alike.
+        let window = log.settings.duplicateWindowSeconds * 1_000_000
+        if m.storedAt > 0 && abs(m.storedAt - time) > window {
+            throw AuthzError.invalid("log", "message \(m.sequence) was sealed at \(Timestamp.format(time)) but stored at \(Timestamp.format(m.storedAt)), outside the \(log.settings.duplicateWindowSeconds) s duplicate window (a replay, or clocks too far apart)")
+        }
+        func open() throws -> [UInt8] {
+            guard let sealedWith = SecretSealer.keyId(of: m.payload) else {
+                throw AuthzError.invalid("log", "message \(m.sequence) is not sealed")
+            }
+            guard sealer.ring.ids.contains(sealedWith) else {
+                // This replica's ring lacks a key the writer had: this replica's to fix (stall).
+                throw AuthzError(.dataLoss, "log message \(m.sequence) was sealed with key \"\(sealedWith)\", which is not in this daemon's key ring (every replica needs the same ring)", field: "log")
+            }
+            do {
+                return try sealer.openMessage(m.payload, context: Replicator.sealContext(subject: m.subject, id: id, kind: kind, time: timeText, keyId: keyText))
+            } catch {
+                throw AuthzError.invalid("log", "message \(m.sequence) fails authentication (altered, forged or moved)")
+            }
+        }
         switch kind {
         case "write", "import":
             guard let tenant = ID(suffix) else {
                 throw AuthzError.invalid("log", "message \(m.sequence) is a write on subject \(m.subject), which names no tenant")
             }
             guard shard.holds(tenant) else { return .skip }
-            let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
+            let body = try open()
             let request = body.withUnsafeBytes {
                 WireCodec.decodeRequest($0, limits: WireLimits(maxBatchChecks: 0, maxWriteOps: Int.max, maxListItems: Int.max))
             }
-            guard case .success(.write(let ops)) = request.call, let time = Int64(m.headers[Replicator.timeHeader] ?? "") else {
+            guard case .success(.write(let ops)) = request.call else {
                 throw AuthzError.invalid("log", "message \(m.sequence) is not a write this release can read")
             }
             for op in ops where Replicator.tenant(of: op) != tenant {
@@ -402,10 +441,10 @@ final class Replicator: @unchecked Sendable {
             }
             return .write(ops, now: time, keepTimestamps: kind == "import")
         case "key":
-            guard let keyId = ID(m.headers[Replicator.keyHeader] ?? "") else {
+            guard let keyId = ID(keyText) else {
                 throw AuthzError.invalid("log", "key message \(m.sequence) names no key id")
             }
-            let body = try sealer.openMessage(m.payload, context: m.subject + "/" + id)
+            let body = try open()
             guard let k = try? Store.keyRecord(id: keyId, body) else { throw AuthzError.invalid("log", "key message \(m.sequence) is malformed") }
             return .key(k)
         default:
@@ -413,9 +452,18 @@ final class Replicator: @unchecked Sendable {
         }
     }
 
-    /// Publishes the failures of applied messages to the writers waiting for them.
-    private func record(_ failed: [UInt64: AuthzError]) {
+    /// What a message's seal authenticates besides its body: subject, id and every header the
+    /// applier reads, so that none can be changed or moved to another message.
+    static func sealContext(subject: String, id: String, kind: String, time: String, keyId: String) -> String {
+        "\(subject)/\(id)/\(kind)/\(time)/\(keyId)"
+    }
+
+    /// Publishes the outcome of applied messages, through sequence `through`, to the writers
+    /// waiting for them (before they may read it: a writer never sees its revision applied
+    /// without its failure).
+    private func record(_ failed: [UInt64: AuthzError], through: UInt64) {
         cond.lock()
+        appliedThrough = max(appliedThrough, through)
         for (sequence, e) in failed.sorted(by: { $0.key < $1.key }) {
             failures[sequence] = e
             failureOrder.append(sequence)

@@ -47,7 +47,7 @@ natsStatus cnats_subscribe_ordered(natsSubscription **sub, jsCtx *js, const char
 /// On success: its stream sequence, the messages still pending after it, subject, payload and
 /// the value of header `want` (or NULL). `*msg` must be destroyed with natsMsg_Destroy.
 natsStatus cnats_next(natsSubscription *sub, int64_t timeout_ms, natsMsg **msg,
-                      uint64_t *seq, uint64_t *pending);
+                      uint64_t *seq, uint64_t *pending, int64_t *timestamp_ns);
 
 /// The value of header `key` of `msg`, or NULL (owned by the message).
 const char *cnats_header(natsMsg *msg, const char *key);
