@@ -7,14 +7,7 @@
 public enum BulkFormat {
     /// Decodes one line. Throws `AuthzError` (`.invalidArgument`) naming the field.
     public static func decode(line: [UInt8]) throws -> Entity {
-        let value: JSONValue
-        do {
-            value = try JSONParser.parse(line)
-        } catch let e as JSONParser.Failure {
-            throw AuthzError.invalid("line", "is not valid JSON: \(e.message)")
-        }
-        guard case .object(let members) = value else { throw AuthzError.invalid("line", "must be a JSON object") }
-        var r = Reader(members: members)
+        var r = Reader(members: try object(line, field: "line"))
         guard let kindName = try r.string("kind") else { throw AuthzError.invalid("kind", "is required") }
         guard let kind = EntityKind(name: kindName) else {
             throw AuthzError.invalid("kind", "\"\(kindName)\" is not one of tenant, user, role, permission, role_binding, permission_binding, platform_credential")
@@ -169,6 +162,19 @@ public enum BulkFormat {
         mutating func str(_ k: String, _ v: String) { key(k); JSONWriter.writeString(v, into: &out) }
         mutating func raw(_ k: String, _ v: String) { key(k); out += v }
         mutating func finish() -> String { out + "}" }
+    }
+
+    /// The members of the JSON object `bytes` hold; INVALID_ARGUMENT naming `field` when they
+    /// are not valid JSON or not an object.
+    static func object(_ bytes: [UInt8], field: String) throws -> [(String, JSONValue)] {
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(bytes)
+        } catch let e as JSONParser.Failure {
+            throw AuthzError.invalid(field, "is not valid JSON: \(e.message)")
+        }
+        guard case .object(let members) = value else { throw AuthzError.invalid(field, "must be a JSON object") }
+        return members
     }
 
     struct Reader {

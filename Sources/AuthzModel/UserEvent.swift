@@ -108,14 +108,7 @@ public struct UserEvent: Hashable, Sendable {
     /// "external_id":…,"metadata":{…}}}`. Unknown fields are refused. INVALID_ARGUMENT naming
     /// the field and the rule.
     public static func decode(json bytes: [UInt8]) throws -> UserEvent {
-        let value: JSONValue
-        do {
-            value = try JSONParser.parse(bytes)
-        } catch let e as JSONParser.Failure {
-            throw AuthzError.invalid("event", "is not valid JSON: \(e.message)")
-        }
-        guard case .object(let members) = value else { throw AuthzError.invalid("event", "must be a JSON object") }
-        var r = BulkFormat.Reader(members: members)
+        var r = BulkFormat.Reader(members: try BulkFormat.object(bytes, field: "event"))
         r.prefix = "event."
         var version = UserEvent.schemaVersion
         if let v = r.take("schema_version") {

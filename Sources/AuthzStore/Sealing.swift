@@ -106,9 +106,13 @@ public struct SecretSealer: Sendable {
     /// Empty secrets stay empty (nothing to hide, and "no token" stays visible).
     public func seal(_ plaintext: String, tenant: ID, owner: ID, credential: ID, field: String) throws -> [UInt8] {
         if plaintext.isEmpty { return [] }
+        return try sealBytes(Array(plaintext.utf8), aad: SecretSealer.aad(tenant: tenant, owner: owner, credential: credential, field: field))
+    }
+
+    /// AES-GCM with the active key: `1 ‖ id length ‖ key id ‖ nonce ‖ ciphertext ‖ tag`.
+    private func sealBytes(_ plaintext: [UInt8], aad: [UInt8]) throws -> [UInt8] {
         let key = ring.keys[ring.activeId]!
-        let box = try AES.GCM.seal(Array(plaintext.utf8), using: key, nonce: AES.GCM.Nonce(),
-                                   authenticating: SecretSealer.aad(tenant: tenant, owner: owner, credential: credential, field: field))
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: aad)
         var out: [UInt8] = [1, UInt8(ring.activeId.utf8.count)]
         out += Array(ring.activeId.utf8)
         out += Array(box.nonce)
@@ -117,38 +121,36 @@ public struct SecretSealer: Sendable {
         return out
     }
 
-    /// Seals a replicated-log message body (AES-GCM with the active key; `context` — the
-    /// subject and message id — authenticated with it), so that the log's servers never hold
-    /// a record or a token in clear. Every replica needs the same key ring to open it.
-    public func sealMessage(_ plaintext: [UInt8], context: String) throws -> [UInt8] {
-        let key = ring.keys[ring.activeId]!
-        let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: Array(("authzd.log.v1" + context).utf8))
-        var out: [UInt8] = [1, UInt8(ring.activeId.utf8.count)]
-        out += Array(ring.activeId.utf8)
-        out += Array(box.nonce)
-        out += Array(box.ciphertext)
-        out += Array(box.tag)
-        return out
-    }
-
-    /// Opens `sealMessage`'s output. DATA_LOSS naming the key when it is not in the ring, or
-    /// when the message was altered or moved to another subject or id.
-    public func openMessage(_ sealed: [UInt8], context: String) throws -> [UInt8] {
-        let failure = AuthzError(.dataLoss, "log message \(context) cannot be decrypted (altered, or sealed with another key ring)", field: "log")
+    /// Opens `sealBytes`' output with the key it names. Throws `unknownKey(id)` when the ring
+    /// lacks that key, `failure` when the bytes are malformed or fail authentication.
+    private func openBytes(_ sealed: [UInt8], aad: [UInt8], failure: AuthzError, unknownKey: (String) -> AuthzError) throws -> [UInt8] {
         guard let id = SecretSealer.keyId(of: sealed) else { throw failure }
-        guard let key = ring.keys[id] else {
-            throw AuthzError(.dataLoss, "log message \(context) was sealed with key \"\(id)\", which is not in this daemon's key ring (every replica needs the same ring)", field: "log")
-        }
+        guard let key = ring.keys[id] else { throw unknownKey(id) }
         let start = 2 + id.utf8.count
         guard sealed.count >= start + 12 + 16 else { throw failure }
         do {
             let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: sealed[start..<(start + 12)]),
                                             ciphertext: sealed[(start + 12)..<(sealed.count - 16)],
                                             tag: sealed[(sealed.count - 16)...])
-            return Array(try AES.GCM.open(box, using: key, authenticating: Array(("authzd.log.v1" + context).utf8)))
+            return Array(try AES.GCM.open(box, using: key, authenticating: aad))
         } catch {
             throw failure
         }
+    }
+
+    /// Seals a replicated-log message body (AES-GCM with the active key; `context` — the
+    /// subject and message id — authenticated with it), so that the log's servers never hold
+    /// a record or a token in clear. Every replica needs the same key ring to open it.
+    public func sealMessage(_ plaintext: [UInt8], context: String) throws -> [UInt8] {
+        try sealBytes(plaintext, aad: Array(("authzd.log.v1" + context).utf8))
+    }
+
+    /// Opens `sealMessage`'s output. DATA_LOSS naming the key when it is not in the ring, or
+    /// when the message was altered or moved to another subject or id.
+    public func openMessage(_ sealed: [UInt8], context: String) throws -> [UInt8] {
+        try openBytes(sealed, aad: Array(("authzd.log.v1" + context).utf8),
+                      failure: AuthzError(.dataLoss, "log message \(context) cannot be decrypted (altered, or sealed with another key ring)", field: "log"),
+                      unknownKey: { AuthzError(.dataLoss, "log message \(context) was sealed with key \"\($0)\", which is not in this daemon's key ring (every replica needs the same ring)", field: "log") })
     }
 
     /// The key id a ciphertext was made with, or nil for an empty or malformed one.
@@ -162,23 +164,9 @@ public struct SecretSealer: Sendable {
     public func open(_ sealed: [UInt8], tenant: ID, owner: ID, credential: ID, field: String) throws -> String {
         if sealed.isEmpty { return "" }
         let failure = AuthzError(.dataLoss, "platform_credential.\(field) of \(credential) cannot be decrypted (wrong key, or the ciphertext was moved or altered)", field: "platform_credential.\(field)")
-        guard let id = SecretSealer.keyId(of: sealed) else { throw failure }
-        guard let key = ring.keys[id] else {
-            throw AuthzError(.dataLoss, "platform_credential.\(field) of \(credential) was sealed with key \"\(id)\", which is not in the key ring", field: "platform_credential.\(field)")
-        }
-        let start = 2 + id.utf8.count
-        guard sealed.count >= start + 12 + 16 else { throw failure }
-        do {
-            let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: sealed[start..<(start + 12)]),
-                                            ciphertext: sealed[(start + 12)..<(sealed.count - 16)],
-                                            tag: sealed[(sealed.count - 16)...])
-            let plain = try AES.GCM.open(box, using: key, authenticating: SecretSealer.aad(tenant: tenant, owner: owner, credential: credential, field: field))
-            guard let s = String(validating: plain, as: UTF8.self) else { throw failure }
-            return s
-        } catch let e as AuthzError {
-            throw e
-        } catch {
-            throw failure
-        }
+        let plain = try openBytes(sealed, aad: SecretSealer.aad(tenant: tenant, owner: owner, credential: credential, field: field), failure: failure,
+                                  unknownKey: { AuthzError(.dataLoss, "platform_credential.\(field) of \(credential) was sealed with key \"\($0)\", which is not in the key ring", field: "platform_credential.\(field)") })
+        guard let s = String(validating: plain, as: UTF8.self) else { throw failure }
+        return s
     }
 }

@@ -385,6 +385,20 @@ public final class Store: @unchecked Sendable {
                       label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false,
                       precommit: ((WriteOutcome) throws -> Void)? = nil) throws -> WriteOutcome {
         if ops.isEmpty { throw AuthzError.invalid("ops", "must contain at least one operation") }
+        return try writeTransaction { txn in
+            let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
+            let batch = WriteBatch(store: self, txn: txn, now: now)
+            batch.keepTimestamps = keepTimestamps
+            let outcome = try batch.apply(normalized, label: label)
+            try precommit?(outcome)
+            return outcome
+        }
+    }
+
+    /// Runs `body` in one write transaction under the write lock and commits it; when the map
+    /// is full, grows it and runs `body` again in a fresh transaction (nothing was kept). Any
+    /// other error aborts the transaction. Blocks for the commit.
+    private func writeTransaction<T>(_ body: (LMDBTransaction) throws -> T) throws -> T {
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
         while true {
@@ -393,13 +407,9 @@ public final class Store: @unchecked Sendable {
                 defer { pthread_rwlock_unlock(&resizeLock) }
                 return try mapped {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
-                    let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
-                    let batch = WriteBatch(store: self, txn: txn, now: now)
-                    batch.keepTimestamps = keepTimestamps
-                    let outcome = try batch.apply(normalized, label: label)
-                    try precommit?(outcome)
+                    let result = try body(txn)
                     try txn.commit()
-                    return outcome
+                    return result
                 }
             } catch let e as AuthzError where e.field == "lmdb.map_full" {
                 try grow()
@@ -627,13 +637,7 @@ public final class Store: @unchecked Sendable {
 
     /// Stores (inserts or replaces) an API key record. Blocks for the commit.
     public func putKey(_ k: ApiKey) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        try mapped {
-            let txn = try LMDBTransaction(env: env, readOnly: false)
-            try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
-            try txn.commit()
-        }
+        try writeTransaction { try $0.put(keysDB, Store.idKey(k.id), Store.encodeKey(k)) }
     }
 
     /// One message of a replicated log, for `applyLogged`.
@@ -654,60 +658,48 @@ public final class Store: @unchecked Sendable {
     /// LMDB) throws and keeps nothing of the batch. `revisions` must rise, above the current.
     public func applyLogged(_ changes: [(revision: UInt64, change: LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
         guard let lastRevision = changes.last?.revision else { return [] }
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        while true {
-            do {
-                pthread_rwlock_rdlock(&resizeLock)
-                defer { pthread_rwlock_unlock(&resizeLock) }
-                return try mapped {
-                    let txn = try LMDBTransaction(env: env, readOnly: false)
-                    let current = try StoreReader(store: self, txn: txn).revision()
-                    guard changes[0].revision > current else {
-                        throw AuthzError.internalError("log revision \(changes[0].revision) is not above the store's \(current)")
+        return try writeTransaction { txn in
+            let current = try StoreReader(store: self, txn: txn).revision()
+            guard changes[0].revision > current else {
+                throw AuthzError.internalError("log revision \(changes[0].revision) is not above the store's \(current)")
+        }
+            var results: [Result<WriteOutcome?, AuthzError>] = []
+            results.reserveCapacity(changes.count)
+            for (revision, change) in changes {
+                switch change {
+                case .skip:
+                    results.append(.success(nil))
+                case .key(var k):
+                    // A revocation is final: a key record never clears one (an old or
+                    // replayed record cannot bring a revoked key back).
+                    if let old = try txn.get(keysDB, Store.idKey(k.id), { try Store.decodeKey(id: k.id, $0) }), old.revokedAt != 0 {
+                        k.revokedAt = k.revokedAt == 0 ? old.revokedAt : min(k.revokedAt, old.revokedAt)
                     }
-                    var results: [Result<WriteOutcome?, AuthzError>] = []
-                    results.reserveCapacity(changes.count)
-                    for (revision, change) in changes {
-                        switch change {
-                        case .skip:
-                            results.append(.success(nil))
-                        case .key(var k):
-                            // A revocation is final: a key record never clears one (an old or
-                            // replayed record cannot bring a revoked key back).
-                            if let old = try txn.get(keysDB, Store.idKey(k.id), { try Store.decodeKey(id: k.id, $0) }), old.revokedAt != 0 {
-                                k.revokedAt = k.revokedAt == 0 ? old.revokedAt : min(k.revokedAt, old.revokedAt)
-                            }
-                            try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
-                            results.append(.success(nil))
-                        case .write(let ops, let now, let keepTimestamps):
-                            let child = try LMDBTransaction(env: env, parent: txn)
-                            defer { child.abort() }  // a no-op once committed; aborts the child before the parent on any error
-                            do {
-                                let label: (Int) -> String = { "ops[\($0)]" }
-                                let normalized = try normalize(ops, reader: StoreReader(store: self, txn: child), label: label)
-                                let batch = WriteBatch(store: self, txn: child, now: now)
-                                batch.keepTimestamps = keepTimestamps
-                                batch.revision = revision
-                                let outcome = try batch.apply(normalized, label: label)
-                                try child.commit()
-                                results.append(.success(outcome))
-                            } catch let e as AuthzError where Store.decidedAlike(e) {
-                                child.abort()
-                                results.append(.failure(e))
-                            }
-                        }
+                    try txn.put(keysDB, Store.idKey(k.id), Store.encodeKey(k))
+                    results.append(.success(nil))
+                case .write(let ops, let now, let keepTimestamps):
+                    let child = try LMDBTransaction(env: env, parent: txn)
+                    defer { child.abort() }  // a no-op once committed; aborts the child before the parent on any error
+                    do {
+                        let label: (Int) -> String = { "ops[\($0)]" }
+                        let normalized = try normalize(ops, reader: StoreReader(store: self, txn: child), label: label)
+                        let batch = WriteBatch(store: self, txn: child, now: now)
+                        batch.keepTimestamps = keepTimestamps
+                        batch.revision = revision
+                        let outcome = try batch.apply(normalized, label: label)
+                        try child.commit()
+                        results.append(.success(outcome))
+                    } catch let e as AuthzError where Store.decidedAlike(e) {
+                        child.abort()
+                        results.append(.failure(e))
                     }
-                    if try StoreReader(store: self, txn: txn).revision() < lastRevision {
-                        var v = lastRevision.littleEndian
-                        try txn.put(meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
-                    }
-                    try txn.commit()
-                    return results
                 }
-            } catch let e as AuthzError where e.field == "lmdb.map_full" {
-                try grow()
-            }
+        }
+            if try StoreReader(store: self, txn: txn).revision() < lastRevision {
+                var v = lastRevision.littleEndian
+                try txn.put(meta, Array("revision".utf8), withUnsafeBytes(of: &v) { Array($0) })
+        }
+            return results
         }
     }
 
@@ -724,21 +716,7 @@ public final class Store: @unchecked Sendable {
     /// that applies to nothing here (another shard's tenant, a write that failed validation on
     /// every replica). Blocks for the commit. INTERNAL when `revision` is not above the current.
     public func advanceRevision(to revision: UInt64) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        while true {
-            do {
-                pthread_rwlock_rdlock(&resizeLock)
-                defer { pthread_rwlock_unlock(&resizeLock) }
-                return try mapped {
-                    let txn = try LMDBTransaction(env: env, readOnly: false)
-                    try setRevision(revision, txn)
-                    try txn.commit()
-                }
-            } catch let e as AuthzError where e.field == "lmdb.map_full" {
-                try grow()
-            }
-        }
+        try writeTransaction { try setRevision(revision, $0) }
     }
 
     private func setRevision(_ revision: UInt64, _ txn: LMDBTransaction) throws {
@@ -758,13 +736,7 @@ public final class Store: @unchecked Sendable {
 
     /// Sets a text setting of the meta table. Blocks for the commit.
     public func setMetaText(_ key: String, _ value: String) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        try mapped {
-            let txn = try LMDBTransaction(env: env, readOnly: false)
-            try txn.put(meta, Array(("text." + key).utf8), Array(value.utf8))
-            try txn.commit()
-        }
+        try writeTransaction { try $0.put(meta, Array(("text." + key).utf8), Array(value.utf8)) }
     }
 
     /// The bytes of a key record as the store keeps it (no secret: its hash), for replicating

@@ -10,6 +10,13 @@ import XCTest
 final class EventsTests: XCTestCase {
     let subject = "users.events"
 
+    /// A producer's connection to `cluster` (streams it creates have one replica).
+    func producer(_ cluster: NatsCluster) throws -> JetStreamLog {
+        var settings = LogSettings(servers: cluster.urls.split(separator: ",").map(String.init))
+        settings.replicas = 1
+        return try JetStreamLog(settings: settings, name: "producer")
+    }
+
     func publish(_ log: JetStreamLog, _ payload: [UInt8]) throws {
         _ = try log.publishCreatingStream(subject: subject, id: ID.random().description, headers: [], payload: payload,
                                           timeoutMillis: 5000, createStream: "users")
@@ -23,9 +30,7 @@ final class EventsTests: XCTestCase {
     func testEventsBecomeUserWritesInTimeOrderWithDeadLetters() async throws {
         let cluster = try NatsCluster(count: 1)
         defer { cluster.stopAll() }
-        var producer = LogSettings(servers: cluster.urls.split(separator: ",").map(String.init))
-        producer.replicas = 1
-        let log = try JetStreamLog(settings: producer, name: "producer")
+        let log = try producer(cluster)
         defer { log.close() }
         // The producer's stream exists before the daemon (as in production).
         try publish(log, Array("{}".utf8))  // a first, poison message: dead-lettered, never blocks
@@ -120,9 +125,7 @@ final class EventsTests: XCTestCase {
     func testAKilledDaemonResumesWithoutLosingEvents() async throws {
         let cluster = try NatsCluster(count: 1)
         defer { cluster.stopAll() }
-        var producer = LogSettings(servers: cluster.urls.split(separator: ",").map(String.init))
-        producer.replicas = 1
-        let log = try JetStreamLog(settings: producer, name: "producer")
+        let log = try producer(cluster)
         defer { log.close() }
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -163,9 +166,7 @@ final class EventsTests: XCTestCase {
     func testEventsInLogModeReachEveryReplica() async throws {
         let cluster = try NatsCluster(count: 1)
         defer { cluster.stopAll() }
-        var producer = LogSettings(servers: cluster.urls.split(separator: ",").map(String.init))
-        producer.replicas = 1
-        let log = try JetStreamLog(settings: producer, name: "producer")
+        let log = try producer(cluster)
         defer { log.close() }
         let events = ["--events", "\(cluster.urls)/\(subject)", "--log", cluster.urls]
         let a = try DaemonProcess(tcp: false, extra: events)
