@@ -47,7 +47,8 @@ public final class Dispatcher: @unchecked Sendable {
         self.config = config
         self.logger = logger
         keys = try KeyTable(store: engine.store)
-        rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch)
+        rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch,
+                                pause: Double(config.secretRotationPauseMillis) / 1000)
         readers = NIOThreadPool(numberOfThreads: 2)
         // Log mode: the stream orders writes and one applier thread applies them, so writers
         // only check, publish and wait; several let publishes overlap the applier's commits.

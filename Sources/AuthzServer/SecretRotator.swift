@@ -21,15 +21,20 @@ final class SecretRotator: Sendable {
     let store: Store
     let logger: Logger
     let batchSize: Int
+    /// Pause between two batches, to spread a rotation's disk writes on a busy daemon.
+    let pause: TimeInterval
     private let state = NIOLockedValueBox(State())
     private let remainingGauge = Gauge(label: "authzd_secret_rotation_remaining")
     private let runningGauge = Gauge(label: "authzd_secret_rotation_running")
     private let done = Counter(label: "authzd_secrets_reencrypted_total")
 
-    init(store: Store, logger: Logger, batchSize: Int = 256) {
+    /// A rotator of `store`'s secrets, `batchSize` records per write transaction, `pause`
+    /// seconds between transactions.
+    init(store: Store, logger: Logger, batchSize: Int = 256, pause: TimeInterval = 0) {
         self.store = store
         self.logger = logger
         self.batchSize = batchSize
+        self.pause = pause
     }
 
     /// The call: re-reads the key ring (FAILED_PRECONDITION, old ring kept, when it lacks a
@@ -98,6 +103,7 @@ final class SecretRotator: Sendable {
                 }
                 done.increment(by: n)
                 remainingGauge.record(remaining)
+                if pause > 0 { Thread.sleep(forTimeInterval: pause) }
             }
             try store.setRotationTarget(nil)
             state.withLockedValue { $0.remaining = 0 }

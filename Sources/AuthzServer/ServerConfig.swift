@@ -110,6 +110,9 @@ public struct ServerConfig: Sendable {
     public var tls = TLSSettings()
     /// Credentials re-encrypted per write transaction by a background secret rotation.
     public var secretRotationBatch = 256
+    /// Milliseconds a background secret rotation pauses between two batches (0: none), to
+    /// spread its disk writes on a busy daemon.
+    public var secretRotationPauseMillis = 0
     /// Serve TCP listeners without TLS. Required (and logged as a warning) for any TCP listener
     /// when no certificate is configured; `insecureNoAuth` implies it.
     public var insecurePlaintext = false
@@ -264,6 +267,10 @@ public struct ServerConfig: Sendable {
         case "metrics-tls": tls.metricsTLS = value == "true"
         case "insecure-plaintext": insecurePlaintext = value == "true"
         case "secret-rotation-batch": secretRotationBatch = max(1, try int())
+        case "secret-rotation-pause":
+            let v = try int()
+            guard (0...60_000).contains(v) else { throw ConfigError("\(origin): secret-rotation-pause must be 0 to 60000 milliseconds (got \(v))") }
+            secretRotationPauseMillis = v
         case "log":
             do { logSettings.servers = value.isEmpty ? [] : try LogSettings.parseServers(value) } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "log-stream":

@@ -105,7 +105,8 @@ final class SecretRotationTests: XCTestCase {
 
     func testRotationInterruptedBySIGKILLResumesAtStart() async throws {
         try writeRing([("k1", k1)], active: "k1")
-        var d = try start(["--set", "secret-rotation-batch=1"])
+        // 1,500 batches of one, 2 ms apart: at least 3 s, so it is still running when killed.
+        var d = try start(["--set", "secret-rotation-batch=1", "--set", "secret-rotation-pause=2"])
         var c = d.client()
         let n = 1500
         _ = try await c.write([.upsert(.tenant(Tenant(id: t, name: "acme"))), .upsert(.user(User(id: u, tenantId: t)))] + credentials(n))
