@@ -118,6 +118,11 @@ public final class AuthzClient: @unchecked Sendable {
         }
     }
 
+    /// A new connection outside the pool (a stream's own), authenticated like the pool's.
+    func connectDedicated() -> EventLoopFuture<ClientConnection> {
+        connect(on: group.next())
+    }
+
     /// A live connection from the pool (round robin), connecting or reconnecting as needed.
     func connection() -> EventLoopFuture<ClientConnection> {
         let i = next.withLockedValue { n -> Int in
@@ -254,6 +259,39 @@ public final class AuthzClient: @unchecked Sendable {
     }
 }
 
+extension AuthzClient {
+    /// Watches committed changes (docs/watch.md): every change after `call.fromRevision` (or
+    /// after the daemon's revision now), then new ones as they commit, in commit order, as
+    /// frames of changes. Runs on a connection of its own, closed when the sequence ends or
+    /// its consumer stops iterating. The sequence throws the error that ended the stream
+    /// (OUT_OF_RANGE: no longer kept; RESOURCE_EXHAUSTED: read too slowly; UNAVAILABLE: the
+    /// daemon stopped or the connection broke); resume with a new watch from the last
+    /// `WatchBatch.revision` received: nothing is missed (a revision may come twice).
+    /// Frames the consumer has not taken yet are buffered in memory.
+    public func watch(_ call: WatchCall) -> AsyncThrowingStream<WatchBatch, Error> {
+        AsyncThrowingStream { continuation in
+            let endpoint = self.endpoint
+            connectDedicated().whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    continuation.finish(throwing: (error as? AuthzError) ?? AuthzError(.unavailable, "cannot connect to authzd at \(endpoint): \(error)"))
+                case .success(let c):
+                    continuation.onTermination = { _ in c.channel.close(promise: nil) }
+                    c.channel.eventLoop.execute {
+                        c.handler.stream(.watch(call), channel: c.channel) { frame in
+                            switch frame {
+                            case .success(.watch(let batch)): continuation.yield(batch)
+                            case .success: continuation.finish(throwing: AuthzError(.internal, "unexpected reply to Watch"))
+                            case .failure(let e): continuation.finish(throwing: e)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One connection: request ids → pending promises. All state lives on the channel's event loop.
 final class ClientConnection: @unchecked Sendable {
     let channel: Channel
@@ -275,6 +313,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
     private var pending: [UInt64: (EventLoopPromise<Reply>, Scheduled<Void>?)] = [:]
+    /// Streaming calls (Watch): every frame of the request id goes to its sink; an error ends it.
+    private var streams: [UInt64: (Result<Reply, AuthzError>) -> Void] = [:]
     private var nextId: UInt64 = 1
     private var closed = false
 
@@ -306,6 +346,26 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Sends a streaming call; `sink` gets every frame answering it until one is an error (or
+    /// the connection closes: UNAVAILABLE). On the channel's event loop.
+    func stream(_ call: Call, channel: Channel, sink: @escaping (Result<Reply, AuthzError>) -> Void) {
+        if closed { return sink(.failure(AuthzError(.unavailable, "connection closed"))) }
+        let payload: [UInt8]
+        do {
+            payload = try WireCodec.encodeRequestChecked(WireRequest(requestId: nextId, call: .success(call)))
+        } catch let e as AuthzError {
+            return sink(.failure(e))
+        } catch {
+            return sink(.failure(AuthzError(.invalidArgument, "\(error)")))
+        }
+        streams[nextId] = sink
+        nextId &+= 1
+        var buf = channel.allocator.buffer(capacity: payload.count + 4)
+        buf.writeInteger(UInt32(payload.count))
+        buf.writeBytes(payload)
+        channel.writeAndFlush(buf, promise: nil)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let response: WireResponse
@@ -321,6 +381,10 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             failAll(e)
             return
         }
+        if let sink = streams[response.requestId] {
+            if case .failure = response.result { streams.removeValue(forKey: response.requestId) }
+            return sink(response.result)
+        }
         guard let (promise, timer) = pending.removeValue(forKey: response.requestId) else { return }
         timer?.cancel()
         switch response.result {
@@ -330,6 +394,9 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func failAll(_ e: AuthzError) {
+        let sinks = streams
+        streams = [:]
+        for (_, sink) in sinks { sink(.failure(e)) }
         let all = pending
         pending = [:]
         for (_, (p, t)) in all {

@@ -546,6 +546,20 @@ public final class Engine: @unchecked Sendable {
         waiters.unlock()
     }
 
+    // MARK: changes (Watch)
+
+    /// A page of committed changes after `position` whose tenant and kind `matches`, read from
+    /// the store's change log (see `StoreReader.changes`): OUT_OF_RANGE when the changes after
+    /// `position` are no longer kept. Blocks on LMDB (call off event loops for large pages).
+    public func changes(after position: ChangePosition, limit: Int, where matches: (ID, EntityKind) -> Bool) throws -> ChangePage {
+        try store.read { try $0.changes(after: position, limit: limit, where: matches) }
+    }
+
+    /// The oldest revision a watcher may resume after (`StoreReader.changeFloor`).
+    public func changeFloor() throws -> UInt64 {
+        try store.read { try $0.changeFloor() }
+    }
+
     // MARK: reads
 
     /// The record named by `ref`. NOT_FOUND when absent. Platform-credential secrets are

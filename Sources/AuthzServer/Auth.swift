@@ -235,13 +235,17 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
     case .gateway:
         switch call {
         case .check, .batchCheck, .listUserPermissions: return nil
-        default: return denied("call \(call.name) (gateway keys may check, batch check and list a user's permissions only)")
+        case .watch: return nil  // a caching gateway learns which decisions changed (docs/watch.md)
+        default: return denied("call \(call.name) (gateway keys may check, batch check, list a user's permissions and watch only)")
         }
     case .operator:
         switch call {
         case .serverInfo, .createKey, .listKeys, .revokeKey: return nil
         case .list(.tenant, _, _, _, _): return nil
         case .get(let ref, _) where ref.kind == .tenant: return nil
+        case .watch(let w):
+            if w.kinds.isEmpty || w.kinds == [.tenant] { return nil }
+            return AuthzError(.permissionDenied, "an operator key may only watch tenant records (watch.kinds)", field: "watch.kinds")
         case .write(let ops):
             for (i, op) in ops.enumerated() {
                 let isTenant: Bool
@@ -289,8 +293,26 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
             return sameTenant(t, "list.tenant_id")
         case .export(let t, _), .exportPage(let t, _, _, _): return t.map { sameTenant($0, "export.tenant_id") } ?? nil
         case .importJSONL, .importChunk: return nil  // each line's tenant is checked after parsing (Dispatcher)
+        case .watch(let w): return w.tenantId.map { sameTenant($0, "watch.tenant_id") } ?? nil  // then only its tenant (watchFilter)
         default: return denied("call \(call.name)")
         }
+    }
+}
+
+/// Which changes a Watch by `p` sees: the call's tenant and kinds, narrowed to the key's
+/// tenant (admin keys) or to tenant records (operator keys). Call after `authorize`.
+func watchFilter(_ w: WatchCall, principal p: Principal) -> @Sendable (ID, EntityKind) -> Bool {
+    var tenant = w.tenantId
+    var kinds = w.kinds
+    switch p.role {
+    case .admin?, .checker?: tenant = p.tenant
+    case .operator?: kinds = [.tenant]
+    default: break
+    }
+    let t = tenant, k = kinds
+    return { changeTenant, kind in
+        if let t, changeTenant != t { return false }
+        return k.isEmpty || k.contains(kind)
     }
 }
 

@@ -75,6 +75,7 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.maxMapSize = config.maxMapSize
         options.store.keyRingPath = config.keyRingPath
         options.store.autoMigrate = config.autoMigrate
+        options.store.changeRetention = config.watchRetention
         options.limits = config.tenantLimits
         // Metrics handlers bind to the factory at creation: bootstrap before anything makes one.
         var registry: PrometheusCollectorRegistry?

@@ -72,6 +72,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var keyEpoch: UInt64 = .max
     private var keyExpiry: Int64 = 0
     private var closed = false
+    /// Watch streams running on this connection, by request id.
+    private var watches: [UInt64: WatchStream] = [:]
     /// Chunked imports this connection has started and not finished.
     private var importSessions: [ID: Principal] = [:]
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
@@ -143,6 +145,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         authTimer = nil
         frameTimer?.cancel()
         frameTimer = nil
+        for w in Array(watches.values) { w.end(nil) }
         // A chunked import dies with its connection: nothing of it was applied.
         for (session, owner) in importSessions { dispatcher.dropImport(session, owner: owner) }
         importSessions.removeAll()
@@ -416,9 +419,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if case .importChunk(let session, _, _, let more) = call {
             if more { importSessions[session] = principal } else { importSessions.removeValue(forKey: session) }
         }
+        if case .watch(let w) = call {
+            return startWatch(context: context, id: request.requestId, call: w, principal: principal)
+        }
         let deadline = NIODeadline.now() + .milliseconds(Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs))
         let lane = Dispatcher.lane(call)
         switch lane {
+        case .stream:
+            return respond(context: context, id: request.requestId, result: .failure(AuthzError.internalError("no stream for \(call.name)")), flush: false)
         case .inline:
             let started: NIODeadline? = dispatcher.metricsEnabled || dispatcher.decisionLog != nil ? .now() : nil
             let result = dispatcher.execute(call, principal: principal, peer: peer)
@@ -486,6 +494,52 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private enum Ticket { case queued, running, abandoned }
+
+    /// Starts a Watch stream (docs/watch.md): it holds one of the connection's in-flight slots
+    /// until it ends, and one of the daemon's `max-watchers`.
+    private func startWatch(context: ChannelHandlerContext, id: UInt64, call: WatchCall, principal: Principal) {
+        let config = dispatcher.config
+        if watches[id] != nil {
+            return respond(context: context, id: id, result: .failure(AuthzError.invalid("request_id", "already names a running watch on this connection")), flush: false)
+        }
+        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(call)) {
+            return respond(context: context, id: id, result: .failure(refused), flush: false)
+        }
+        let admitted = dispatcher.watchers.withLockedValue { n -> Bool in
+            guard n < config.maxWatchers else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
+            return respond(context: context, id: id, result: .failure(AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already", field: "watch")), flush: false)
+        }
+        let from: UInt64
+        do {
+            from = try call.fromRevision ?? dispatcher.engine.store.revision()
+        } catch let e as AuthzError {
+            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            return respond(context: context, id: id, result: .failure(e), flush: false)
+        } catch {
+            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            return respond(context: context, id: id, result: .failure(AuthzError(.unavailable, "cannot read the revision: \(error)")), flush: false)
+        }
+        inFlight += 1
+        let stream = WatchStream(
+            from: from, engine: dispatcher.engine, readers: dispatcher.readers, loop: context.eventLoop, logger: logger,
+            matches: watchFilter(call, principal: principal),
+            stallTimeout: .seconds(Int64(config.watchStallSeconds)), progressInterval: .seconds(Int64(config.watchProgressSeconds)),
+            send: { [weak self] result in self?.respond(context: context, id: id, result: result, flush: true) },
+            isWritable: { context.channel.isWritable },
+            finished: { [weak self] close in
+                guard let self else { return }
+                self.watches.removeValue(forKey: id)
+                self.dispatcher.watchers.withLockedValue { $0 -= 1 }
+                self.inFlight -= 1
+                if close { context.close(promise: nil) } else { self.afterCompletion(context: context) }
+            })
+        watches[id] = stream
+        stream.start()
+    }
 
     static let noKey = AuthzError(.unauthenticated, "this connection presented no API key: send a Hello with api_key first, or set Request.api_key", field: "api_key")
 
@@ -626,6 +680,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { for w in Array(watches.values) { w.writable() } }
         if context.channel.isWritable && readPending && !draining && inFlight < dispatcher.config.maxInFlight {
             readPending = false
             context.read()
@@ -644,6 +699,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if event is QuiesceEvent {
             draining = true
+            for w in Array(watches.values) { w.stopping() }
             if inFlight == 0 { context.close(promise: nil) }
             return
         }

@@ -15,6 +15,8 @@ enum Lane {
     case reader
     /// On the single writer thread: LMDB write transactions, which block and fsync.
     case writer
+    /// A stream of many replies (Watch), driven by the connection (`WatchStream`).
+    case stream
 }
 
 /// Executes calls against the engine. Thread-safe; shared by every connection.
@@ -38,6 +40,8 @@ public final class Dispatcher: @unchecked Sendable {
     var events: NATSEventSource?
     /// Log mode: the replicated log's writer and applier (set before serving), or nil.
     var replicator: Replicator?
+    /// Open Watch streams, daemon-wide (bounded by `max-watchers`).
+    let watchers = NIOLockedValueBox(0)
     /// Set when a write failed for lack of space; cleared by the next successful write.
     private let storageFailure = NIOLockedValueBox<String?>(nil)
     public static let version = "0.1.0"
@@ -105,6 +109,7 @@ public final class Dispatcher: @unchecked Sendable {
         case .get(let ref, _): tenants = [ref.tenantId]
         case .export(let t?, _), .exportPage(let t?, _, _, _): tenants = [t]
         case .export, .exportPage: tenants = []
+        case .watch(let w): tenants = w.tenantId.map { [$0] } ?? []
         default: return nil
         }
         if let e = r.readRefusal() { return e }
@@ -118,6 +123,7 @@ public final class Dispatcher: @unchecked Sendable {
         case .explain, .get, .list, .export, .exportPage, .listPermissionUsers: return .reader
         case .write, .importJSONL, .createKey, .revokeKey, .rotateSecrets: return .writer
         case .importChunk(_, _, _, let more): return more ? .reader : .writer
+        case .watch: return .stream
         }
     }
 
@@ -422,6 +428,8 @@ public final class Dispatcher: @unchecked Sendable {
             return .revokeKey(k)
         case .rotateSecrets:
             return .rotateSecrets(try rotator.rotate())
+        case .watch:
+            throw AuthzError.internalError("Watch is a stream: the connection runs it (WatchStream)")
         }
     }
 }

@@ -25,6 +25,14 @@ public struct ServerConfig: Sendable {
     public var maxWriteOps = 100_000
     /// Most requests in flight per connection; past it the daemon stops reading that socket.
     public var maxInFlight = 1024
+    /// Changes the change log keeps for Watch (0: none, Watch refused). See docs/watch.md.
+    public var watchRetention = 1_000_000
+    /// Open Watch streams the daemon serves at once.
+    public var maxWatchers = 1024
+    /// Seconds a watcher may leave its connection unwritable (not reading) before it is cut.
+    public var watchStallSeconds = 30
+    /// Seconds between progress frames of a watcher that is caught up and sees no change.
+    public var watchProgressSeconds = 10
     /// Most open TCP connections; further ones are closed on accept. The Unix socket and the
     /// metrics listener have limits of their own, so TCP callers can never lock out local ones.
     public var maxConnections = 4096
@@ -182,6 +190,13 @@ public struct ServerConfig: Sendable {
         case "max-batch-checks": maxBatchChecks = max(1, try int())
         case "max-write-ops": maxWriteOps = max(1, try int())
         case "max-in-flight": maxInFlight = max(1, try int())
+        case "watch-retention":
+            let v = try int()
+            guard v == 0 || v >= 1000 else { throw ConfigError("\(origin): watch-retention must be 0 (no change log) or at least 1000 changes (got \(v))") }
+            watchRetention = v
+        case "max-watchers": maxWatchers = max(0, try int())
+        case "watch-stall-timeout": watchStallSeconds = max(1, try int())
+        case "watch-progress-interval": watchProgressSeconds = max(1, try int())
         case "max-connections": maxConnections = max(1, try int())
         case "max-unix-connections": maxUnixConnections = max(1, try int())
         case "max-metrics-connections": maxMetricsConnections = max(1, try int())

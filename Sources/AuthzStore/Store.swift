@@ -32,6 +32,9 @@ public struct StoreOptions: Sendable {
     /// What to do when the default key ring `DIR/keyring` does not exist (default: create it,
     /// as the daemon does at first start).
     public var keyRing: KeyRingPolicy = .createIfMissing
+    /// How many changes the change log keeps for Watch (the oldest are dropped by the write
+    /// that passes the bound); 0 records none (Watch is then refused).
+    public var changeRetention: Int = 1_000_000
 
     public init() {}
 }
@@ -144,7 +147,8 @@ public struct WriteOutcome: Sendable {
 public final class Store: @unchecked Sendable {
     /// The data-directory format this build writes and reads (see docs/migrations.md).
     /// 1: the first format. 2: per-kind record counts kept in `meta` (`count.<kind>`).
-    public static let formatVersion: UInt32 = 2
+    /// 3: the change log (`changes` database, `changes.floor` in `meta`) that Watch reads.
+    public static let formatVersion: UInt32 = 3
 
     /// One step of the format, `from` → `from + 1`, applied inside one write transaction
     /// together with the new format number: killed halfway, the step did not happen.
@@ -167,6 +171,12 @@ public final class Store: @unchecked Sendable {
                 try txn.put(store.meta, Array("count.\(k.name)".utf8), withUnsafeBytes(of: &v) { Array($0) })
             }
         },
+        Migration(from: 2, name: "start the change log at the current revision") { txn, store in
+            // Changes before this revision were never recorded: Watch resumes only from here.
+            let revision = try StoreReader(store: store, txn: txn).revision()
+            var v = revision.littleEndian
+            try txn.put(store.meta, Array("changes.floor".utf8), withUnsafeBytes(of: &v) { Array($0) })
+        },
     ]
 
     let env: LMDBEnvironment
@@ -176,6 +186,9 @@ public final class Store: @unchecked Sendable {
     let refs: UInt32
     let meta: UInt32
     let keysDB: UInt32
+    /// The change log: `revision u64 BE ‖ index u32 BE` → the record after the change
+    /// (RecordCodec, credential secrets stripped). See ChangeLog.swift.
+    let changesDB: UInt32
     let options: StoreOptions
     private var resizeLock = pthread_rwlock_t()
     /// Serialises write transactions (writes, key records, secret rotation batches).
@@ -250,6 +263,7 @@ public final class Store: @unchecked Sendable {
             refs = try txn.openDatabase("refs", create: true)
             meta = try txn.openDatabase("meta", create: true)
             keysDB = try txn.openDatabase("keys", create: true)
+            changesDB = try txn.openDatabase("changes", create: true)
             let format = try txn.get(meta, Array("format".utf8)) { raw -> UInt32 in
                 raw.count == 4 ? raw.loadUnaligned(as: UInt32.self).littleEndian : 0
             }

@@ -187,8 +187,17 @@ public enum WireCodec {
             return .revokeKey(id: try FieldReader(prefix: "revoke_key.").id(m.revoke_key.pointee.key_id, "key_id"), expiresAt: m.revoke_key.pointee.expires_at)
         case AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS:
             return .rotateSecrets
+        case AUTHZ__V1__REQUEST__CALL_WATCH:
+            let x = m.watch.pointee
+            var kinds = Set<EntityKind>()
+            for i in 0..<x.n_kinds { kinds.insert(try EntityCodec.kind(x.kinds[i].rawValue, field: "watch.kinds[\(i)]")) }
+            if x.from_now != 0 && x.from_revision != 0 {
+                throw AuthzError.invalid("watch.from_revision", "must be 0 when watch.from_now is set")
+            }
+            return .watch(WatchCall(fromRevision: x.from_now != 0 ? nil : x.from_revision,
+                                    tenantId: try FieldReader(prefix: "watch.").optionalID(x.tenant_id, "tenant_id"), kinds: kinds))
         default:
-            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health, hello, create_key, list_keys, revoke_key, rotate_secrets")
+            throw AuthzError.invalid("request.call", "must set one of check, batch_check, explain, list_user_permissions, list_permission_users, write, get, list, import, export, server_info, health, hello, create_key, list_keys, revoke_key, rotate_secrets, watch")
         }
     }
 
@@ -388,6 +397,19 @@ public enum WireCodec {
                 authz__v1__revoke_key_request__init($0)
                 $0.pointee.key_id = a.cString(id.description)
                 $0.pointee.expires_at = expires
+            }
+        case .watch(let w):
+            msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_WATCH
+            msg.pointee.watch = a.make(Authz__V1__WatchRequest.self) {
+                authz__v1__watch_request__init($0)
+                $0.pointee.from_revision = w.fromRevision ?? 0
+                $0.pointee.from_now = w.fromRevision == nil ? 1 : 0
+                if let t = w.tenantId { $0.pointee.tenant_id = a.cString(t.description) }
+                let kinds = w.kinds.sorted { $0.rawValue < $1.rawValue }
+                let arr = a.array(Authz__V1__Kind.self, count: kinds.count)
+                for (i, k) in kinds.enumerated() { arr[i] = Authz__V1__Kind(rawValue: UInt32(k.rawValue)) }
+                $0.pointee.n_kinds = kinds.count
+                $0.pointee.kinds = arr
             }
         case .rotateSecrets:
             msg.pointee.call_case = AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS
@@ -627,6 +649,26 @@ public enum WireCodec {
                     $0.pointee.remaining = s.remaining
                     $0.pointee.reencrypted = s.reencrypted
                 }
+            case .watch(let b):
+                msg.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_WATCH
+                msg.pointee.watch = a.make(Authz__V1__WatchResponse.self) { m in
+                    authz__v1__watch_response__init(m)
+                    let arr = a.array(UnsafeMutablePointer<Authz__V1__Change>?.self, count: b.changes.count)
+                    for (i, c) in b.changes.enumerated() {
+                        arr[i] = a.make(Authz__V1__Change.self) {
+                            authz__v1__change__init($0)
+                            $0.pointee.revision = c.revision
+                            $0.pointee.kind = Authz__V1__Kind(rawValue: UInt32(c.entity.kind.rawValue))
+                            $0.pointee.tenant_id = a.cString(c.entity.tenantId.description)
+                            $0.pointee.id = a.cString(c.entity.id.description)
+                            $0.pointee.entity = EntityCodec.encode(c.entity, a)
+                        }
+                    }
+                    m.pointee.n_changes = b.changes.count
+                    m.pointee.changes = arr
+                    m.pointee.revision = b.revision
+                    m.pointee.caught_up = b.caughtUp ? 1 : 0
+                }
             }
         }
         let n = authz__v1__response__get_packed_size(msg)
@@ -773,6 +815,13 @@ public enum WireCodec {
             let x = m.rotate_secrets.pointee
             reply = .rotateSecrets(SecretRotationStatus(activeKeyId: swiftString(x.active_key_id) ?? "", keyIds: (0..<x.n_key_ids).map { swiftString(x.key_ids[$0]) ?? "" },
                                                         running: x.running != 0, remaining: x.remaining, reencrypted: x.reencrypted))
+        case AUTHZ__V1__RESPONSE__RESULT_WATCH:
+            let x = m.watch.pointee
+            let changes = try (0..<x.n_changes).map { i -> Change in
+                let c = x.changes[i]!.pointee
+                return Change(revision: c.revision, entity: try EntityCodec.decodeStored(c.entity))
+            }
+            reply = .watch(WatchBatch(changes: changes, revision: x.revision, caughtUp: x.caught_up != 0))
         default:
             throw AuthzError(.internal, "the server's response has neither a status nor a result")
         }

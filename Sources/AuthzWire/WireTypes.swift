@@ -48,6 +48,8 @@ public enum Call: Sendable {
     case revokeKey(id: ID, expiresAt: Int64)
     /// Reloads the key ring and re-encrypts stale secrets in the background.
     case rotateSecrets
+    /// Streams committed changes (many replies to one request).
+    case watch(WatchCall)
 
     /// The call's name as in the proto service (`"Check"`), for logs and metrics.
     public var name: String {
@@ -69,7 +71,41 @@ public enum Call: Sendable {
         case .listKeys: return "ListKeys"
         case .revokeKey: return "RevokeKey"
         case .rotateSecrets: return "RotateSecrets"
+        case .watch: return "Watch"
         }
+    }
+}
+
+/// What a Watch asks for: changes after a revision (or after the daemon's current one), of
+/// one tenant or every tenant the caller may see, of some kinds or all.
+public struct WatchCall: Sendable, Equatable {
+    /// Changes after this revision; nil = after the daemon's revision when the call arrives.
+    public var fromRevision: UInt64?
+    /// Only this tenant's changes; nil = every tenant the caller may see.
+    public var tenantId: ID?
+    /// Only these kinds; empty = every kind.
+    public var kinds: Set<EntityKind>
+
+    public init(fromRevision: UInt64?, tenantId: ID? = nil, kinds: Set<EntityKind> = []) {
+        self.fromRevision = fromRevision
+        self.tenantId = tenantId
+        self.kinds = kinds
+    }
+}
+
+/// One frame of a Watch stream: changes in commit order, and how far the stream has come.
+public struct WatchBatch: Sendable, Equatable {
+    /// The changes (empty in a progress frame).
+    public var changes: [Change]
+    /// Every matching change up to this revision has been sent: resume after it.
+    public var revision: UInt64
+    /// The stream had reached the daemon's revision when this frame was read.
+    public var caughtUp: Bool
+
+    public init(changes: [Change], revision: UInt64, caughtUp: Bool) {
+        self.changes = changes
+        self.revision = revision
+        self.caughtUp = caughtUp
     }
 }
 
@@ -155,6 +191,8 @@ public enum Reply: Sendable {
     case listKeys([ApiKey])
     case revokeKey(ApiKey)
     case rotateSecrets(SecretRotationStatus)
+    /// One frame of a Watch stream.
+    case watch(WatchBatch)
 }
 
 /// The state of secret re-encryption (RotateSecrets).

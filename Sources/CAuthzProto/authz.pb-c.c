@@ -2212,6 +2212,141 @@ void   authz__v1__rotate_secrets_response__free_unpacked
   assert(message->base.descriptor == &authz__v1__rotate_secrets_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__watch_request__init
+                     (Authz__V1__WatchRequest         *message)
+{
+  static const Authz__V1__WatchRequest init_value = AUTHZ__V1__WATCH_REQUEST__INIT;
+  *message = init_value;
+}
+size_t authz__v1__watch_request__get_packed_size
+                     (const Authz__V1__WatchRequest *message)
+{
+  assert(message->base.descriptor == &authz__v1__watch_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__watch_request__pack
+                     (const Authz__V1__WatchRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__watch_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__watch_request__pack_to_buffer
+                     (const Authz__V1__WatchRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__watch_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__WatchRequest *
+       authz__v1__watch_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__WatchRequest *)
+     protobuf_c_message_unpack (&authz__v1__watch_request__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__watch_request__free_unpacked
+                     (Authz__V1__WatchRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__watch_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__change__init
+                     (Authz__V1__Change         *message)
+{
+  static const Authz__V1__Change init_value = AUTHZ__V1__CHANGE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__change__get_packed_size
+                     (const Authz__V1__Change *message)
+{
+  assert(message->base.descriptor == &authz__v1__change__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__change__pack
+                     (const Authz__V1__Change *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__change__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__change__pack_to_buffer
+                     (const Authz__V1__Change *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__change__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__Change *
+       authz__v1__change__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__Change *)
+     protobuf_c_message_unpack (&authz__v1__change__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__change__free_unpacked
+                     (Authz__V1__Change *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__change__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__watch_response__init
+                     (Authz__V1__WatchResponse         *message)
+{
+  static const Authz__V1__WatchResponse init_value = AUTHZ__V1__WATCH_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t authz__v1__watch_response__get_packed_size
+                     (const Authz__V1__WatchResponse *message)
+{
+  assert(message->base.descriptor == &authz__v1__watch_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__watch_response__pack
+                     (const Authz__V1__WatchResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__watch_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__watch_response__pack_to_buffer
+                     (const Authz__V1__WatchResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__watch_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__WatchResponse *
+       authz__v1__watch_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__WatchResponse *)
+     protobuf_c_message_unpack (&authz__v1__watch_response__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__watch_response__free_unpacked
+                     (Authz__V1__WatchResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__watch_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__request__init
                      (Authz__V1__Request         *message)
 {
@@ -6184,7 +6319,238 @@ const ProtobufCMessageDescriptor authz__v1__rotate_secrets_response__descriptor 
   (ProtobufCMessageInit) authz__v1__rotate_secrets_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[20] =
+static const ProtobufCFieldDescriptor authz__v1__watch_request__field_descriptors[4] =
+{
+  {
+    "from_revision",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__WatchRequest, from_revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from_now",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__WatchRequest, from_now),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__WatchRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kinds",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_ENUM,
+    offsetof(Authz__V1__WatchRequest, n_kinds),
+    offsetof(Authz__V1__WatchRequest, kinds),
+    &authz__v1__kind__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__watch_request__field_indices_by_name[] = {
+  1,   /* field[1] = from_now */
+  0,   /* field[0] = from_revision */
+  3,   /* field[3] = kinds */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__watch_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor authz__v1__watch_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.WatchRequest",
+  "WatchRequest",
+  "Authz__V1__WatchRequest",
+  "authz.v1",
+  sizeof(Authz__V1__WatchRequest),
+  4,
+  authz__v1__watch_request__field_descriptors,
+  authz__v1__watch_request__field_indices_by_name,
+  1,  authz__v1__watch_request__number_ranges,
+  (ProtobufCMessageInit) authz__v1__watch_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__change__field_descriptors[5] =
+{
+  {
+    "revision",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Change, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Change, kind),
+    &authz__v1__kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Change, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Change, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entity",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__Change, entity),
+    &authz__v1__entity__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__change__field_indices_by_name[] = {
+  4,   /* field[4] = entity */
+  3,   /* field[3] = id */
+  1,   /* field[1] = kind */
+  0,   /* field[0] = revision */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange authz__v1__change__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor authz__v1__change__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.Change",
+  "Change",
+  "Authz__V1__Change",
+  "authz.v1",
+  sizeof(Authz__V1__Change),
+  5,
+  authz__v1__change__field_descriptors,
+  authz__v1__change__field_indices_by_name,
+  1,  authz__v1__change__number_ranges,
+  (ProtobufCMessageInit) authz__v1__change__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__watch_response__field_descriptors[3] =
+{
+  {
+    "changes",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__WatchResponse, n_changes),
+    offsetof(Authz__V1__WatchResponse, changes),
+    &authz__v1__change__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__WatchResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "caught_up",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__WatchResponse, caught_up),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__watch_response__field_indices_by_name[] = {
+  2,   /* field[2] = caught_up */
+  0,   /* field[0] = changes */
+  1,   /* field[1] = revision */
+};
+static const ProtobufCIntRange authz__v1__watch_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor authz__v1__watch_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.WatchResponse",
+  "WatchResponse",
+  "Authz__V1__WatchResponse",
+  "authz.v1",
+  sizeof(Authz__V1__WatchResponse),
+  3,
+  authz__v1__watch_response__field_descriptors,
+  authz__v1__watch_response__field_indices_by_name,
+  1,  authz__v1__watch_response__number_ranges,
+  (ProtobufCMessageInit) authz__v1__watch_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[21] =
 {
   {
     "request_id",
@@ -6426,6 +6792,18 @@ static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[20] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "watch",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, call_case),
+    offsetof(Authz__V1__Request, watch),
+    &authz__v1__watch_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__request__field_indices_by_name[] = {
   2,   /* field[2] = api_key */
@@ -6447,13 +6825,14 @@ static const unsigned authz__v1__request__field_indices_by_name[] = {
   18,   /* field[18] = revoke_key */
   19,   /* field[19] = rotate_secrets */
   13,   /* field[13] = server_info */
+  20,   /* field[20] = watch */
   8,   /* field[8] = write */
 };
 static const ProtobufCIntRange authz__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 3 },
-  { 0, 20 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor authz__v1__request__descriptor =
 {
@@ -6463,14 +6842,14 @@ const ProtobufCMessageDescriptor authz__v1__request__descriptor =
   "Authz__V1__Request",
   "authz.v1",
   sizeof(Authz__V1__Request),
-  20,
+  21,
   authz__v1__request__field_descriptors,
   authz__v1__request__field_indices_by_name,
   2,  authz__v1__request__number_ranges,
   (ProtobufCMessageInit) authz__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[19] =
+static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[20] =
 {
   {
     "request_id",
@@ -6700,6 +7079,18 @@ static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[19]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "watch",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, watch),
+    &authz__v1__watch_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__response__field_indices_by_name[] = {
   3,   /* field[3] = batch_check */
@@ -6720,13 +7111,14 @@ static const unsigned authz__v1__response__field_indices_by_name[] = {
   18,   /* field[18] = rotate_secrets */
   12,   /* field[12] = server_info */
   1,   /* field[1] = status */
+  19,   /* field[19] = watch */
   7,   /* field[7] = write */
 };
 static const ProtobufCIntRange authz__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor authz__v1__response__descriptor =
 {
@@ -6736,7 +7128,7 @@ const ProtobufCMessageDescriptor authz__v1__response__descriptor =
   "Authz__V1__Response",
   "authz.v1",
   sizeof(Authz__V1__Response),
-  19,
+  20,
   authz__v1__response__field_descriptors,
   authz__v1__response__field_indices_by_name,
   2,  authz__v1__response__number_ranges,
@@ -6979,7 +7371,7 @@ const ProtobufCEnumDescriptor authz__v1__key_role__descriptor =
   authz__v1__key_role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[17] =
+static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[18] =
 {
   { "Check", &authz__v1__check_request__descriptor, &authz__v1__check_response__descriptor },
   { "BatchCheck", &authz__v1__batch_check_request__descriptor, &authz__v1__batch_check_response__descriptor },
@@ -6998,6 +7390,7 @@ static const ProtobufCMethodDescriptor authz__v1__authz__method_descriptors[17] 
   { "ListKeys", &authz__v1__list_keys_request__descriptor, &authz__v1__list_keys_response__descriptor },
   { "RotateSecrets", &authz__v1__rotate_secrets_request__descriptor, &authz__v1__rotate_secrets_response__descriptor },
   { "RevokeKey", &authz__v1__revoke_key_request__descriptor, &authz__v1__revoke_key_response__descriptor },
+  { "Watch", &authz__v1__watch_request__descriptor, &authz__v1__watch_response__descriptor },
 };
 const unsigned authz__v1__authz__method_indices_by_name[] = {
   1,        /* BatchCheck */
@@ -7016,6 +7409,7 @@ const unsigned authz__v1__authz__method_indices_by_name[] = {
   16,        /* RevokeKey */
   15,        /* RotateSecrets */
   10,        /* ServerInfo */
+  17,        /* Watch */
   5         /* Write */
 };
 const ProtobufCServiceDescriptor authz__v1__authz__descriptor =
@@ -7025,7 +7419,7 @@ const ProtobufCServiceDescriptor authz__v1__authz__descriptor =
   "Authz",
   "Authz__V1__Authz",
   "authz.v1",
-  17,
+  18,
   authz__v1__authz__method_descriptors,
   authz__v1__authz__method_indices_by_name
 };
@@ -7164,6 +7558,14 @@ void authz__v1__authz__revoke_key(ProtobufCService *service,
 {
   assert(service->descriptor == &authz__v1__authz__descriptor);
   service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void authz__v1__authz__watch(ProtobufCService *service,
+                             const Authz__V1__WatchRequest *input,
+                             Authz__V1__WatchResponse_Closure closure,
+                             void *closure_data)
+{
+  assert(service->descriptor == &authz__v1__authz__descriptor);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void authz__v1__authz__init (Authz__V1__Authz_Service *service,
                              Authz__V1__Authz_ServiceDestroy destroy)

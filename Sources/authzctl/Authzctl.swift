@@ -19,7 +19,7 @@ struct Authzctl: AsyncParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Check.self, Explain.self, Permissions.self, Users.self, Import.self, Export.self,
-                      Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self, Audit.self]
+                      Get.self, List.self, Put.self, Delete.self, Activate.self, Info.self, Health.self, Audit.self, Watch.self]
     )
 }
 
@@ -360,6 +360,59 @@ struct Export: AsyncParsableCommand {
             }
         }
         if showProgress { FileHandle.standardError.write(Data("\nexported \(records) records at revision \(revision)\n".utf8)) }
+    }
+}
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print committed changes as JSON Lines, then follow new ones (docs/watch.md).",
+        discussion: """
+        Each line: {"revision":R,"kind":K,"tenant_id":T,"id":I,"record":{…}} with the record as \
+        export writes it (secrets always redacted). Resumes by itself from the last revision \
+        received when the connection drops or the daemon restarts; exits 2 when the changes \
+        asked for are no longer kept (OUT_OF_RANGE).
+        """)
+    @OptionGroup var conn: Connection
+    @Option(name: .long, help: "Changes after this revision (default: from now on).")
+    var from: UInt64?
+    @Option(name: .long, help: "Only this tenant's changes (a tenant-bound key sees only its own anyway).")
+    var tenant: String?
+    @Option(name: .long, parsing: .upToNextOption, help: "Only these kinds (tenant, user, role, permission, role_binding, permission_binding, platform_credential).")
+    var kind: [String] = []
+    @Flag(name: .long, help: "Also print progress lines {\"progress\":{\"revision\":R,\"caught_up\":B}}.")
+    var progress = false
+    @Flag(name: .long, help: "Exit 0 once the stream has caught up with the daemon (print what was missed, then stop).")
+    var untilCaughtUp = false
+
+    func run() async throws {
+        var call = WatchCall(fromRevision: from, tenantId: try tenant.map { try parseID($0, "--tenant") },
+                             kinds: Set(try kind.map(parseKind)))
+        let client = try conn.client()
+        defer { client.close() }
+        var delay: UInt64 = 100_000_000
+        while true {
+            do {
+                for try await batch in client.watch(call) {
+                    delay = 100_000_000
+                    for c in batch.changes {
+                        let e = c.entity
+                        print("{\"revision\":\(c.revision),\"kind\":\"\(e.kind.name)\",\"tenant_id\":\"\(e.tenantId)\",\"id\":\"\(e.id)\",\"record\":\(BulkFormat.encode(e))}")
+                    }
+                    if progress { print("{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}") }
+                    fflush(stdout)
+                    call.fromRevision = batch.revision
+                    if untilCaughtUp && batch.caughtUp { return }
+                }
+                throw AuthzError(.unavailable, "the watch ended")
+            } catch let e as AuthzError where e.code == .unavailable {
+                FileHandle.standardError.write(Data("authzctl watch: \(e.message); resuming\(call.fromRevision.map { " after revision \($0)" } ?? "")\n".utf8))
+                try await Task.sleep(nanoseconds: delay)
+                delay = min(delay * 2, 5_000_000_000)
+            } catch let e as AuthzError {
+                FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
     }
 }
 

@@ -35,7 +35,7 @@ final class MigrationTests: XCTestCase {
         o.autoMigrate = false
         XCTAssertThrowsError(try Store(directory: dir, options: o)) { e in
             let m = (e as! AuthzError).message
-            XCTAssertTrue(m.contains("format version 1") && m.contains("format version 2"), m)
+            XCTAssertTrue(m.contains("format version 1") && m.contains("format version \(Store.formatVersion)"), m)
         }
         let store = try Store(directory: dir)
         XCTAssertEqual(try store.format(), Store.formatVersion)

@@ -64,6 +64,9 @@ typedef struct Authz__V1__RevokeKeyRequest Authz__V1__RevokeKeyRequest;
 typedef struct Authz__V1__RevokeKeyResponse Authz__V1__RevokeKeyResponse;
 typedef struct Authz__V1__RotateSecretsRequest Authz__V1__RotateSecretsRequest;
 typedef struct Authz__V1__RotateSecretsResponse Authz__V1__RotateSecretsResponse;
+typedef struct Authz__V1__WatchRequest Authz__V1__WatchRequest;
+typedef struct Authz__V1__Change Authz__V1__Change;
+typedef struct Authz__V1__WatchResponse Authz__V1__WatchResponse;
 typedef struct Authz__V1__Request Authz__V1__Request;
 typedef struct Authz__V1__Response Authz__V1__Response;
 
@@ -1081,6 +1084,86 @@ struct  Authz__V1__RotateSecretsResponse
     , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0 }
 
 
+/*
+ * Streams every committed change after a revision, then follows new ones: many Response
+ * frames answer one Watch request (same request_id), until an error frame ends the stream
+ * (OUT_OF_RANGE: the changes after from_revision are no longer kept; RESOURCE_EXHAUSTED: the
+ * watcher read too slowly; UNAVAILABLE: the daemon is stopping). Resume with from_revision =
+ * the last WatchResponse.revision received. A tenant-bound key sees only its tenant; operator
+ * keys see only tenant records. The request's deadline does not apply. Close the connection
+ * to stop watching.
+ */
+struct  Authz__V1__WatchRequest
+{
+  ProtobufCMessage base;
+  /*
+   * changes after this revision
+   */
+  uint64_t from_revision;
+  /*
+   * ignore from_revision: changes after the daemon's current revision
+   */
+  protobuf_c_boolean from_now;
+  /*
+   * empty = every tenant the caller may see
+   */
+  char *tenant_id;
+  /*
+   * empty = every kind
+   */
+  size_t n_kinds;
+  Authz__V1__Kind *kinds;
+};
+#define AUTHZ__V1__WATCH_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__watch_request__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+/*
+ * One committed change: the record as the write at `revision` left it.
+ */
+struct  Authz__V1__Change
+{
+  ProtobufCMessage base;
+  uint64_t revision;
+  Authz__V1__Kind kind;
+  /*
+   * for a tenant: its own id
+   */
+  char *tenant_id;
+  char *id;
+  /*
+   * the record after the change; credential secrets always redacted
+   */
+  Authz__V1__Entity *entity;
+};
+#define AUTHZ__V1__CHANGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__change__descriptor) \
+    , 0, AUTHZ__V1__KIND__KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+
+
+struct  Authz__V1__WatchResponse
+{
+  ProtobufCMessage base;
+  /*
+   * in commit order; empty in a progress frame
+   */
+  size_t n_changes;
+  Authz__V1__Change **changes;
+  /*
+   * every matching change up to this revision has been sent
+   */
+  uint64_t revision;
+  /*
+   * this frame reached the daemon's revision at the time
+   */
+  protobuf_c_boolean caught_up;
+};
+#define AUTHZ__V1__WATCH_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__watch_response__descriptor) \
+    , 0,NULL, 0, 0 }
+
+
 typedef enum {
   AUTHZ__V1__REQUEST__CALL__NOT_SET = 0,
   AUTHZ__V1__REQUEST__CALL_CHECK = 10,
@@ -1099,7 +1182,8 @@ typedef enum {
   AUTHZ__V1__REQUEST__CALL_CREATE_KEY = 23,
   AUTHZ__V1__REQUEST__CALL_LIST_KEYS = 24,
   AUTHZ__V1__REQUEST__CALL_REVOKE_KEY = 25,
-  AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS = 26
+  AUTHZ__V1__REQUEST__CALL_ROTATE_SECRETS = 26,
+  AUTHZ__V1__REQUEST__CALL_WATCH = 27
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__REQUEST__CALL__CASE)
 } Authz__V1__Request__CallCase;
 
@@ -1137,6 +1221,7 @@ struct  Authz__V1__Request
     Authz__V1__ListKeysRequest *list_keys;
     Authz__V1__RevokeKeyRequest *revoke_key;
     Authz__V1__RotateSecretsRequest *rotate_secrets;
+    Authz__V1__WatchRequest *watch;
   };
 };
 #define AUTHZ__V1__REQUEST__INIT \
@@ -1162,7 +1247,8 @@ typedef enum {
   AUTHZ__V1__RESPONSE__RESULT_CREATE_KEY = 23,
   AUTHZ__V1__RESPONSE__RESULT_LIST_KEYS = 24,
   AUTHZ__V1__RESPONSE__RESULT_REVOKE_KEY = 25,
-  AUTHZ__V1__RESPONSE__RESULT_ROTATE_SECRETS = 26
+  AUTHZ__V1__RESPONSE__RESULT_ROTATE_SECRETS = 26,
+  AUTHZ__V1__RESPONSE__RESULT_WATCH = 27
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__RESPONSE__RESULT__CASE)
 } Authz__V1__Response__ResultCase;
 
@@ -1193,6 +1279,7 @@ struct  Authz__V1__Response
     Authz__V1__ListKeysResponse *list_keys;
     Authz__V1__RevokeKeyResponse *revoke_key;
     Authz__V1__RotateSecretsResponse *rotate_secrets;
+    Authz__V1__WatchResponse *watch;
   };
 };
 #define AUTHZ__V1__RESPONSE__INIT \
@@ -2131,6 +2218,63 @@ Authz__V1__RotateSecretsResponse *
 void   authz__v1__rotate_secrets_response__free_unpacked
                      (Authz__V1__RotateSecretsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Authz__V1__WatchRequest methods */
+void   authz__v1__watch_request__init
+                     (Authz__V1__WatchRequest         *message);
+size_t authz__v1__watch_request__get_packed_size
+                     (const Authz__V1__WatchRequest   *message);
+size_t authz__v1__watch_request__pack
+                     (const Authz__V1__WatchRequest   *message,
+                      uint8_t             *out);
+size_t authz__v1__watch_request__pack_to_buffer
+                     (const Authz__V1__WatchRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__WatchRequest *
+       authz__v1__watch_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__watch_request__free_unpacked
+                     (Authz__V1__WatchRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__Change methods */
+void   authz__v1__change__init
+                     (Authz__V1__Change         *message);
+size_t authz__v1__change__get_packed_size
+                     (const Authz__V1__Change   *message);
+size_t authz__v1__change__pack
+                     (const Authz__V1__Change   *message,
+                      uint8_t             *out);
+size_t authz__v1__change__pack_to_buffer
+                     (const Authz__V1__Change   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__Change *
+       authz__v1__change__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__change__free_unpacked
+                     (Authz__V1__Change *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__WatchResponse methods */
+void   authz__v1__watch_response__init
+                     (Authz__V1__WatchResponse         *message);
+size_t authz__v1__watch_response__get_packed_size
+                     (const Authz__V1__WatchResponse   *message);
+size_t authz__v1__watch_response__pack
+                     (const Authz__V1__WatchResponse   *message,
+                      uint8_t             *out);
+size_t authz__v1__watch_response__pack_to_buffer
+                     (const Authz__V1__WatchResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__WatchResponse *
+       authz__v1__watch_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__watch_response__free_unpacked
+                     (Authz__V1__WatchResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Authz__V1__Request methods */
 void   authz__v1__request__init
                      (Authz__V1__Request         *message);
@@ -2318,6 +2462,15 @@ typedef void (*Authz__V1__RotateSecretsRequest_Closure)
 typedef void (*Authz__V1__RotateSecretsResponse_Closure)
                  (const Authz__V1__RotateSecretsResponse *message,
                   void *closure_data);
+typedef void (*Authz__V1__WatchRequest_Closure)
+                 (const Authz__V1__WatchRequest *message,
+                  void *closure_data);
+typedef void (*Authz__V1__Change_Closure)
+                 (const Authz__V1__Change *message,
+                  void *closure_data);
+typedef void (*Authz__V1__WatchResponse_Closure)
+                 (const Authz__V1__WatchResponse *message,
+                  void *closure_data);
 typedef void (*Authz__V1__Request_Closure)
                  (const Authz__V1__Request *message,
                   void *closure_data);
@@ -2399,6 +2552,10 @@ struct Authz__V1__Authz_Service
                      const Authz__V1__RevokeKeyRequest *input,
                      Authz__V1__RevokeKeyResponse_Closure closure,
                      void *closure_data);
+  void (*watch)(Authz__V1__Authz_Service *service,
+                const Authz__V1__WatchRequest *input,
+                Authz__V1__WatchResponse_Closure closure,
+                void *closure_data);
 };
 typedef void (*Authz__V1__Authz_ServiceDestroy)(Authz__V1__Authz_Service *);
 void authz__v1__authz__init (Authz__V1__Authz_Service *service,
@@ -2423,7 +2580,8 @@ void authz__v1__authz__init (Authz__V1__Authz_Service *service,
       function_prefix__ ## create_key,\
       function_prefix__ ## list_keys,\
       function_prefix__ ## rotate_secrets,\
-      function_prefix__ ## revoke_key  }
+      function_prefix__ ## revoke_key,\
+      function_prefix__ ## watch  }
 void authz__v1__authz__check(ProtobufCService *service,
                              const Authz__V1__CheckRequest *input,
                              Authz__V1__CheckResponse_Closure closure,
@@ -2492,6 +2650,10 @@ void authz__v1__authz__revoke_key(ProtobufCService *service,
                                   const Authz__V1__RevokeKeyRequest *input,
                                   Authz__V1__RevokeKeyResponse_Closure closure,
                                   void *closure_data);
+void authz__v1__authz__watch(ProtobufCService *service,
+                             const Authz__V1__WatchRequest *input,
+                             Authz__V1__WatchResponse_Closure closure,
+                             void *closure_data);
 
 /* --- descriptors --- */
 
@@ -2550,6 +2712,9 @@ extern const ProtobufCMessageDescriptor authz__v1__revoke_key_request__descripto
 extern const ProtobufCMessageDescriptor authz__v1__revoke_key_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__rotate_secrets_request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__rotate_secrets_response__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__watch_request__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__change__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__watch_response__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__request__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__response__descriptor;
 extern const ProtobufCServiceDescriptor authz__v1__authz__descriptor;
