@@ -555,6 +555,79 @@ public final class Engine: @unchecked Sendable {
         try store.read { try $0.changes(after: position, limit: limit, where: matches) }
     }
 
+    /// Users of one tenant whose effective permissions a set of changes may have changed.
+    public enum AffectedUsers: Equatable, Sendable {
+        /// Every user of the tenant (the tenant record changed).
+        case all
+        /// These users (possibly none).
+        case some(Set<ID>)
+    }
+
+    /// What a tenant's changes touched that can change effective permissions, gathered change by
+    /// change (a revision of any size holds only ids here), resolved by `affectedUsers`.
+    public struct ChangeImpact: Sendable {
+        var all = false
+        var users = Set<ID>()
+        var roles = Set<ID>()
+        var permissions = Set<ID>()
+
+        public init() {}
+
+        /// Adds a changed record (the record after the change).
+        public mutating func add(_ e: Entity) {
+            switch e {
+            case .tenant: all = true
+            case .user(let u): users.insert(u.fields.id)
+            case .roleBinding(let b): users.insert(b.userId)
+            case .role(let r): roles.insert(r.fields.id)
+            case .permission(let p): permissions.insert(p.fields.id)
+            case .permissionBinding(let b): roles.insert(b.roleId)
+            case .platformCredential: break
+            }
+        }
+    }
+
+    /// The users of `tenant` whose effective permissions the changes gathered in `impact` may
+    /// have changed, read from the store as it is now: a superset, never missing one. A user
+    /// or role-binding change names its user; a role, permission or permission-binding change
+    /// names every user bound (active or not: soft-deleted bindings are kept) to the roles
+    /// concerned or to any role inheriting from them; a tenant change is `.all`; platform
+    /// credentials change no permission. Reads LMDB (call off event loops).
+    ///
+    /// Not seen: the previous user of a role binding re-pointed to another user (only the
+    /// record after a change is logged).
+    public func affectedUsers(_ impact: ChangeImpact, tenant: ID) throws -> AffectedUsers {
+        if impact.all { return .all }
+        var users = impact.users
+        var roles = impact.roles
+        if roles.isEmpty && impact.permissions.isEmpty { return .some(users) }
+        return try store.read { r in
+            for p in impact.permissions {
+                for b in try r.permissionBindings(ofPermission: p, tenant: tenant) { roles.insert(b.roleId) }
+            }
+            // Roles inheriting from a concerned role hold what it grants: follow the
+            // inheritance backwards (every role of the tenant, active or not).
+            var heirs: [ID: [ID]] = [:]
+            var after: ID? = nil
+            while true {
+                let page = try r.list(.role, tenant: tenant, after: after, limit: 1000)
+                for case .role(let role) in page {
+                    for parent in role.inherits { heirs[parent, default: []].append(role.fields.id) }
+                }
+                guard page.count == 1000, let last = page.last else { break }
+                after = last.id
+            }
+            var queue = Array(roles)
+            while let role = queue.popLast() {
+                for heir in heirs[role] ?? [] where roles.insert(heir).inserted { queue.append(heir) }
+            }
+            for role in roles {
+                for b in try r.roleBindings(ofRole: role, tenant: tenant) { users.insert(b.userId) }
+            }
+            return .some(users)
+        }
+    }
+
     /// The oldest revision a watcher may resume after (`StoreReader.changeFloor`).
     public func changeFloor() throws -> UInt64 {
         try store.read { try $0.changeFloor() }

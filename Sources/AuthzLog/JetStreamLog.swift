@@ -255,17 +255,17 @@ extension JetStreamLog {
     }
 
     /// Publishes `payload` on `subject` through JetStream (a stream must hold the subject) and
-    /// waits for its acknowledgement; creates stream `createStream` over `subject` first when
-    /// none holds it.
+    /// waits for its acknowledgement; creates stream `createStream` over `streamSubjects`
+    /// (default: `subject`) first when none holds it.
     public func publishCreatingStream(subject: String, id: String, headers: [(String, String)], payload: [UInt8],
-                                      timeoutMillis: Int64, createStream: String) throws -> UInt64 {
+                                      timeoutMillis: Int64, createStream: String, streamSubjects: String? = nil) throws -> UInt64 {
         do {
             return try publish(subject: subject, id: id, headers: headers, payload: payload, timeoutMillis: timeoutMillis).sequence
         } catch let e as AuthzError where e.code == .unavailable && isConnected {
             let (_, j) = try handles()
             var err = [CChar](repeating: 0, count: 512)
             var replicas: Int64 = 0
-            let s = cnats_ensure_stream(j, createStream, subject, Int64(settings.replicas), 0, 0, 0, 120_000_000_000, 0, &replicas, &err, Int32(err.count))
+            let s = cnats_ensure_stream(j, createStream, streamSubjects ?? subject, Int64(settings.replicas), 0, 0, 0, 120_000_000_000, 0, &replicas, &err, Int32(err.count))
             guard s == NATS_OK else { throw e }
             return try publish(subject: subject, id: id, headers: headers, payload: payload, timeoutMillis: timeoutMillis).sequence
         }

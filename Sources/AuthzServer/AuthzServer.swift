@@ -156,6 +156,13 @@ public final class AuthzServer: @unchecked Sendable {
             dispatcher.events = source
             source.start()
         }
+        if let settings = config.push {
+            if config.watchRetention == 0 { throw ConfigError("push needs the change log: watch-retention must not be 0") }
+            let publisher = try ChangePublisher(settings: settings, engine: engine, replicas: config.log?.replicas ?? 1, logger: logger)
+            dispatcher.push = publisher
+            publisher.start()
+            logger.info("pushing changed users", metadata: ["push.subject": "\(settings.subject).<tenant>"])
+        }
         self.dispatcher = dispatcher
         dispatcher.rotator.resumeIfRecorded()
         let bootstrap = ServerBootstrap(group: group)
@@ -371,6 +378,7 @@ public final class AuthzServer: @unchecked Sendable {
             ch.close(promise: nil)
         }
         dispatcher?.events?.stop()
+        dispatcher?.push?.stop()
         dispatcher?.replicator?.stop()
         dispatcher?.shutdown()
         if let engine = dispatcher?.engine { try? engine.store.sync() }

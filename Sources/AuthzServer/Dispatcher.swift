@@ -36,6 +36,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// The audit trail, when `audit-log` is set: committed writes, imports and key changes are
     /// recorded here after their commit; refused authentications by the connection handlers.
     var audit: AuditLog?
+    /// The publisher of changed users (`--push`), or nil.
+    var push: ChangePublisher?
     /// The user-event consumer (`--events`), or nil.
     var events: NATSEventSource?
     /// Log mode: the replicated log's writer and applier (set before serving), or nil.

@@ -138,6 +138,8 @@ public struct ServerConfig: Sendable {
     public var logReplicasSet = false
     /// Which tenants this daemon holds in log mode.
     public var logShard: TenantShard = .all
+    /// Where changed users are published (`--push`, docs/watch.md); nil = off.
+    public var push: PushSettings? = nil
     /// User events consumed from a NATS subject (`--events`, docs/events.md); nil = off.
     public var events: EventSettings? = nil
     /// Seconds a write waits for the log to acknowledge it and for this daemon to apply it.
@@ -286,6 +288,9 @@ public struct ServerConfig: Sendable {
             let v = try int()
             guard (0...60_000).contains(v) else { throw ConfigError("\(origin): secret-rotation-pause must be 0 to 60000 milliseconds (got \(v))") }
             secretRotationPauseMillis = v
+        case "push":
+            if value.isEmpty { push = nil; break }
+            do { push = try PushSettings.parse(value) } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "log":
             do { logSettings.servers = value.isEmpty ? [] : try LogSettings.parseServers(value) } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "log-stream":

@@ -74,17 +74,35 @@ public enum EventCodec {
         return out
     }
 
-    /// `authz.events.v1.PermissionsChanged` for `users` of `tenant` at `revision`.
-    public static func encodePermissionsChanged(tenant: ID, users: [ID], revision: UInt64) -> [UInt8] {
+    /// `authz.events.v1.PermissionsChanged` for `users` of `tenant` at `revision` (every user of
+    /// the tenant when `allUsers`).
+    public static func encodePermissionsChanged(tenant: ID, users: [ID], revision: UInt64, allUsers: Bool = false) -> [UInt8] {
         let a = Arena()
         let m = a.make(Authz__Events__V1__PermissionsChanged.self) { authz__events__v1__permissions_changed__init($0) }
         m.pointee.tenant_id = a.cString(tenant.description)
         m.pointee.user_ids = a.cStrings(users.map(\.description))
         m.pointee.n_user_ids = users.count
         m.pointee.revision = revision
+        m.pointee.all_users = allUsers ? 1 : 0
         let n = authz__events__v1__permissions_changed__get_packed_size(m)
         var out = [UInt8](repeating: 0, count: n)
         _ = out.withUnsafeMutableBufferPointer { authz__events__v1__permissions_changed__pack(m, $0.baseAddress) }
         return out
+    }
+
+    /// Decodes `authz.events.v1.PermissionsChanged` (for consumers and tests): the tenant, the
+    /// users, the revision, and whether it names every user. INVALID_ARGUMENT when malformed.
+    public static func decodePermissionsChanged(_ bytes: [UInt8]) throws -> (tenant: ID, users: [ID], revision: UInt64, allUsers: Bool) {
+        guard let m = bytes.withUnsafeBufferPointer({ authz__events__v1__permissions_changed__unpack(nil, $0.count, $0.baseAddress) }) else {
+            throw AuthzError.invalid("permissions_changed", "is not an authz.events.v1.PermissionsChanged message")
+        }
+        defer { authz__events__v1__permissions_changed__free_unpacked(m, nil) }
+        let x = m.pointee
+        guard let t = ID(swiftString(x.tenant_id) ?? "") else { throw AuthzError.invalid("permissions_changed.tenant_id", "must be a UUID") }
+        let users = try (0..<x.n_user_ids).map { i -> ID in
+            guard let u = ID(swiftString(x.user_ids[i]) ?? "") else { throw AuthzError.invalid("permissions_changed.user_ids[\(i)]", "must be a UUID") }
+            return u
+        }
+        return (t, users, x.revision, x.all_users != 0)
     }
 }

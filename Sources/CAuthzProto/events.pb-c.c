@@ -335,7 +335,7 @@ const ProtobufCMessageDescriptor authz__events__v1__user_event__descriptor =
   (ProtobufCMessageInit) authz__events__v1__user_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__events__v1__permissions_changed__field_descriptors[3] =
+static const ProtobufCFieldDescriptor authz__events__v1__permissions_changed__field_descriptors[4] =
 {
   {
     "tenant_id",
@@ -373,8 +373,21 @@ static const ProtobufCFieldDescriptor authz__events__v1__permissions_changed__fi
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "all_users",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__Events__V1__PermissionsChanged, all_users),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__events__v1__permissions_changed__field_indices_by_name[] = {
+  3,   /* field[3] = all_users */
   2,   /* field[2] = revision */
   0,   /* field[0] = tenant_id */
   1,   /* field[1] = user_ids */
@@ -382,7 +395,7 @@ static const unsigned authz__events__v1__permissions_changed__field_indices_by_n
 static const ProtobufCIntRange authz__events__v1__permissions_changed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor authz__events__v1__permissions_changed__descriptor =
 {
@@ -392,7 +405,7 @@ const ProtobufCMessageDescriptor authz__events__v1__permissions_changed__descrip
   "Authz__Events__V1__PermissionsChanged",
   "authz.events.v1",
   sizeof(Authz__Events__V1__PermissionsChanged),
-  3,
+  4,
   authz__events__v1__permissions_changed__field_descriptors,
   authz__events__v1__permissions_changed__field_indices_by_name,
   1,  authz__events__v1__permissions_changed__number_ranges,

@@ -92,6 +92,8 @@ struct ServeOptions: ParsableArguments {
     var events: String?
     @Option(name: .long, help: "Durable consumer name of --events (default authzd); daemons sharing it share the events.")
     var eventsGroup: String?
+    @Option(name: .long, help: "Publish the users whose permissions changed to nats://H:P,.../SUBJECT (SUBJECT.<tenant>; docs/watch.md).")
+    var push: String?
     @Option(name: .long, help: "Hold only these tenants (comma-separated ids) in log mode.")
     var logTenants: String?
     @Option(name: .long, help: "Hold only shard K of N (0 <= K < N, by a stable hash of the tenant id) in log mode.")
@@ -134,6 +136,7 @@ struct ServeOptions: ParsableArguments {
         if let logMaxMsgs { try c.set("log-max-msgs", String(logMaxMsgs), origin: "--log-max-msgs") }
         if let events { try c.set("events", events, origin: "--events") }
         if let eventsGroup { try c.set("events-group", eventsGroup, origin: "--events-group") }
+        if let push { try c.set("push", push, origin: "--push") }
         if let logTenants { try c.set("log-tenants", logTenants, origin: "--log-tenants") }
         if let logShard { try c.set("log-shard", logShard, origin: "--log-shard") }
         if let decisionLogSampleRate { try c.set("decision-log-sample-rate", String(decisionLogSampleRate), origin: "--decision-log-sample-rate") }

@@ -97,20 +97,31 @@ struct  Authz__Events__V1__UserEvent
 
 
 /*
- * What authzd publishes, per committed change, for token-minting gateways: the users whose
- * effective permissions may have changed (docs/events.md).
+ * What authzd publishes (`--push`), per committed revision and tenant, for gateways that cache
+ * decisions or mint tokens carrying permissions: the users whose effective permissions may
+ * have changed at that revision (a superset: never one missing). docs/watch.md, "Push".
  */
 struct  Authz__Events__V1__PermissionsChanged
 {
   ProtobufCMessage base;
   char *tenant_id;
+  /*
+   * at most 10,000 a message; a revision may take several
+   */
   size_t n_user_ids;
   char **user_ids;
+  /*
+   * re-check (or re-mint) at min_revision = this
+   */
   uint64_t revision;
+  /*
+   * every user of the tenant (a tenant change); user_ids empty
+   */
+  protobuf_c_boolean all_users;
 };
 #define AUTHZ__EVENTS__V1__PERMISSIONS_CHANGED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__events__v1__permissions_changed__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0 }
 
 
 /* Authz__Events__V1__UserFields methods */

@@ -1,0 +1,198 @@
+import AuthzEngine
+import AuthzLog
+import AuthzModel
+import AuthzStore
+import AuthzWire
+import Foundation
+import Logging
+import Metrics
+
+/// Where `--push` publishes (docs/watch.md, "Push").
+public struct PushSettings: Sendable, Equatable {
+    /// `nats://H:P,...` servers.
+    public var servers: [String]
+    /// Messages go to `SUBJECT.<tenant_id>`, in a stream over `SUBJECT.>`.
+    public var subject: String
+
+    /// Parses `nats://H1:P1[,H2:P2...]/SUBJECT`. INVALID_ARGUMENT naming `push`.
+    public static func parse(_ text: String) throws -> PushSettings {
+        guard text.hasPrefix("nats://") else { throw AuthzError.invalid("push", "must be nats://HOST:PORT[,HOST:PORT...]/SUBJECT (got \"\(text)\")") }
+        let rest = text.dropFirst("nats://".count)
+        guard let slash = rest.firstIndex(of: "/") else { throw AuthzError.invalid("push", "names no subject: nats://HOST:PORT/SUBJECT") }
+        let subject = String(rest[rest.index(after: slash)...])
+        guard !subject.isEmpty, !subject.contains(" "), !subject.contains(">"), !subject.contains("*"),
+              !subject.hasPrefix("."), !subject.hasSuffix("."), !subject.contains("..") else {
+            throw AuthzError.invalid("push", "\"\(subject)\" is not a NATS subject without wildcards")
+        }
+        return PushSettings(servers: try LogSettings.parseServers(String(rest[..<slash]), field: "push"), subject: subject)
+    }
+}
+
+/// Publishes, for each committed revision and tenant, which users' effective permissions may
+/// have changed (`authz.events.v1.PermissionsChanged`), so that token-minting gateways refresh
+/// exactly those users.
+///
+/// Follows the store's change log on one thread, from the position it recorded in the store
+/// (`text.push.position`): a revision is recorded only after all its messages were
+/// acknowledged by JetStream, so a daemon killed halfway publishes that revision again at
+/// start (at least once; the message ids `push-<tenant>-<revision>-<part>` let JetStream drop
+/// the repeat, and let every replica of a fleet publish without doubling the messages).
+final class ChangePublisher: @unchecked Sendable {
+    /// Users a message names at most.
+    static let maxUsersPerMessage = 10_000
+
+    let settings: PushSettings
+    let engine: Engine
+    let logger: Logger
+    private let log: JetStreamLog
+    private let lock = NSCondition()
+    private var stopped = false
+    private var finished = false
+    private let published = Counter(label: "authzd_push_messages_total")
+    private let lagGauge = Gauge(label: "authzd_push_lag")
+
+    init(settings: PushSettings, engine: Engine, replicas: Int, logger: Logger) throws {
+        self.settings = settings
+        self.engine = engine
+        self.logger = logger
+        var l = LogSettings(servers: settings.servers)
+        l.replicas = replicas
+        log = try JetStreamLog(settings: l, name: "authzd-push")
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            run()
+            lock.lock()
+            finished = true
+            lock.broadcast()
+            lock.unlock()
+        }
+        t.name = "authzd-push"
+        t.start()
+    }
+
+    /// Stops the thread and waits (up to 10 s: a publish in flight times out in 5) for it.
+    func stop() {
+        lock.lock()
+        stopped = true
+        lock.broadcast()
+        let until = Date().addingTimeInterval(10)
+        while !finished && Date() < until { _ = lock.wait(until: until) }
+        lock.unlock()
+    }
+
+    private var isStopped: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopped
+    }
+
+    /// Sleeps until the engine publishes a new revision, `seconds` pass, or `stop`.
+    private func waitForRevision(seconds: Double) {
+        var woken = false
+        let token = engine.whenRevisionAdvances { [lock] in
+            lock.lock()
+            woken = true
+            lock.broadcast()
+            lock.unlock()
+        }
+        lock.lock()
+        let until = Date().addingTimeInterval(seconds)
+        while !woken && !stopped && Date() < until { _ = lock.wait(until: until) }
+        lock.unlock()
+        if let token { engine.cancelRevisionWait(token) }
+    }
+
+    private func position() throws -> UInt64 {
+        if let text = try engine.store.metaText("push.position"), let r = UInt64(text) { return r }
+        // First start with --push: from now on (history is for Watch).
+        let now = try engine.store.revision()
+        try engine.store.setMetaText("push.position", String(now))
+        return now
+    }
+
+    private func run() {
+        var delay = 0.5
+        while !isStopped {
+            do {
+                var at = try position()
+                while !isStopped {
+                    let floor = try engine.changeFloor()
+                    if at < floor {
+                        // Changes were trimmed before they were published (push was off, or
+                        // stalled longer than the change log's retention): every tenant may
+                        // have changed.
+                        logger.error("push: changes up to revision \(floor) were trimmed unpublished; telling every tenant that all its users may have changed",
+                                     metadata: ["push.position": "\(at)"])
+                        let tenants = try engine.store.read { try $0.tenantIDs() }
+                        for t in tenants { try publish(tenant: t, revision: floor, affected: .all) }
+                        at = floor
+                        try engine.store.setMetaText("push.position", String(at))
+                    }
+                    // Reads whole revisions (a large one over several pages), gathering each
+                    // tenant's impact, then publishes every revision the reading completed.
+                    var pending: [(revision: UInt64, impact: [ID: Engine.ChangeImpact], order: [ID])] = []
+                    var page = try engine.changes(after: .after(revision: at), limit: 4096, where: { _, _ in true })
+                    while true {
+                        for c in page.changes {
+                            if pending.last?.revision != c.revision { pending.append((c.revision, [:], [])) }
+                            let t = c.entity.tenantId
+                            if pending[pending.count - 1].impact[t] == nil { pending[pending.count - 1].order.append(t) }
+                            pending[pending.count - 1].impact[t, default: Engine.ChangeImpact()].add(c.entity)
+                        }
+                        if page.atEnd || isStopped { break }
+                        // Stop at a revision boundary when one is reached: publish what is whole.
+                        if pending.count > 1 && page.complete >= pending[pending.count - 2].revision { break }
+                        page = try engine.changes(after: page.position, limit: 4096, where: { _, _ in true })
+                    }
+                    for p in pending where p.revision <= page.complete {
+                        for t in p.order {
+                            try publish(tenant: t, revision: p.revision, affected: try engine.affectedUsers(p.impact[t]!, tenant: t))
+                        }
+                        at = p.revision
+                        try engine.store.setMetaText("push.position", String(at))
+                    }
+                    if page.atEnd && page.complete > at {
+                        at = page.complete
+                        try engine.store.setMetaText("push.position", String(at))
+                    }
+                    lagGauge.record(Int64(engine.revision) - Int64(at))
+                    delay = 0.5
+                    if page.atEnd { waitForRevision(seconds: 5) }
+                }
+            } catch {
+                if isStopped { break }
+                logger.warning("push: cannot publish; retrying", metadata: ["error": "\(error)"])
+                lock.lock()
+                _ = lock.wait(until: Date().addingTimeInterval(delay))
+                lock.unlock()
+                delay = min(delay * 2, 10)
+            }
+        }
+        log.close()
+    }
+
+    private func publish(tenant: ID, revision: UInt64, affected: Engine.AffectedUsers) throws {
+        let subject = settings.subject + "." + tenant.description
+        var parts: [(payload: [UInt8], id: String)] = []
+        switch affected {
+        case .all:
+            parts.append((EventCodec.encodePermissionsChanged(tenant: tenant, users: [], revision: revision, allUsers: true), "push-\(tenant)-\(revision)-all"))
+        case .some(let users):
+            if users.isEmpty { return }
+            let sorted = users.sorted()
+            var i = 0
+            while i < sorted.count {
+                let chunk = Array(sorted[i..<min(i + ChangePublisher.maxUsersPerMessage, sorted.count)])
+                parts.append((EventCodec.encodePermissionsChanged(tenant: tenant, users: chunk, revision: revision), "push-\(tenant)-\(revision)-\(parts.count)"))
+                i += chunk.count
+            }
+        }
+        for p in parts {
+            _ = try log.publishCreatingStream(subject: subject, id: p.id, headers: [], payload: p.payload, timeoutMillis: 5000,
+                                              createStream: "authzd-push", streamSubjects: settings.subject + ".>")
+            published.increment()
+        }
+    }
+}
