@@ -194,6 +194,36 @@ final class WatchTests: XCTestCase {
         XCTAssertTrue(serving)
     }
 
+    func testServerSentEventsOnTheGatewayListener() async throws {
+        let port = try freeLoopbackPort()
+        let d = try DaemonProcess(tcp: false, extra: ["--http-address", "127.0.0.1:\(port)", "--insecure-plaintext"])
+        daemon = d
+        let c = d.client()
+        defer { c.close() }
+        let r1 = try await c.write([.upsert(.tenant(Tenant(id: t1, name: "one")))])
+        let u = ID.random()
+        let r2 = try await c.write([.upsert(.user(User(id: u, tenantId: t1, email: "sse@one.test")))])
+        let (_, gatewayKey) = try await createKey(c, nil, .gateway)
+        let (_, checkerKey) = try await createKey(c, t1, .checker)
+        func curl(_ key: String?, _ query: String, _ headers: [String] = []) throws -> String {
+            var args = ["-sN", "--max-time", "2", "-w", "\nstatus=%{http_code}\n"]
+            if let key { args += ["-H", "x-authz-api-key: \(key)"] }
+            for h in headers { args += ["-H", h] }
+            return try runProcess("/usr/bin/curl", args + ["http://127.0.0.1:\(port)/v1/watch\(query)"], mergeStderr: false).1
+        }
+        let all = try curl(gatewayKey, "?from=0")
+        XCTAssertTrue(all.contains("status=200"), all)
+        XCTAssertTrue(all.contains("event: changes\nid: \(r2)\ndata: {\"revision\":\(r2),\"caught_up\":true"), all)
+        XCTAssertTrue(all.contains("\"kind\":\"tenant\"") && all.contains("sse@one.test"), all)
+        // Resumed after the tenant's revision by Last-Event-ID: only the user.
+        let resumed = try curl(gatewayKey, "?kinds=user,tenant", ["Last-Event-ID: \(r1)"])
+        XCTAssertTrue(resumed.contains("\"id\":\"\(u)\""), resumed)
+        XCTAssertFalse(resumed.contains("\"kind\":\"tenant\""), resumed)
+        XCTAssertTrue(try curl(nil, "?from=0").contains("status=401"))
+        XCTAssertTrue(try curl(checkerKey, "?from=0").contains("status=403"))
+        XCTAssertTrue(try curl(gatewayKey, "?from=x").contains("status=400"))
+    }
+
     func testAuthzctlWatchPrintsJSONLinesAndResumesAcrossARestart() async throws {
         let base = temporaryDirectory()
         var d = try DaemonProcess(dir: base, tcp: false)

@@ -1,4 +1,5 @@
 import AuthzModel
+import AuthzWire
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -112,6 +113,9 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
     private var cachedPrincipal: Principal = .unauthenticated
     private var cachedEpoch: UInt64 = 0
     private var cachedExpiry: Int64 = 0
+    /// The Watch this connection streams as server-sent events, if any (it then serves nothing
+    /// else, and is not closed as idle).
+    private var watch: WatchStream?
 
     init(gateway: Gateway, transport: Principal) {
         self.gateway = gateway
@@ -133,10 +137,20 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         if let identified = event as? CertificateIdentified {
             if transport == .unauthenticated { transport = identified.principal }
         } else if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
+            if watch == nil { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { watch?.writable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        watch?.end(nil)
+        context.fireChannelInactive()
     }
 
     private func answer(context: ChannelHandlerContext, _ h: HTTPRequestHead) {
@@ -156,6 +170,9 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             }()
             let a = gateway.decide(method: method, path: original, principal: principal) { h.headers.first(name: $0) }
             return respond(context: context, h, a)
+        }
+        if path == "/v1/watch" {
+            return startWatch(context: context, h)
         }
         if h.method == .GET, path == "/healthz" {
             return respond(context: context, h, status: .ok, contentType: "text/plain", body: "ok\n")
@@ -179,6 +196,113 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         }
         respond(context: context, h, status: .notFound, contentType: "application/json",
                 body: Gateway.errorJSON("NOT_FOUND", "no such endpoint: decisions are under \(options.pathPrefix), permissions under /v1/tenants/{tenant_id}/users/{user_id}/permissions"))
+    }
+
+    /// `GET /v1/watch?from=R&tenant=T&kinds=user,role_binding`: the Watch call as a
+    /// server-sent event stream (docs/watch.md, "Over HTTP"). Without `from`, resumes after
+    /// `Last-Event-ID`, else starts from now. Events: `changes` and `progress`, each with `id:`
+    /// the revision through which everything was sent; `error` ends the stream.
+    private func startWatch(context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        func refuse(_ status: HTTPResponseStatus, _ e: AuthzError) {
+            respond(context: context, h, status: status, contentType: "application/json", body: Gateway.errorJSON(e.code.name, e.message))
+        }
+        guard h.method == .GET else { return refuse(.methodNotAllowed, AuthzError.invalid("method", "use GET")) }
+        let principal: Principal
+        switch resolve(h.headers.first(name: gateway.options.apiKeyHeader), context: context) {
+        case .success(let p): principal = p
+        case .failure:
+            return refuse(.unauthorized, AuthzError(.unauthenticated, "send a valid API key in \(gateway.options.apiKeyHeader)"))
+        }
+        var call = WatchCall(fromRevision: nil)
+        let query = h.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(kv[0]), value = kv.count > 1 ? String(kv[1]) : ""
+            switch key {
+            case "from":
+                guard let r = UInt64(value) else { return refuse(.badRequest, AuthzError.invalid("from", "must be a revision (an unsigned integer)")) }
+                call.fromRevision = r
+            case "tenant":
+                guard let t = ID(value) else { return refuse(.badRequest, AuthzError.invalid("tenant", "must be a UUID in 8-4-4-4-12 form")) }
+                call.tenantId = t
+            case "kinds":
+                for name in value.split(separator: ",") {
+                    guard let k = EntityKind(name: String(name)) else { return refuse(.badRequest, AuthzError.invalid("kinds", "\"\(name)\" is not a kind")) }
+                    call.kinds.insert(k)
+                }
+            default:
+                return refuse(.badRequest, AuthzError.invalid(key, "is not a parameter of /v1/watch (from, tenant, kinds)"))
+            }
+        }
+        if call.fromRevision == nil, let last = h.headers.first(name: "last-event-id") {
+            guard let r = UInt64(last) else { return refuse(.badRequest, AuthzError.invalid("Last-Event-ID", "must be a revision")) }
+            call.fromRevision = r
+        }
+        if let denied = authorize(principal, .watch(call)) {
+            return refuse(denied.code == .unauthenticated ? .unauthorized : .forbidden, denied)
+        }
+        let dispatcher = gateway.dispatcher
+        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(call)) {
+            return refuse(.serviceUnavailable, refused)
+        }
+        let config = dispatcher.config
+        let admitted = dispatcher.watchers.withLockedValue { n -> Bool in
+            guard n < config.maxWatchers else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else { return refuse(.serviceUnavailable, AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already")) }
+        let from: UInt64
+        do {
+            from = try call.fromRevision ?? dispatcher.engine.store.revision()
+        } catch {
+            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            return refuse(.serviceUnavailable, AuthzError(.unavailable, "cannot read the revision: \(error)"))
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/event-stream")
+        headers.add(name: "cache-control", value: "no-store")
+        headers.add(name: "connection", value: "close")
+        headers.add(name: "x-accel-buffering", value: "no")  // nginx: pass events through unbuffered
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
+        let stream = WatchStream(
+            from: from, engine: dispatcher.engine, readers: dispatcher.readers, loop: context.eventLoop, logger: gateway.logger,
+            matches: watchFilter(call, principal: principal),
+            stallTimeout: .seconds(Int64(config.watchStallSeconds)), progressInterval: .seconds(Int64(config.watchProgressSeconds)),
+            send: { [weak self] result in
+                guard let self else { return }
+                var buf = context.channel.allocator.buffer(capacity: 1024)
+                buf.writeString(HTTPGatewayHandler.event(result))
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buf))), promise: nil)
+            },
+            isWritable: { context.channel.isWritable },
+            finished: { [weak self] _ in
+                dispatcher.watchers.withLockedValue { $0 -= 1 }
+                guard let self else { return }
+                self.watch = nil
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            })
+        watch = stream
+        stream.start()
+    }
+
+    /// One server-sent event of a Watch stream.
+    static func event(_ result: Result<Reply, AuthzError>) -> String {
+        switch result {
+        case .success(.watch(let b)):
+            var s = b.changes.isEmpty ? "event: progress\n" : "event: changes\n"
+            s += "id: \(b.revision)\ndata: {\"revision\":\(b.revision),\"caught_up\":\(b.caughtUp),\"changes\":["
+            for (i, c) in b.changes.enumerated() {
+                if i > 0 { s += "," }
+                let e = c.entity
+                s += "{\"revision\":\(c.revision),\"kind\":\"\(e.kind.name)\",\"tenant_id\":\"\(e.tenantId)\",\"id\":\"\(e.id)\",\"record\":\(BulkFormat.encode(e))}"
+            }
+            return s + "]}\n\n"
+        case .success:
+            return "event: error\ndata: " + Gateway.errorJSON("INTERNAL", "unexpected reply") + "\n\n"
+        case .failure(let e):
+            return "event: error\ndata: " + Gateway.errorJSON(e.code.name, e.message) + "\n\n"
+        }
     }
 
     /// The principal for this request, reusing the connection's last verified key. A refused
