@@ -453,6 +453,38 @@ final class ReplicationTests: XCTestCase {
         }
     }
 
+    /// Every replica keeps the same change log (same changes, same revisions): a watcher may
+    /// follow any of them and switch to another with its resume revision.
+    func testWatchOnAnyReplicaSeesTheSameChanges() async throws {
+        let cluster = try NatsCluster(count: 1)
+        defer { cluster.stopAll() }
+        let a = try replica(cluster)
+        let b = try replica(cluster, keyring: a.dir + "/data/keyring")
+        defer { for d in [a, b] { d.stop(); d.remove() } }
+        let ca = a.client(), cb = b.client()
+        defer { ca.close(); cb.close() }
+        let t = ID.random()
+        var last = try await ca.write([.upsert(.tenant(Tenant(id: t, name: "watched")))])
+        for i in 0..<3 {
+            last = try await (i % 2 == 0 ? ca : cb).write((0..<5).map { _ in .upsert(.user(User(id: .random(), tenantId: t))) })
+        }
+        func history(_ c: AuthzClient, from: UInt64) async throws -> [Change] {
+            var out: [Change] = []
+            for try await batch in c.watch(WatchCall(fromRevision: from)) {
+                out += batch.changes
+                if batch.caughtUp && batch.revision >= last { break }
+            }
+            return out
+        }
+        let fromA = try await history(ca, from: 0), fromB = try await history(cb, from: 0)
+        XCTAssertEqual(fromA.count, 16)
+        XCTAssertEqual(fromA, fromB)
+        // Resumed on the other replica from a revision seen on the first: the rest, no gap.
+        let cut = fromA[5].revision
+        let rest = try await history(cb, from: cut)
+        XCTAssertEqual(fromA.filter { $0.revision <= cut } + rest, fromA)
+    }
+
     /// A data directory written without a log refuses log mode (its revisions are not stream
     /// sequences); bad log flags are refused with the flag named.
     func testLogModeRefusesForeignDataAndBadFlags() throws {
