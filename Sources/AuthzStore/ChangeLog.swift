@@ -49,8 +49,9 @@ extension Store {
     static let maxPrunedPerWrite = 100_000
 
     /// Records `entities` (in order) as the changes of `revision`, then drops the oldest
-    /// entries beyond the retention. Inside the write's transaction.
-    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, _ entities: [Entity]) throws {
+    /// entries beyond the retention. Inside the write's transaction. Each entity may come with
+    /// the bytes the records database got for it (reused unless it holds secrets).
+    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, _ entities: [(Entity, [UInt8]?)]) throws {
         let retention = options.changeRetention
         guard retention > 0 else {
             // No log: a reader could resume from nowhere but here.
@@ -58,17 +59,26 @@ extension Store {
             try txn.put(meta, Array("changes.floor".utf8), withUnsafeBytes(of: &v) { Array($0) })
             return
         }
-        for (i, e) in entities.enumerated() {
-            var kept = e
+        for (i, (e, stored)) in entities.enumerated() {
+            let bytes: [UInt8]
             if case .platformCredential(var c) = e {
                 c.accessToken = ""
                 c.refreshToken = ""
                 c.unreadableSecret = nil
                 c.secretUnreadable = false
                 c.secretsRedacted = true
-                kept = .platformCredential(c)
+                bytes = try RecordCodec.encode(.platformCredential(c), sealer: nil)
+            } else {
+                bytes = try stored ?? RecordCodec.encode(e, sealer: nil)
             }
-            try txn.put(changesDB, Store.changeKey(revision, UInt32(truncatingIfNeeded: i)), try RecordCodec.encode(kept, sealer: nil))
+            // Keys rise with the revision: appended at the end of the tree (a plain put if some
+            // key sorts after, which only a damaged log could hold).
+            let key = Store.changeKey(revision, UInt32(truncatingIfNeeded: i))
+            do {
+                try txn.append(changesDB, key, bytes)
+            } catch LMDBError.keyExist {
+                try txn.put(changesDB, key, bytes)
+            }
         }
         let excess = min(try txn.count(changesDB) - retention, Store.maxPrunedPerWrite)
         guard excess > 0 else { return }

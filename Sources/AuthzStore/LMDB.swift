@@ -13,6 +13,7 @@ struct LMDBError: Error, CustomStringConvertible, Equatable {
     static let invalid = LMDBError(code: MDB_INVALID)
     static let versionMismatch = LMDBError(code: MDB_VERSION_MISMATCH)
     static let mapResized = LMDBError(code: MDB_MAP_RESIZED)
+    static let keyExist = LMDBError(code: MDB_KEYEXIST)
     static let noSpace = LMDBError(code: ENOSPC)
 
     var description: String { String(cString: mdb_strerror(code)) + " (\(code))" }
@@ -158,11 +159,21 @@ final class LMDBTransaction {
 
     /// `mdb_put` with no flags. Throws `LMDBError.mapFull` when the map is full.
     func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
+        try put(dbi, key, value, flags: 0)
+    }
+
+    /// `mdb_put` with `MDB_APPEND`: `key` must sort after every key of the database (LMDB then
+    /// skips the tree search and fills pages to the end). `LMDBError` keyExist otherwise.
+    func append(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
+        try put(dbi, key, value, flags: UInt32(MDB_APPEND))
+    }
+
+    private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8], flags: UInt32) throws {
         try key.withUnsafeBytes { k in
             try value.withUnsafeBytes { v in
                 var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
                 var dv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-                try LMDBError.check(mdb_put(txn, dbi, &kv, &dv, 0))
+                try LMDBError.check(mdb_put(txn, dbi, &kv, &dv, flags))
             }
         }
     }

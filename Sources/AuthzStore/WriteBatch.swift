@@ -17,6 +17,8 @@ final class WriteBatch {
     private var created: [EntityKind: Int] = [:]
     /// The batch's own records as they stand, so validation does not read them back.
     private var current: [ID: Entity] = [:]
+    /// The stored bytes of each record the batch wrote last (the change log reuses them).
+    private var encoded: [ID: [UInt8]] = [:]
     /// Referenced records already looked up during validation (records outside the batch
     /// cannot change while the batch holds the write transaction).
     private var referenceCache: [ID: Entity] = [:]
@@ -61,7 +63,7 @@ final class WriteBatch {
         }
         let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
-        try store.recordChanges(txn, revision: revision, changes.map(\.after))
+        try store.recordChanges(txn, revision: revision, changes.map { ($0.after, encoded[$0.after.id]) })
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }
@@ -174,7 +176,9 @@ final class WriteBatch {
             v.append(e.kind.rawValue)
             try txn.put(store.ids, Store.idKey(e.id), v)
         }
-        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), try RecordCodec.encode(e, sealer: store.sealer))
+        let bytes = try RecordCodec.encode(e, sealer: store.sealer)
+        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), bytes)
+        encoded[e.id] = bytes
         touch(e, old: old)
         current[e.id] = e
     }
