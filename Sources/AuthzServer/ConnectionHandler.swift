@@ -530,6 +530,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             stallTimeout: .seconds(Int64(config.watchStallSeconds)), progressInterval: .seconds(Int64(config.watchProgressSeconds)),
             send: { [weak self] result in self?.respond(context: context, id: id, result: result, flush: true) },
             isWritable: { context.channel.isWritable },
+            refusal: { [keys = dispatcher.keys] in
+                if case .key(let id, _, _) = principal, let r = keys.stillValid(id) { return r.error }
+                return nil
+            },
             finished: { [weak self] close in
                 guard let self else { return }
                 self.watches.removeValue(forKey: id)

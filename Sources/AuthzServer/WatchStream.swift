@@ -29,6 +29,8 @@ final class WatchStream {
     /// Sends one frame of the stream (a reply, or the error that ends it).
     private let send: (Result<Reply, AuthzError>) -> Void
     private let isWritable: () -> Bool
+    /// Why the watcher may no longer watch (its key revoked or expired since it started), or nil.
+    private let refusal: () -> AuthzError?
     /// Called once when the stream ends (to release the connection's slot; then closes it when
     /// `close` is true).
     private let finished: (_ close: Bool) -> Void
@@ -50,7 +52,8 @@ final class WatchStream {
 
     init(from revision: UInt64, engine: Engine, readers: NIOThreadPool, loop: EventLoop, logger: Logger,
          matches: @escaping @Sendable (ID, EntityKind) -> Bool, stallTimeout: TimeAmount, progressInterval: TimeAmount,
-         send: @escaping (Result<Reply, AuthzError>) -> Void, isWritable: @escaping () -> Bool, finished: @escaping (Bool) -> Void) {
+         send: @escaping (Result<Reply, AuthzError>) -> Void, isWritable: @escaping () -> Bool,
+         refusal: @escaping () -> AuthzError? = { nil }, finished: @escaping (Bool) -> Void) {
         self.engine = engine
         self.readers = readers
         self.loop = loop
@@ -60,6 +63,7 @@ final class WatchStream {
         self.progressInterval = progressInterval
         self.send = send
         self.isWritable = isWritable
+        self.refusal = refusal
         self.finished = finished
         position = .after(revision: revision)
         complete = revision
@@ -104,6 +108,8 @@ final class WatchStream {
             again = true
             return
         }
+        // A key revoked (or expired) while it watches ends the stream, as it would any request.
+        if let refused = refusal() { return end(refused, close: true) }
         guard isWritable() else {
             if stallTimer == nil {
                 stallTimer = loop.scheduleTask(in: stallTimeout) { [weak self] in self?.stalled() }
@@ -158,6 +164,7 @@ final class WatchStream {
     /// A progress frame when nothing was sent for a while: the watcher's resume point moves on
     /// and idle proxies see traffic.
     private func progress() {
+        if !ended, let refused = refusal() { return end(refused, close: true) }
         guard !ended, announcedCaughtUp, !reading, isWritable(), NIODeadline.now() - lastSent >= progressInterval else { return }
         send(.success(.watch(WatchBatch(changes: [], revision: complete, caughtUp: true))))
         lastSent = .now()

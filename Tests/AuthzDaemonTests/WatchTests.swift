@@ -126,6 +126,24 @@ final class WatchTests: XCTestCase {
         }
         let every = try await collect(gateway.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
         XCTAssertEqual(every.count, 9)
+
+        // A key revoked while it watches ends its stream at the next change.
+        let (adminKey2Record, adminKey2) = try await createKey(root, t1, .admin)
+        let admin2 = client(adminKey2)
+        defer { admin2.close() }
+        let open = Task { () -> AuthzError? in
+            do {
+                for try await _ in admin2.watch(WatchCall(fromRevision: nil)) {}
+                return nil
+            } catch let e as AuthzError {
+                return e
+            }
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        _ = try await root.call(.revokeKey(id: adminKey2Record.id, expiresAt: 0))
+        _ = try await root.write(users(1, t1))
+        let ended = try await open.value
+        XCTAssertEqual(ended?.code, .unauthenticated, "\(String(describing: ended))")
     }
 
     func testTrimmedHistoryIsOutOfRangeAndStopEndsTheStreamWithWhereToResume() async throws {

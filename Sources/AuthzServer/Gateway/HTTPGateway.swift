@@ -276,6 +276,10 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buf))), promise: nil)
             },
             isWritable: { context.channel.isWritable },
+            refusal: { [keys = dispatcher.keys] in
+                if case .key(let id, _, _) = principal, let r = keys.stillValid(id) { return r.error }
+                return nil
+            },
             finished: { [weak self] _ in
                 dispatcher.watchers.withLockedValue { $0 -= 1 }
                 guard let self else { return }
