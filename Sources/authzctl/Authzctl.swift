@@ -259,19 +259,30 @@ struct Users: AsyncParsableCommand {
     @Argument var tenant: String
     @Argument var permission: String
     @Argument var scope: String
+    @Flag(name: .long, help: "No progress on stderr (shown only when stderr is a terminal and the list goes elsewhere).") var quiet = false
 
     func run() async throws {
+        // Progress only when the list itself is not on the terminal (redirected to a file).
+        let showProgress = !quiet && isatty(2) != 0 && isatty(1) == 0
+        let started = Date()
+        var count = 0, revision: UInt64 = 0
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
-                guard case .permissionUsers(let users, let token, _) = try await client.call(
+                guard case .permissionUsers(let users, let token, let rev) = try await client.call(
                     .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
                                          pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
                 if out.isTable && after == nil { print("USER_ID") }
                 for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\"\(u)\"}") }
+                count += users.count
+                revision = rev
+                if showProgress {
+                    FileHandle.standardError.write(Data(String(format: "\rlisted %d users, %.0f users/s   ", count, Double(count) / max(0.001, Date().timeIntervalSince(started))).utf8))
+                }
                 after = token.isEmpty ? nil : ID(token)
             } while after != nil
         }
+        if showProgress { FileHandle.standardError.write(Data("\nlisted \(count) users at revision \(revision)\n".utf8)) }
     }
 }
 
