@@ -262,6 +262,13 @@ public enum JSONWriter {
         }
     }
 
+    /// `s` as a JSON string literal, quoted and escaped as `writeString` does.
+    public static func quoted(_ s: String) -> String {
+        var out = ""
+        writeString(s, into: &out)
+        return out
+    }
+
     /// Appends `s` as a JSON string literal. Control characters and the characters that some
     /// line splitters treat as line breaks (U+0085, U+2028, U+2029) are escaped, so the literal
     /// never spans two lines of a JSON Lines file for any reader.

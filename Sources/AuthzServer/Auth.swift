@@ -316,6 +316,15 @@ func watchFilter(_ w: WatchCall, principal p: Principal) -> @Sendable (ID, Entit
     }
 }
 
+/// Who a Unix-socket peer is by its uid, on every listener: the daemon's own uid or root is the
+/// superuser (when `local-superuser` is on), an allowlisted uid (`--allow-uid`) has its role and
+/// tenant; anyone else is nil (then only a key or certificate identifies it).
+func unixPeerPrincipal(uid: UInt32, config: ServerConfig) -> Principal? {
+    if config.localSuperuser && (uid == getuid() || uid == 0) { return .superuser }
+    if let (role, tenant) = config.allowUIDs[uid] { return .uid(uid, role: role, tenant: tenant) }
+    return nil
+}
+
 /// Reads the Unix peer's uid (`SO_PEERCRED`).
 func peerUID(_ channel: Channel) -> EventLoopFuture<UInt32?> {
     guard let provider = channel as? SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(nil) }

@@ -104,11 +104,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 peerUID(context.channel).whenSuccess { uid in
                     guard let uid else { return }
                     self.peer.uid = uid
-                    if config.localSuperuser && (uid == getuid() || uid == 0) {
-                        self.principal = .superuser
-                        self.trust(full: true)
-                    } else if let (role, tenant) = config.allowUIDs[uid] {
-                        self.principal = .uid(uid, role: role, tenant: tenant)
+                    if let p = unixPeerPrincipal(uid: uid, config: config) {
+                        self.principal = p
                         self.trust(full: true)
                     }
                 }

@@ -225,7 +225,7 @@ struct Explain: AsyncParsableCommand {
         var s = "{\"decision\":\"\(e.decision.allowed ? "allow" : "deny")\",\"reason\":\"\(e.decision.reason.name)\",\"revision\":\(e.decision.revision)"
         if let rb = e.roleBindingId {
             s += ",\"role_binding_id\":\"\(rb)\",\"role_binding_scope\":\"\(e.roleBindingScope?.name ?? "")\""
-            s += ",\"role_chain\":[" + e.roleChainNames.map(jsonString).joined(separator: ",") + "]"
+            s += ",\"role_chain\":[" + e.roleChainNames.map(JSONWriter.quoted).joined(separator: ",") + "]"
             s += ",\"role_chain_ids\":[" + e.roleChain.map { "\"\($0)\"" }.joined(separator: ",") + "]"
             s += ",\"permission_binding_id\":\"\(e.permissionBindingId?.description ?? "")\",\"permission_binding_scope\":\"\(e.permissionBindingScope?.name ?? "")\""
         }
@@ -248,7 +248,7 @@ struct Permissions: AsyncParsableCommand {
         guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
         if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
-        for (name, scope) in list { print("{\"permission\":\(jsonString(name)),\"scope\":\"\(scope.name)\"}") }
+        for (name, scope) in list { print("{\"permission\":\(JSONWriter.quoted(name)),\"scope\":\"\(scope.name)\"}") }
     }
 }
 
@@ -538,7 +538,7 @@ struct Info: AsyncParsableCommand {
         let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\"\($0.name)s\":\(i.counts[$0] ?? 0)" }.joined(separator: ",")
         var log = ""
         if let l = i.log {
-            log = ",\"log\":{\"stream\":\(jsonString(l.stream)),\"applied\":\(l.applied),\"stream_last\":\(l.streamLast),\"lag\":\(l.lag),\"connected\":\(l.connected),\"shard\":\(jsonString(l.shard)),\"refusal\":\(jsonString(l.refusal))}"
+            log = ",\"log\":{\"stream\":\(JSONWriter.quoted(l.stream)),\"applied\":\(l.applied),\"stream_last\":\(l.streamLast),\"lag\":\(l.lag),\"connected\":\(l.connected),\"shard\":\(JSONWriter.quoted(l.shard)),\"refusal\":\(JSONWriter.quoted(l.refusal))}"
         }
         print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)\(log)}")
     }
@@ -699,10 +699,3 @@ func describe(_ e: Entity) -> String {
     }
 }
 
-/// `text` as a JSON string literal, escaped by the model's JSON writer (role names and other
-/// user-supplied text may hold quotes, backslashes or control characters).
-func jsonString(_ text: String) -> String {
-    var s = ""
-    JSONWriter.writeString(text, into: &s)
-    return s
-}

@@ -360,7 +360,7 @@ struct KeysRotateData: ParsableCommand {
             o.keyRing = .require
             let store = try Store(directory: target.dataDir, options: o)
             let n = try store.rotateSecrets(batchSize: batch)
-            print("{\"reencrypted\":\(n),\"active_key_id\":\(jsonString(store.sealer?.ring.activeId ?? ""))}")
+            print("{\"reencrypted\":\(n),\"active_key_id\":\(JSONWriter.quoted(store.sealer?.ring.activeId ?? ""))}")
             return
         }
         guard case .rotateSecrets(var s) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
@@ -392,7 +392,7 @@ struct Migrate: ParsableCommand {
         o.keyRingPath = keyring
         o.keyRing = .loadIfPresent  // migrating seals nothing: never invent a key ring
         let store = try Store(directory: dataDir, options: o)
-        print("{\"data_dir\":\(jsonString(dataDir)),\"format\":\(try store.format())}")
+        print("{\"data_dir\":\(JSONWriter.quoted(dataDir)),\"format\":\(try store.format())}")
     }
 }
 
@@ -479,7 +479,7 @@ struct Backup: ParsableCommand {
 
     func run() throws {
         let revision = try Store.backup(directory: dataDir, to: dest)
-        print("{\"backup\":\(jsonString(dest)),\"revision\":\(revision)}")
+        print("{\"backup\":\(JSONWriter.quoted(dest)),\"revision\":\(revision)}")
         FileHandle.standardError.write(Data("note: the key ring is not part of the backup; keep it separately\n".utf8))
     }
 }
@@ -500,7 +500,7 @@ struct Restore: ParsableCommand {
         o.store.keyRingPath = keyring
         o.store.keyRing = .loadIfPresent
         let engine = try Engine(directory: dataDir, options: o)
-        print("{\"restored\":\(jsonString(dataDir)),\"revision\":\(engine.revision)}")
+        print("{\"restored\":\(JSONWriter.quoted(dataDir)),\"revision\":\(engine.revision)}")
     }
 }
 
@@ -527,9 +527,3 @@ struct CrashWriter: ParsableCommand {
     }
 }
 
-/// `text` as a JSON string literal (paths and names may hold quotes or backslashes).
-func jsonString(_ text: String) -> String {
-    var s = ""
-    JSONWriter.writeString(text, into: &s)
-    return s
-}

@@ -90,9 +90,7 @@ final class HTTPGatewayServer: Sendable {
         let config = gateway.dispatcher.config
         return peerUID(ch).map { uid in
             guard let uid else { return .unauthenticated }
-            if config.localSuperuser && (uid == getuid() || uid == 0) { return .superuser }
-            if let (role, tenant) = config.allowUIDs[uid] { return .uid(uid, role: role, tenant: tenant) }
-            return .unauthenticated
+            return unixPeerPrincipal(uid: uid, config: config) ?? .unauthenticated
         }
     }
 }
