@@ -502,22 +502,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(call)) {
             return respond(context: context, id: id, result: .failure(refused), flush: false)
         }
-        let admitted = dispatcher.watchers.withLockedValue { n -> Bool in
-            guard n < config.maxWatchers else { return false }
-            n += 1
-            return true
-        }
-        guard admitted else {
+        guard dispatcher.watchers.take() else {
             return respond(context: context, id: id, result: .failure(AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already", field: "watch")), flush: false)
         }
         let from: UInt64
         do {
             from = try call.fromRevision ?? dispatcher.engine.store.revision()
         } catch let e as AuthzError {
-            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            dispatcher.watchers.release()
             return respond(context: context, id: id, result: .failure(e), flush: false)
         } catch {
-            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            dispatcher.watchers.release()
             return respond(context: context, id: id, result: .failure(AuthzError(.unavailable, "cannot read the revision: \(error)")), flush: false)
         }
         inFlight += 1
@@ -534,7 +529,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             finished: { [weak self] close in
                 guard let self else { return }
                 self.watches.removeValue(forKey: id)
-                self.dispatcher.watchers.withLockedValue { $0 -= 1 }
+                self.dispatcher.watchers.release()
                 self.inFlight -= 1
                 if close { context.close(promise: nil) } else { self.afterCompletion(context: context) }
             })

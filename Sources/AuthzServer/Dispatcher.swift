@@ -43,7 +43,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// Log mode: the replicated log's writer and applier (set before serving), or nil.
     var replicator: Replicator?
     /// Open Watch streams, daemon-wide (bounded by `max-watchers`).
-    let watchers = NIOLockedValueBox(0)
+    let watchers: Slots
     /// Set when a write failed for lack of space; cleared by the next successful write.
     private let storageFailure = NIOLockedValueBox<String?>(nil)
     public static let version = "0.1.0"
@@ -53,6 +53,7 @@ public final class Dispatcher: @unchecked Sendable {
         self.config = config
         self.logger = logger
         keys = try KeyTable(store: engine.store)
+        watchers = Slots(limit: config.maxWatchers)
         rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch,
                                 pause: Double(config.secretRotationPauseMillis) / 1000)
         readers = NIOThreadPool(numberOfThreads: 2)

@@ -18,7 +18,7 @@ final class MetricsServer: @unchecked Sendable {
     let dispatcher: Dispatcher
     let maxConnections: Int
     let timeout: TimeAmount
-    private let open = NIOLockedValueBox(0)
+    private let open: Slots
     var channel: Channel?
 
     /// TLS for the listener (`metrics-tls`), or nil.
@@ -29,6 +29,7 @@ final class MetricsServer: @unchecked Sendable {
         self.registry = registry
         self.dispatcher = dispatcher
         self.maxConnections = maxConnections
+        open = Slots(limit: maxConnections)
         self.timeout = timeout
     }
 
@@ -36,17 +37,7 @@ final class MetricsServer: @unchecked Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { ch in
-                let limit = self.maxConnections
-                let admitted = self.open.withLockedValue { n -> Bool in
-                    if n >= limit { return false }
-                    n += 1
-                    return true
-                }
-                if !admitted {
-                    self.dispatcher.metrics.connectionsRefused.increment()
-                    return ch.close()
-                }
-                ch.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
+                guard self.open.admit(ch, refused: self.dispatcher.metrics.connectionsRefused) else { return ch.close() }
                 let deadline = ch.eventLoop.scheduleTask(in: self.timeout) { ch.close(promise: nil) }
                 ch.closeFuture.whenComplete { _ in deadline.cancel() }
                 if let tls = self.tls {

@@ -27,7 +27,7 @@ final class GRPCExtAuthzServer: Sendable {
     let maxConnections: Int
     let requestTimeout: TimeAmount
     let idleTimeout: TimeAmount
-    private let open = NIOLockedValueBox(0)
+    private let open: Slots
     private let listener = NIOLockedValueBox<Channel?>(nil)
     /// TLS (the daemon's certificate) or nil for cleartext h2c. Callers authenticate with the
     /// API key in gRPC metadata; client certificates encrypt but name no identity here.
@@ -38,6 +38,7 @@ final class GRPCExtAuthzServer: Sendable {
         self.tls = tls
         self.gateway = gateway
         self.maxConnections = maxConnections
+        open = Slots(limit: maxConnections)
         self.requestTimeout = requestTimeout
         self.idleTimeout = idleTimeout
     }
@@ -51,17 +52,7 @@ final class GRPCExtAuthzServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { ch in
-                let limit = self.maxConnections
-                let admitted = self.open.withLockedValue { n -> Bool in
-                    if n >= limit { return false }
-                    n += 1
-                    return true
-                }
-                if !admitted {
-                    gateway.dispatcher.metrics.connectionsRefused.increment()
-                    return ch.close()
-                }
-                ch.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
+                guard self.open.admit(ch, refused: gateway.dispatcher.metrics.connectionsRefused) else { return ch.close() }
                 do {
                     if let tls = self.tls { try tls.addHandlers(to: ch, logger: gateway.logger, listener: "grpc") }
                     try ch.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))

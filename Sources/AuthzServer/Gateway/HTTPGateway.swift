@@ -20,7 +20,7 @@ final class HTTPGatewayServer: Sendable {
     let gateway: Gateway
     let maxConnections: Int
     let idleTimeout: TimeAmount
-    private let open = NIOLockedValueBox(0)
+    private let open: Slots
     private let channels = NIOLockedValueBox<[Channel]>([])
 
     /// TLS for the TCP listener (nil: plain text); the Unix socket never uses it.
@@ -31,6 +31,7 @@ final class HTTPGatewayServer: Sendable {
         self.gateway = gateway
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
+        open = Slots(limit: maxConnections)
     }
 
     /// Binds TCP `host:port`; returns the bound address.
@@ -59,17 +60,7 @@ final class HTTPGatewayServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] ch in
-                let limit = maxConnections
-                let admitted = open.withLockedValue { n -> Bool in
-                    if n >= limit { return false }
-                    n += 1
-                    return true
-                }
-                if !admitted {
-                    gateway.dispatcher.metrics.connectionsRefused.increment()
-                    return ch.close()
-                }
-                ch.closeFuture.whenComplete { [self] _ in open.withLockedValue { $0 -= 1 } }
+                guard open.admit(ch, refused: gateway.dispatcher.metrics.connectionsRefused) else { return ch.close() }
                 let transport: EventLoopFuture<Principal> = isUnix ? unixPrincipal(ch) : ch.eventLoop.makeSucceededFuture(.unauthenticated)
                 if !isUnix, let tls {
                     do { try tls.addHandlers(to: ch, logger: gateway.logger, listener: "gateway") } catch { return ch.close() }
@@ -244,17 +235,12 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             return refuse(.serviceUnavailable, refused)
         }
         let config = dispatcher.config
-        let admitted = dispatcher.watchers.withLockedValue { n -> Bool in
-            guard n < config.maxWatchers else { return false }
-            n += 1
-            return true
-        }
-        guard admitted else { return refuse(.serviceUnavailable, AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already")) }
+        guard dispatcher.watchers.take() else { return refuse(.serviceUnavailable, AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already")) }
         let from: UInt64
         do {
             from = try call.fromRevision ?? dispatcher.engine.store.revision()
         } catch {
-            dispatcher.watchers.withLockedValue { $0 -= 1 }
+            dispatcher.watchers.release()
             return refuse(.serviceUnavailable, AuthzError(.unavailable, "cannot read the revision: \(error)"))
         }
         var headers = HTTPHeaders()
@@ -279,7 +265,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 return nil
             },
             finished: { [weak self] _ in
-                dispatcher.watchers.withLockedValue { $0 -= 1 }
+                dispatcher.watchers.release()
                 guard let self else { return }
                 self.watch = nil
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
