@@ -30,16 +30,7 @@ nats=${NATS_SERVER:-$(python3 -c "import sysconfig, os; print(os.path.join(sysco
 
 work=$(mktemp -d /tmp/authzd-replbench-XXXXXX)
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+source "$(dirname "$0")/lib.sh"  # cleanup (trap EXIT), free_port
 
 ports=(); cports=(); mports=()
 for i in 1 2 3; do ports+=("$(free_port)"); cports+=("$(free_port)"); mports+=("$(free_port)"); done
