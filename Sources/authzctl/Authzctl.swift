@@ -14,7 +14,8 @@ struct Authzctl: AsyncParsableCommand {
         discussion: """
         Exit status: 0 success (check: allow), 1 check denied, 2 error.
         Environment: AUTHZD_SOCKET, AUTHZD_ADDRESS, AUTHZD_KEY_FILE and AUTHZ_API_KEY stand in for \
-        --socket, --address, --key-file and --key. Shell completions: \
+        --socket, --address, --key-file and --key; a config file (AUTHZCTL_CONFIG, default \
+        ~/.config/authzctl/config: `socket = PATH` lines) for the connection flags. Shell completions: \
         authzctl --generate-completion-script bash > /etc/bash_completion.d/authzctl (or zsh, fish).
         """,
         version: "0.1.0",
@@ -48,8 +49,8 @@ struct Connection: ParsableArguments {
     var socket: String?
     @Option(name: .long, help: "TCP HOST:PORT of the daemon (default $AUTHZD_ADDRESS when no --socket is given).")
     var address: String?
-    @Option(name: .long, help: "Deadline of each call in milliseconds.")
-    var timeoutMs: Int = 30_000
+    @Option(name: .long, help: "Deadline of each call in milliseconds (default 30000).")
+    var timeoutMs: Int?
     @Option(name: .long, help: "API key. Visible to other local users in `ps`: prefer --key-file or $AUTHZ_API_KEY. Not needed on the Unix socket as the daemon's uid.")
     var key: String?
     @Option(name: .long, help: "File holding the API key (one line; default $AUTHZD_KEY_FILE). Default when neither --key nor --key-file is given: $AUTHZ_API_KEY.")
@@ -63,10 +64,13 @@ struct Connection: ParsableArguments {
 
     func client() throws -> AuthzClient {
         let env = ProcessInfo.processInfo.environment
+        let file = try CtlConfig.load(environment: env)
         let endpoint: Endpoint
-        let address = self.address ?? (socket == nil ? env["AUTHZD_ADDRESS"] : nil)
-        let socket = self.socket ?? env["AUTHZD_SOCKET"]
-        let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] : nil)
+        // Flags, then the environment, then the config file, then the defaults.
+        var address = self.address ?? (self.socket == nil ? env["AUTHZD_ADDRESS"] : nil)
+        if address == nil && self.socket == nil && env["AUTHZD_SOCKET"] == nil && file["socket"] == nil { address = file["address"] }
+        let socket = self.socket ?? env["AUTHZD_SOCKET"] ?? file["socket"]
+        let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] ?? file["key-file"] : nil)
         if let address {
             guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT") }
             endpoint = e
@@ -79,7 +83,8 @@ struct Connection: ParsableArguments {
         } catch let e as AuthzError {
             throw usageError(e.message)
         }
-        let ca = tlsCa ?? env["AUTHZD_TLS_CA"], cert = tlsCert ?? env["AUTHZD_TLS_CERT"], tkey = tlsKey ?? env["AUTHZD_TLS_KEY"]
+        let ca = tlsCa ?? env["AUTHZD_TLS_CA"] ?? file["tls-ca"], cert = tlsCert ?? env["AUTHZD_TLS_CERT"] ?? file["tls-cert"]
+        let tkey = tlsKey ?? env["AUTHZD_TLS_KEY"] ?? file["tls-key"]
         let c: AuthzClient
         if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil {
             do { c = try AuthzClient(endpoint: endpoint, tls: ClientTLS(caPath: ca, certPath: cert, keyPath: tkey)) } catch let e as AuthzError {
@@ -88,9 +93,41 @@ struct Connection: ParsableArguments {
         } else {
             c = AuthzClient(endpoint: endpoint)
         }
-        c.defaultTimeout = .milliseconds(Int64(timeoutMs))
+        c.defaultTimeout = .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000))
         c.apiKey = apiKey
         return c
+    }
+}
+
+/// authzctl's config file: `key = value` lines (`#` comments) for the connection flags —
+/// `socket`, `address`, `key-file`, `timeout-ms`, `tls-ca`, `tls-cert`, `tls-key` — read from
+/// `$AUTHZCTL_CONFIG`, else `$XDG_CONFIG_HOME/authzctl/config` (`~/.config/authzctl/config`)
+/// when it exists. Flags and environment variables win over it. Never an API key itself: a
+/// key in a config file would sit in clear beside everything else (`key-file` points at one).
+enum CtlConfig {
+    static let keys: Set<String> = ["socket", "address", "key-file", "timeout-ms", "tls-ca", "tls-cert", "tls-key"]
+
+    /// The settings of the config file, or none when there is no file. A bad line is a usage
+    /// error naming the file, the line and what is allowed.
+    static func load(environment env: [String: String]) throws -> [String: String] {
+        let explicit = env["AUTHZCTL_CONFIG"]
+        let home = env["HOME"] ?? NSHomeDirectory()
+        let path = explicit ?? ((env["XDG_CONFIG_HOME"].map { $0.isEmpty ? nil : $0 } ?? nil) ?? home + "/.config") + "/authzctl/config"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            if explicit != nil { throw usageError("cannot read the config file \(path) named by AUTHZCTL_CONFIG") }
+            return [:]
+        }
+        var out: [String: String] = [:]
+        for (i, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            let kv = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2, !kv[1].isEmpty else { throw usageError("\(path):\(i + 1): expected `key = value` (got \"\(line)\")") }
+            if kv[0] == "key" { throw usageError("\(path):\(i + 1): an API key does not go in the config file: put it in a file of its own (mode 0600) and name it with key-file") }
+            guard keys.contains(kv[0]) else { throw usageError("\(path):\(i + 1): unknown setting \"\(kv[0])\" (known: \(keys.sorted().joined(separator: ", ")))") }
+            out[kv[0]] = kv[1]
+        }
+        return out
     }
 }
 

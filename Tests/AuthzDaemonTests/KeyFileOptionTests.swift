@@ -83,4 +83,44 @@ final class KeyFileOptionTests: XCTestCase {
             XCTAssertTrue(help.contains("AUTHZ_API_KEY"), "\(tool) \(args): \(help)")
         }
     }
+
+    /// authzctl's config file (AUTHZCTL_CONFIG, else ~/.config/authzctl/config) stands in for the
+    /// connection flags; flags win over it; a bad line, an unknown setting and an API key in it
+    /// are refused naming the file and the line.
+    func testConfigFileGivesTheConnection() async throws {
+        let local = daemon.client()
+        defer { local.close() }
+        let t = ID.random(), u = ID.random()
+        _ = try await local.write([.upsert(.tenant(Tenant(id: t, name: "acme"))), .upsert(.user(User(id: u, tenantId: t)))])
+        let (_, checker) = try await createKey(local, t, .checker)
+        let keyFile = daemon.dir + "/checker.key"
+        FileManager.default.createFile(atPath: keyFile, contents: Data((checker + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        let config = daemon.dir + "/authzctl.conf"
+        func write(_ text: String) { FileManager.default.createFile(atPath: config, contents: Data(text.utf8)) }
+        let check = ["check", t.description, u.description, "a.b", "self"]
+        let env = ["AUTHZCTL_CONFIG": config, "HOME": daemon.dir]
+
+        // The TCP address and the key file from the config: a decision (deny, exit 1).
+        write("# authzctl\naddress = 127.0.0.1:\(daemon.tcpPort!)\nkey-file = \(keyFile)  # the checker\ntimeout-ms = 5000\n")
+        let (viaConfig, out1) = try run("authzctl", check, environment: env)
+        XCTAssertEqual(viaConfig, 1, out1)
+        // A flag wins: a socket that does not exist fails.
+        let (flagWins, out2) = try run("authzctl", check + ["--socket", daemon.dir + "/nowhere.sock"], environment: env)
+        XCTAssertEqual(flagWins, 2, out2)
+        XCTAssertTrue(out2.contains("UNAVAILABLE"), out2)
+        // The default path under HOME, with a socket.
+        try FileManager.default.createDirectory(atPath: daemon.dir + "/.config/authzctl", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: daemon.dir + "/.config/authzctl/config", contents: Data("socket = \(daemon.socketPath)\n".utf8))
+        let (viaHome, out3) = try run("authzctl", check, environment: ["HOME": daemon.dir, "XDG_CONFIG_HOME": ""])
+        XCTAssertEqual(viaHome, 1, out3)
+
+        for (text, expected) in [("socket\n", "authzctl.conf:1: expected `key = value`"),
+                                 ("# fine\nsockets = /x\n", "authzctl.conf:2: unknown setting \"sockets\""),
+                                 ("key = azk_x\n", "an API key does not go in the config file")] {
+            write(text)
+            let (status, out) = try run("authzctl", check, environment: env)
+            XCTAssertEqual(status, 2, out)
+            XCTAssertTrue(out.contains(expected), out)
+        }
+    }
 }
