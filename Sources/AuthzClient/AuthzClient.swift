@@ -1,5 +1,6 @@
 import AuthzIndex
 import AuthzModel
+import Foundation
 import AuthzWire
 import NIOConcurrencyHelpers
 import NIOCore
@@ -259,7 +260,112 @@ public final class AuthzClient: @unchecked Sendable {
     }
 }
 
+/// Reads a JSON Lines file in chunks that end at line boundaries, at most `chunkBytes` each (a
+/// single longer line is a chunk of its own), holding one chunk and one read block in memory:
+/// a file of any size imports at constant memory in the client.
+public final class JSONLChunkReader {
+    private let handle: FileHandle
+    private let chunkBytes: Int
+    private var pending: [UInt8] = []
+    private var eof = false
+    private var nextLine = 1
+    /// The file's size, and the bytes handed out (or skipped) so far.
+    public let totalBytes: Int
+    public private(set) var consumed = 0
+
+    /// Opens `path`; skips its first `skipLines` lines. Throws INVALID_ARGUMENT naming the
+    /// path when it cannot be read.
+    public init(path: String, chunkBytes: Int, skipLines: Int = 0) throws {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw AuthzError.invalid("file", "cannot read \(path)") }
+        handle = h
+        self.chunkBytes = max(1, chunkBytes)
+        totalBytes = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)??.intValue ?? 0)
+        var skipped = 0
+        while skipped < skipLines {
+            try fill(atLeast: 1)
+            guard !pending.isEmpty else { break }
+            if let nl = pending.firstIndex(of: 0x0A) {
+                pending.removeFirst(nl + 1)
+                consumed += nl + 1
+                skipped += 1
+            } else if eof {
+                consumed += pending.count
+                pending.removeAll()
+            } else {
+                try fill(atLeast: pending.count + 1)
+            }
+        }
+        nextLine = skipped + 1
+    }
+
+    deinit { try? handle.close() }
+
+    private func fill(atLeast n: Int) throws {
+        while pending.count < n && !eof {
+            guard let block = try handle.read(upToCount: max(chunkBytes, 1 << 16)), !block.isEmpty else {
+                eof = true
+                return
+            }
+            pending.append(contentsOf: block)
+        }
+    }
+
+    /// The next chunk and the number (from the file's start) of its first line; nil at the end.
+    public func next() throws -> (bytes: [UInt8], firstLine: Int)? {
+        try fill(atLeast: chunkBytes + 1)
+        if pending.isEmpty { return nil }
+        var end = min(pending.count, chunkBytes)
+        if end < pending.count || !eof {
+            // Back to just after the last newline in the window, or on to the next one.
+            if let nl = pending[..<end].lastIndex(of: 0x0A) {
+                end = nl + 1
+            } else {
+                while true {
+                    if let nl = pending[end...].firstIndex(of: 0x0A) { end = nl + 1; break }
+                    if eof { end = pending.count; break }
+                    let had = pending.count
+                    try fill(atLeast: had + 1)
+                    if pending.count == had { end = pending.count; break }
+                }
+            }
+        }
+        let chunk = Array(pending[..<end])
+        pending.removeFirst(end)
+        consumed += end
+        let first = nextLine
+        nextLine += chunk.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+        return (chunk, first)
+    }
+}
+
 extension AuthzClient {
+    /// `importChunked` from a chunk reader: constant memory however large the file. One chunk
+    /// is one import call; more are one session applied atomically with the last. `progress`
+    /// gets the reader's bytes consumed.
+    public func importChunked(_ reader: JSONLChunkReader, timeout: TimeAmount = .seconds(600),
+                              progress: ((Int) -> Void)? = nil) async throws -> (revision: UInt64, records: UInt64) {
+        guard var current = try reader.next() else {
+            guard case .importResult(let rev, let n) = try await call(.importJSONL([]), timeout: timeout) else { throw AuthzError(.internal, "unexpected reply") }
+            return (rev, n)
+        }
+        var following = try reader.next()
+        if following == nil {
+            guard case .importResult(let rev, let n) = try await call(.importJSONL(current.bytes), timeout: timeout) else { throw AuthzError(.internal, "unexpected reply") }
+            progress?(reader.consumed)
+            return (rev, n)
+        }
+        let session = ID.random()
+        while true {
+            let more = following != nil
+            guard case .importResult(let rev, let n) = try await call(.importChunk(session: session, jsonl: current.bytes, firstLine: UInt64(current.firstLine), more: more),
+                                                                      timeout: timeout) else { throw AuthzError(.internal, "unexpected reply") }
+            progress?(reader.consumed - (following?.bytes.count ?? 0))
+            guard let f = following else { return (rev, n) }
+            current = f
+            following = try reader.next()
+        }
+    }
+
     /// Watches committed changes (docs/watch.md): every change after `call.fromRevision` (or
     /// after the daemon's revision now), then new ones as they commit, in commit order, as
     /// frames of changes. Runs on a connection of its own, closed when the sequence ends or

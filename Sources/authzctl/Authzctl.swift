@@ -343,33 +343,31 @@ struct Import: AsyncParsableCommand {
     @Argument var file: String
 
     func run() async throws {
-        guard let data = FileManager.default.contents(atPath: file) else { throw usageError("cannot read \(file)") }
-        var bytes = [UInt8](data)
-        if skipLines > 0 {
-            var skipped = 0, i = 0
-            while i < bytes.count, skipped < skipLines { if bytes[i] == 0x0A { skipped += 1 }; i += 1 }
-            bytes.removeFirst(i)
-        }
-        let total = bytes.count, started = Date()
+        // Read chunk by chunk: constant memory in the CLI whatever the file's size.
+        let reader: JSONLChunkReader
+        do { reader = try JSONLChunkReader(path: file, chunkBytes: chunkBytes, skipLines: skipLines) } catch let e as AuthzError { throw usageError(e.message) }
+        let skipped = reader.consumed
+        let total = max(1, reader.totalBytes - skipped), started = Date()
         let showProgress = !quiet && isatty(2) != 0
-        func progress(_ sent: Int) {
+        func progress(_ consumed: Int) {
             guard showProgress else { return }
-            let secs = max(0.001, Date().timeIntervalSince(started)), done = Double(sent) / Double(max(1, total))
+            let sent = consumed - skipped
+            let secs = max(0.001, Date().timeIntervalSince(started)), done = Double(sent) / Double(total)
             FileHandle.standardError.write(Data(String(format: "\rsent %.1f of %.1f MB (%.0f%%), %.1f MB/s, ETA %.0f s   ", Double(sent) / 1e6, Double(total) / 1e6,
                                                        done * 100, Double(sent) / 1e6 / secs, secs / max(done, 0.001) - secs).utf8))
         }
         defer { if showProgress { FileHandle.standardError.write(Data("\n".utf8)) } }
         let reply: (UInt64, UInt64) = try await withClient(conn) { client in
-            if !chunkCommit { return try await client.importChunked(bytes, chunkBytes: chunkBytes, progress: progress) }
+            if !chunkCommit { return try await client.importChunked(reader, progress: progress) }
             var records: UInt64 = 0, revision: UInt64 = 0
-            for part in AuthzClient.chunks(of: bytes, chunkBytes: chunkBytes) {
+            while let part = try reader.next() {
                 do {
-                    guard case .importResult(let rev, let n) = try await client.call(.importJSONL(Array(bytes[part.range])), timeout: .seconds(600)) else { throw ExitCode(2) }
+                    guard case .importResult(let rev, let n) = try await client.call(.importJSONL(part.bytes), timeout: .seconds(600)) else { throw ExitCode(2) }
                     records += n
                     revision = rev
-                    progress(part.range.upperBound)
+                    progress(reader.consumed)
                 } catch var e as AuthzError {
-                    let committed = skipLines + part.firstLine - 1
+                    let committed = part.firstLine - 1
                     // The daemon numbers lines within the chunk: count them from the file's start.
                     if e.message.hasPrefix("line "), let colon = e.message.firstIndex(of: ":"),
                        let n = Int(e.message[e.message.index(e.message.startIndex, offsetBy: 5)..<colon]) {

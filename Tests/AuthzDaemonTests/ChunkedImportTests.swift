@@ -41,13 +41,26 @@ final class ChunkedImportTests: XCTestCase {
         XCTAssertGreaterThan(text.utf8.count, 100_000_000)
         let path = daemon.dir + "/big.jsonl"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
-        let (status, out) = try runProcess(authzctl, ["import", "--socket", daemon.socketPath, path])
+        // Through GNU time, for the CLI's peak memory: it reads the file chunk by chunk.
+        let (status, out) = try runProcess("/usr/bin/time", ["-f", "maxrss_kb=%M", authzctl, "import", "--socket", daemon.socketPath, path])
         XCTAssertEqual(status, 0, out)
         XCTAssertTrue(out.contains("\"records\":400001"), out)
+        XCTAssertLessThan(maxRSSKiB(out), 100 * 1024, "authzctl import holds the file in memory: \(out)")
         let c = daemon.client()
         defer { c.close() }
         let present = await exists(c, t, ids.last!)
         XCTAssertTrue(present)
+        // The export of the same 100 MB streams page by page: the CLI's memory stays as small.
+        let (exported, exportOut) = try runProcess("/usr/bin/time", ["-f", "maxrss_kb=%M", authzctl, "export", "--socket", daemon.socketPath])
+        XCTAssertEqual(exported, 0)
+        XCTAssertGreaterThan(exportOut.utf8.count, 100_000_000)
+        XCTAssertLessThan(maxRSSKiB(exportOut), 100 * 1024, "authzctl export holds the records in memory")
+    }
+
+    /// The `maxrss_kb=N` line GNU time appended to a command's output.
+    func maxRSSKiB(_ out: String) -> Int {
+        guard let r = out.range(of: #"maxrss_kb=(\d+)"#, options: .regularExpression) else { return .max }
+        return Int(out[r].dropFirst("maxrss_kb=".count)) ?? .max
     }
 
     func testABadLineNearTheEndAppliesNothingAndIsNumberedFromTheStart() async throws {
