@@ -35,7 +35,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// recorded here after their commit; refused authentications by the connection handlers.
     var audit: AuditLog?
     /// The user-event consumer (`--events`), or nil.
-    var events: NATSEventSource?
+    var events: (any EventSource)?
     /// Log mode: the replicated log's writer and applier (set before serving), or nil.
     var replicator: Replicator?
     /// Set when a write failed for lack of space; cleared by the next successful write.
