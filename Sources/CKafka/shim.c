@@ -17,7 +17,16 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (d != NULL) { d->err = m->err; d->done = 1; }
 }
 
-rd_kafka_t *ckafka_new(rd_kafka_type_t type, const char **keys, const char **values, int n, char *err, int errlen) {
+/// What a client's log callback needs: set as the configuration's opaque, freed by ckafka_destroy.
+typedef struct { ckafka_log_cb cb; void *closure; } ckafka_logger;
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    ckafka_logger *l = rd_kafka_opaque(rk);
+    if (l != NULL && l->cb != NULL) l->cb(l->closure, level, fac, buf);
+}
+
+rd_kafka_t *ckafka_new(rd_kafka_type_t type, const char **keys, const char **values, int n,
+                       ckafka_log_cb log, void *closure, char *err, int errlen) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char buf[512];
     for (int i = 0; i < n; i++) {
@@ -28,10 +37,21 @@ rd_kafka_t *ckafka_new(rd_kafka_type_t type, const char **keys, const char **val
         }
     }
     if (type == RD_KAFKA_PRODUCER) rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    ckafka_logger *l = NULL;
+    if (log != NULL) {
+        l = calloc(1, sizeof *l);
+        if (l != NULL) {
+            l->cb = log;
+            l->closure = closure;
+            rd_kafka_conf_set_opaque(conf, l);
+            rd_kafka_conf_set_log_cb(conf, on_log);
+        }
+    }
     rd_kafka_t *rk = rd_kafka_new(type, conf, buf, sizeof buf);  // takes conf on success
     if (rk == NULL) {
         if (err != NULL && errlen > 0) snprintf(err, (size_t)errlen, "rd_kafka_new: %s", buf);
         rd_kafka_conf_destroy(conf);
+        free(l);
         return NULL;
     }
     if (type == RD_KAFKA_CONSUMER) rd_kafka_poll_set_consumer(rk);
@@ -117,7 +137,9 @@ int64_t ckafka_lag(rd_kafka_t *rk) {
 
 void ckafka_destroy(rd_kafka_t *rk, int is_consumer) {
     if (rk == NULL) return;
+    ckafka_logger *l = rd_kafka_opaque(rk);
     if (is_consumer) rd_kafka_consumer_close(rk);
     else rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_destroy(rk);
+    rd_kafka_destroy(rk);  // joins librdkafka's threads: no log line comes after it
+    free(l);
 }

@@ -43,7 +43,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
         self.logger = logger
         let brokers = settings.servers.joined(separator: ",")
         let session = settings.sessionTimeoutMillis
-        consumer = try KafkaHandle(consumer: true, config: [
+        consumer = try KafkaHandle(consumer: true, logger: logger, config: [
             ("bootstrap.servers", brokers),
             ("client.id", "authzd"),
             ("group.id", settings.group),
@@ -55,7 +55,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
             // librdkafka refuses a poll interval below the session timeout.
             ("max.poll.interval.ms", String(max(300_000, session))),
         ])
-        producer = try KafkaHandle(consumer: false, config: [
+        producer = try KafkaHandle(consumer: false, logger: logger, config: [
             ("bootstrap.servers", brokers),
             ("client.id", "authzd-dead-letter"),
             ("acks", "all"),
@@ -241,19 +241,33 @@ private final class KafkaHandle {
     private let isConsumer: Bool
     private var closed = false
     private var errorBuffer = [CChar](repeating: 0, count: 512)
+    /// The `KafkaLog` librdkafka's threads log through, retained until the client is destroyed.
+    private let log: Unmanaged<KafkaLog>
 
     /// The corresponding C functions are rd_kafka_conf_set and rd_kafka_new (through
-    /// `ckafka_new`). Throws `ConfigError` naming the refused property.
-    init(consumer: Bool, config: [(String, String)]) throws {
+    /// `ckafka_new`); librdkafka's own log lines go to `logger`. Throws `ConfigError` naming the
+    /// refused property.
+    init(consumer: Bool, logger: Logger, config: [(String, String)]) throws {
         isConsumer = consumer
+        let log = Unmanaged.passRetained(KafkaLog(logger: logger, client: consumer ? "consumer" : "dead-letter producer"))
         var buffer = [CChar](repeating: 0, count: 512)
         let made = withCStrings(config.map(\.0)) { keys in
             withCStrings(config.map(\.1)) { values in
-                ckafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, keys, values, Int32(config.count), &buffer, Int32(buffer.count))
+                ckafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, keys, values, Int32(config.count),
+                           { closure, level, facility, text in
+                               guard let closure, let text else { return }
+                               Unmanaged<KafkaLog>.fromOpaque(closure).takeUnretainedValue()
+                                   .write(level: level, facility: facility.map { String(cString: $0) } ?? "", text: String(cString: text))
+                           },
+                           log.toOpaque(), &buffer, Int32(buffer.count))
             }
         }
-        guard let made else { throw ConfigError("events: librdkafka refused the \(consumer ? "consumer" : "producer"): \(String(cString: buffer))") }
+        guard let made else {
+            log.release()
+            throw ConfigError("events: librdkafka refused the \(consumer ? "consumer" : "producer"): \(String(cString: buffer))")
+        }
         rk = made
+        self.log = log
     }
 
     deinit { close() }
@@ -261,7 +275,8 @@ private final class KafkaHandle {
     func close() {
         guard !closed else { return }
         closed = true
-        ckafka_destroy(rk, isConsumer ? 1 : 0)
+        ckafka_destroy(rk, isConsumer ? 1 : 0)  // joins librdkafka's threads: no log line after it
+        log.release()
     }
 
     /// The corresponding C function is rd_kafka_subscribe.
@@ -317,6 +332,23 @@ private final class KafkaHandle {
     private func check(_ e: rd_kafka_resp_err_t) throws {
         guard e != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
         throw KafkaError(e, String(cString: errorBuffer))
+    }
+}
+
+/// librdkafka's log lines (syslog levels) in the daemon's log, at error (0-3), warning (4),
+/// info (5-6) or debug (7). Called from librdkafka's threads; `Logger` is thread-safe.
+private final class KafkaLog: Sendable {
+    let logger: Logger
+    let client: String
+
+    init(logger: Logger, client: String) {
+        self.logger = logger
+        self.client = client
+    }
+
+    func write(level: Int32, facility: String, text: String) {
+        let l: Logger.Level = level <= 3 ? .error : level == 4 ? .warning : level <= 6 ? .info : .debug
+        logger.log(level: l, "librdkafka: \(text)", metadata: ["kafka.client": "\(client)", "kafka.facility": "\(facility)"])
     }
 }
 

@@ -9,12 +9,19 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/// Receives librdkafka's log lines: syslog `level` (0 emergency … 7 debug), facility, text.
+/// Called from librdkafka's internal threads, concurrently: it must be thread-safe.
+typedef void (*ckafka_log_cb)(void *closure, int level, const char *facility, const char *text);
+
 /// Creates a client of `type` (RD_KAFKA_CONSUMER or RD_KAFKA_PRODUCER) from `n` configuration
 /// properties (`keys[i]` = `values[i]`). A producer gets a delivery-report callback that
 /// `ckafka_produce_sync` relies on; a consumer has its main queue redirected to the consumer
-/// queue (rd_kafka_poll_set_consumer). NULL on a refused property or a failed creation, with
-/// the reason in `err`. The corresponding C functions are rd_kafka_conf_set and rd_kafka_new.
-rd_kafka_t *ckafka_new(rd_kafka_type_t type, const char **keys, const char **values, int n, char *err, int errlen);
+/// queue (rd_kafka_poll_set_consumer). Log lines go to `log(closure, …)` when `log` is not
+/// NULL (else to stderr): `closure` must stay valid until `ckafka_destroy` returns. NULL on a
+/// refused property or a failed creation, with the reason in `err`. The corresponding C
+/// functions are rd_kafka_conf_set, rd_kafka_conf_set_log_cb and rd_kafka_new.
+rd_kafka_t *ckafka_new(rd_kafka_type_t type, const char **keys, const char **values, int n,
+                       ckafka_log_cb log, void *closure, char *err, int errlen);
 
 /// Subscribes a consumer to one topic (the group assigns its partitions; rebalances are
 /// handled by librdkafka's default assign/unassign). The C function is rd_kafka_subscribe.
