@@ -66,9 +66,12 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
 
     private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
 
-    /// Starts the consumer thread (returns at once). Called once.
+    /// Starts the consumer thread (returns at once). Called once; does nothing after `stop()`.
     func start() {
-        lock.lock(); started = true; lock.unlock()
+        lock.lock()
+        guard !stopped, !started else { lock.unlock(); return }
+        started = true
+        lock.unlock()
         let t = Thread { [self] in
             run()
             consumer.close()
