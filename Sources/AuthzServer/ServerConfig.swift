@@ -303,10 +303,12 @@ public struct ServerConfig: Sendable {
             } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "events-ack-wait":
             guard var e = events else { throw ConfigError("\(origin): events-ack-wait needs events (--events nats://HOST:PORT/SUBJECT) first") }
+            guard e.transport == .nats else { throw ConfigError("\(origin): events-ack-wait applies to nats:// events only (Kafka: events-session-timeout)") }
             e.ackWaitSeconds = max(1, try int())
             events = e
         case "events-session-timeout":
             guard var e = events else { throw ConfigError("\(origin): events-session-timeout needs events (--events kafka://HOST:PORT/TOPIC) first") }
+            guard e.transport == .kafka else { throw ConfigError("\(origin): events-session-timeout applies to kafka:// events only (NATS: events-ack-wait)") }
             let v = try int()
             guard (100...3_600_000).contains(v) else { throw ConfigError("\(origin): events-session-timeout must be between 100 and 3600000 milliseconds (got \"\(value)\")") }
             e.sessionTimeoutMillis = v

@@ -416,6 +416,7 @@ final class KafkaEventsTests: XCTestCase {
         XCTAssertThrowsError(try config.set("events-session-timeout", "10", origin: "test"))
         try config.set("events-session-timeout", "6000", origin: "test")
         XCTAssertEqual(config.events?.sessionTimeoutMillis, 6000)
+        XCTAssertThrowsError(try config.set("events-ack-wait", "5", origin: "test"), "a NATS-only setting on kafka:// events")
         // The daemon refuses to start on bad text, saying why.
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -207,7 +207,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
 
 /// A librdkafka error: its code (`rd_kafka_resp_err_t`, with its name, e.g.
 /// `_TRANSPORT`) and what was being done. The one place this file turns codes into errors.
-struct KafkaError: Error, CustomStringConvertible {
+private struct KafkaError: Error, CustomStringConvertible {
     let code: Int32
     let name: String
     let message: String
