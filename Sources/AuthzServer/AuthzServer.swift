@@ -149,9 +149,14 @@ public final class AuthzServer: @unchecked Sendable {
         if let settings = config.events {
             let shard = config.log != nil ? config.logShard : .all
             let ingestor = EventIngestor(engine: engine, holds: { shard.holds($0) })
-            let source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)
+            let source: any EventSource
+            switch settings.transport {
+            case .nats: source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)
+            case .kafka: source = try KafkaEventSource(settings: settings, ingestor: ingestor, logger: logger)
+            }
             let who = AuditActor.events(subject: settings.subject)
-            source.onApplied = { op, revision in dispatcher.audit?.write([op], revision: revision, who: who, peer: PeerInfo(address: "nats", uid: nil)) }
+            let peer = PeerInfo(address: settings.transport.rawValue, uid: nil)
+            source.onApplied = { op, revision in dispatcher.audit?.write([op], revision: revision, who: who, peer: peer) }
             if let replicator = dispatcher.replicator { source.isReady = { replicator.status().caughtUp } }
             dispatcher.events = source
             source.start()

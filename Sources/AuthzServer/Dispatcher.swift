@@ -39,7 +39,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// The publisher of changed users (`--push`), or nil.
     var push: ChangePublisher?
     /// The user-event consumer (`--events`), or nil.
-    var events: NATSEventSource?
+    var events: (any EventSource)?
     /// Log mode: the replicated log's writer and applier (set before serving), or nil.
     var replicator: Replicator?
     /// Open Watch streams, daemon-wide (bounded by `max-watchers`).

@@ -140,7 +140,8 @@ public struct ServerConfig: Sendable {
     public var logShard: TenantShard = .all
     /// Where changed users are published (`--push`, docs/watch.md); nil = off.
     public var push: PushSettings? = nil
-    /// User events consumed from a NATS subject (`--events`, docs/events.md); nil = off.
+    /// User events consumed from a NATS subject or a Kafka topic (`--events`, docs/events.md);
+    /// nil = off.
     public var events: EventSettings? = nil
     /// Seconds a write waits for the log to acknowledge it and for this daemon to apply it.
     public var logWriteTimeoutSeconds = 10
@@ -319,26 +320,38 @@ public struct ServerConfig: Sendable {
         case "events":
             if value.isEmpty { events = nil; break }
             do {
-                let parsed = try EventSettings.parse(value)
-                var e = events ?? parsed
-                (e.servers, e.subject, e.deadLetterSubject) = (parsed.servers, parsed.subject, events?.deadLetterSubject ?? parsed.deadLetterSubject)
+                var e = try EventSettings.parse(value)
+                if let old = events {
+                    // Settings given before (a config file, then the flag) stay.
+                    (e.group, e.ackWaitSeconds, e.sessionTimeoutMillis) = (old.group, old.ackWaitSeconds, old.sessionTimeoutMillis)
+                    if old.transport == e.transport { e.deadLetterSubject = old.deadLetterSubject }
+                }
                 events = e
             } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
         case "events-ack-wait":
             guard var e = events else { throw ConfigError("\(origin): events-ack-wait needs events (--events nats://HOST:PORT/SUBJECT) first") }
+            guard e.transport == .nats else { throw ConfigError("\(origin): events-ack-wait applies to nats:// events only (Kafka: events-session-timeout)") }
             e.ackWaitSeconds = max(1, try int())
             events = e
+        case "events-session-timeout":
+            guard var e = events else { throw ConfigError("\(origin): events-session-timeout needs events (--events kafka://HOST:PORT/TOPIC) first") }
+            guard e.transport == .kafka else { throw ConfigError("\(origin): events-session-timeout applies to kafka:// events only (NATS: events-ack-wait)") }
+            let v = try int()
+            guard (100...3_600_000).contains(v) else { throw ConfigError("\(origin): events-session-timeout must be between 100 and 3600000 milliseconds (got \"\(value)\")") }
+            e.sessionTimeoutMillis = v
+            events = e
         case "events-group", "events-dead-letter":
-            guard var e = events else { throw ConfigError("\(origin): \(key) needs events (--events nats://HOST:PORT/SUBJECT) first") }
-            guard !value.isEmpty, !value.contains(" "), !value.contains("*"), !value.contains(">") else {
-                throw ConfigError("\(origin): \(key) must be a name without spaces or wildcards (got \"\(value)\")")
-            }
-            if key == "events-group" {
-                guard !value.contains(".") else { throw ConfigError("\(origin): events-group must not contain dots (got \"\(value)\")") }
-                e.group = value
+            guard var e = events else { throw ConfigError("\(origin): \(key) needs events (--events nats://HOST:PORT/SUBJECT or kafka://HOST:PORT/TOPIC) first") }
+            if e.transport == .kafka {
+                // Kafka: a group id and a topic name alike, [a-zA-Z0-9._-].
+                if let why = EventSettings.kafkaTopicProblem(value) { throw ConfigError("\(origin): \(key) \"\(value)\" \(why)") }
             } else {
-                e.deadLetterSubject = value
+                guard !value.isEmpty, !value.contains(" "), !value.contains("*"), !value.contains(">") else {
+                    throw ConfigError("\(origin): \(key) must be a name without spaces or wildcards (got \"\(value)\")")
+                }
+                if key == "events-group", value.contains(".") { throw ConfigError("\(origin): events-group must not contain dots (got \"\(value)\")") }
             }
+            if key == "events-group" { e.group = value } else { e.deadLetterSubject = value }
             events = e
         case "sync":
             guard let m = SyncMode(rawValue: value) else { throw ConfigError("\(origin): sync must be full or nosync (got \"\(value)\")") }

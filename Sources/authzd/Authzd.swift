@@ -88,9 +88,9 @@ struct ServeOptions: ParsableArguments {
     var logMaxBytes: Int?
     @Option(name: .long, help: "Stream limit when this daemon creates the stream: messages kept (default 0 = unlimited).")
     var logMaxMsgs: Int?
-    @Option(name: .long, help: "Consume user events from nats://H:P,.../SUBJECT (docs/events.md).")
+    @Option(name: .long, help: "Consume user events from nats://H:P,.../SUBJECT or kafka://H:P,.../TOPIC (docs/events.md).")
     var events: String?
-    @Option(name: .long, help: "Durable consumer name of --events (default authzd); daemons sharing it share the events.")
+    @Option(name: .long, help: "Consumer group of --events (NATS: the durable consumer's name; default authzd); daemons sharing it share the events.")
     var eventsGroup: String?
     @Option(name: .long, help: "Publish the users whose permissions changed to nats://H:P,.../SUBJECT (SUBJECT.<tenant>; docs/watch.md).")
     var push: String?

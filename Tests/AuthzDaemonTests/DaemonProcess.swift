@@ -28,14 +28,16 @@ final class DaemonProcess {
     private(set) var log = ""
     private(set) var tcpPort: Int?
 
-    /// Starts the daemon and waits until it listens. `extra` are additional flags.
-    init(dir: String? = nil, tcp: Bool = true, extra: [String] = []) throws {
+    /// Starts the daemon and waits until it listens. `extra` are additional flags; `environment`
+    /// entries are added to (or replace) the test's own environment.
+    init(dir: String? = nil, tcp: Bool = true, extra: [String] = [], environment: [String: String] = [:]) throws {
         self.dir = dir ?? temporaryDirectory()
         socketPath = self.dir + "/authzd.sock"
         process.executableURL = productsDirectory().appendingPathComponent("authzd")
         var args = ["serve", "--data-dir", self.dir + "/data", "--socket", socketPath, "--threads", "2"]
         if tcp && !extra.contains("--tls-cert") { args += ["--address", "127.0.0.1:0", "--insecure-plaintext"] } else if tcp { args += ["--address", "127.0.0.1:0"] }
         process.arguments = args + extra
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = stderrPipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()

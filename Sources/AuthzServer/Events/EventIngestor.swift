@@ -8,7 +8,8 @@ import Metrics
 
 /// Turns user lifecycle events (proto/events.proto, docs/events.md) into user writes through
 /// the normal validated write path (and, in log mode, through the log). Source-agnostic: a
-/// consumer (`NATSEventSource`) hands it each message and acts on the outcome.
+/// consumer (an `EventSource`: `NATSEventSource`, `KafkaEventSource`) hands it each message
+/// and acts on the outcome.
 final class EventIngestor: @unchecked Sendable {
     /// What became of one message.
     enum Outcome: Equatable {

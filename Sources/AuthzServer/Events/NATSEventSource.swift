@@ -4,43 +4,11 @@ import Foundation
 import Logging
 import Metrics
 
-/// Where user events come from (`--events`, docs/events.md).
-public struct EventSettings: Sendable, Equatable {
-    /// `nats://H:P,...` servers and the subject events are published on.
-    public var servers: [String]
-    public var subject: String
-    /// The durable consumer's name: daemons sharing it share the events (one applies each).
-    public var group = "authzd"
-    /// Where undecodable or inapplicable events go, with the reason in a header.
-    public var deadLetterSubject: String
-    /// Seconds before an event fetched but not acknowledged (the daemon died holding it) is
-    /// delivered again.
-    public var ackWaitSeconds = 10
-
-    /// Parses `nats://H1:P1[,H2:P2...]/SUBJECT`. INVALID_ARGUMENT naming `events`; `kafka://`
-    /// is refused with what to use instead (not in this release).
-    public static func parse(_ text: String) throws -> EventSettings {
-        if text.hasPrefix("kafka://") {
-            throw AuthzError.invalid("events", "kafka:// is not supported by this release yet (docs/events.md): publish the events on a NATS subject and use nats://HOST:PORT/SUBJECT")
-        }
-        guard text.hasPrefix("nats://") else { throw AuthzError.invalid("events", "must be nats://HOST:PORT[,HOST:PORT...]/SUBJECT (got \"\(text)\")") }
-        let rest = text.dropFirst("nats://".count)
-        guard let slash = rest.firstIndex(of: "/") else { throw AuthzError.invalid("events", "names no subject: nats://HOST:PORT/SUBJECT") }
-        let subject = String(rest[rest.index(after: slash)...])
-        guard !subject.isEmpty, !subject.contains(" "), !subject.contains(">"), !subject.contains("*"),
-              !subject.hasPrefix("."), !subject.hasSuffix("."), !subject.contains("..") else {
-            throw AuthzError.invalid("events", "\"\(subject)\" is not a NATS subject without wildcards")
-        }
-        let servers = try LogSettings.parseServers(String(rest[..<slash]), field: "events")
-        return EventSettings(servers: servers, subject: subject, deadLetterSubject: "dead-letter." + subject)
-    }
-}
-
 /// Consumes user events from a NATS JetStream subject through a durable pull consumer, hands
 /// each to the `EventIngestor`, and acknowledges it only once its write is durable (applied,
 /// or dead-lettered and the dead letter stored). A message that cannot be written now is
 /// retried in place, so nothing behind it is acknowledged first. One thread.
-final class NATSEventSource: @unchecked Sendable {
+final class NATSEventSource: EventSource, @unchecked Sendable {
     let settings: EventSettings
     let ingestor: EventIngestor
     let logger: Logger
@@ -66,12 +34,15 @@ final class NATSEventSource: @unchecked Sendable {
 
     private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
 
+    /// Starts the consumer thread (returns at once).
     func start() {
         let t = Thread { [self] in run() }
         t.name = "authzd-events"
         t.start()
     }
 
+    /// Asks the consumer thread to stop after its current fetch (at most about 0.5 s); an
+    /// event in hand but not acknowledged is delivered again later.
     func stop() {
         lock.lock(); stopped = true; lock.unlock()
     }
