@@ -280,21 +280,30 @@ public final class JSONLChunkReader {
         handle = h
         self.chunkBytes = max(1, chunkBytes)
         totalBytes = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)??.intValue ?? 0)
-        var skipped = 0
+        // Skip whole lines by an offset into the buffer, dropping what was passed once a block.
+        var skipped = 0, at = 0
         while skipped < skipLines {
-            try fill(atLeast: 1)
-            guard !pending.isEmpty else { break }
-            if let nl = pending.firstIndex(of: 0x0A) {
-                pending.removeFirst(nl + 1)
-                consumed += nl + 1
+            if at >= pending.count {
+                consumed += at
+                pending.removeAll(keepingCapacity: true)
+                at = 0
+                try fill(atLeast: 1)
+                if pending.isEmpty { break }
+            }
+            if let nl = pending[at...].firstIndex(of: 0x0A) {
+                at = nl + 1
                 skipped += 1
             } else if eof {
-                consumed += pending.count
-                pending.removeAll()
+                at = pending.count
             } else {
+                consumed += at
+                pending.removeFirst(at)
+                at = 0
                 try fill(atLeast: pending.count + 1)
             }
         }
+        consumed += at
+        pending.removeFirst(at)
         nextLine = skipped + 1
     }
 
@@ -377,12 +386,25 @@ extension AuthzClient {
     public func watch(_ call: WatchCall) -> AsyncThrowingStream<WatchBatch, Error> {
         AsyncThrowingStream { continuation in
             let endpoint = self.endpoint
+            // Set before connecting: a consumer that stops first still gets the connection closed.
+            let state = NIOLockedValueBox<(ended: Bool, channel: Channel?)>((false, nil))
+            continuation.onTermination = { _ in
+                let ch = state.withLockedValue { s -> Channel? in
+                    s.ended = true
+                    return s.channel
+                }
+                ch?.close(promise: nil)
+            }
             connectDedicated().whenComplete { result in
                 switch result {
                 case .failure(let error):
                     continuation.finish(throwing: (error as? AuthzError) ?? AuthzError(.unavailable, "cannot connect to authzd at \(endpoint): \(error)"))
                 case .success(let c):
-                    continuation.onTermination = { _ in c.channel.close(promise: nil) }
+                    let ended = state.withLockedValue { s -> Bool in
+                        s.channel = c.channel
+                        return s.ended
+                    }
+                    if ended { return c.channel.close(promise: nil) }
                     c.channel.eventLoop.execute {
                         c.handler.stream(.watch(call), channel: c.channel) { frame in
                             switch frame {

@@ -551,8 +551,9 @@ public final class Engine: @unchecked Sendable {
     /// A page of committed changes after `position` whose tenant and kind `matches`, read from
     /// the store's change log (see `StoreReader.changes`): OUT_OF_RANGE when the changes after
     /// `position` are no longer kept. Blocks on LMDB (call off event loops for large pages).
-    public func changes(after position: ChangePosition, limit: Int, where matches: (ID, EntityKind) -> Bool) throws -> ChangePage {
-        try store.read { try $0.changes(after: position, limit: limit, where: matches) }
+    public func changes(after position: ChangePosition, limit: Int, includeBeforeImages: Bool = false,
+                        where matches: (ID, EntityKind) -> Bool) throws -> ChangePage {
+        try store.read { try $0.changes(after: position, limit: limit, includeBeforeImages: includeBeforeImages, where: matches) }
     }
 
     /// Users of one tenant whose effective permissions a set of changes may have changed.
@@ -594,8 +595,8 @@ public final class Engine: @unchecked Sendable {
     /// concerned or to any role inheriting from them; a tenant change is `.all`; platform
     /// credentials change no permission. Reads LMDB (call off event loops).
     ///
-    /// Not seen: the previous user of a role binding re-pointed to another user (only the
-    /// record after a change is logged).
+    /// A binding re-pointed to another user, role or permission counts twice: as it is and as
+    /// its before-image (`ChangePage.beforeImages`) — add both.
     public func affectedUsers(_ impact: ChangeImpact, tenant: ID) throws -> AffectedUsers {
         if impact.all { return .all }
         var users = impact.users

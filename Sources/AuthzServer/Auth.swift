@@ -235,7 +235,13 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
     case .gateway:
         switch call {
         case .check, .batchCheck, .listUserPermissions: return nil
-        case .watch: return nil  // a caching gateway learns which decisions changed (docs/watch.md)
+        case .watch(let w):
+            // A caching gateway learns which decisions changed (docs/watch.md); credentials
+            // decide nothing and are not its to see.
+            if !w.kinds.isEmpty && w.kinds.subtracting([.platformCredential]).isEmpty {
+                return AuthzError(.permissionDenied, "a gateway key may not watch platform credentials (watch.kinds)", field: "watch.kinds")
+            }
+            return nil
         default: return denied("call \(call.name) (gateway keys may check, batch check, list a user's permissions and watch only)")
         }
     case .operator:
@@ -302,18 +308,28 @@ func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
 /// Which changes a Watch by `p` sees: the call's tenant and kinds, narrowed to the key's
 /// tenant (admin keys) or to tenant records (operator keys). Call after `authorize`.
 func watchFilter(_ w: WatchCall, principal p: Principal) -> @Sendable (ID, EntityKind) -> Bool {
-    var tenant = w.tenantId
-    var kinds = w.kinds
-    switch p.role {
-    case .admin?, .checker?: tenant = p.tenant
-    case .operator?: kinds = [.tenant]
-    default: break
-    }
-    let t = tenant, k = kinds
+    let e = effectiveWatch(w, principal: p)
+    let t = e.tenantId, k = e.kinds
     return { changeTenant, kind in
         if let t, changeTenant != t { return false }
         return k.isEmpty || k.contains(kind)
     }
+}
+
+/// The Watch `p` actually gets: admin keys are held to their tenant, operator keys to tenant
+/// records, gateway keys to the kinds that decide checks (no platform credentials: they grant
+/// nothing, and a gateway has no business reading account ids).
+func effectiveWatch(_ w: WatchCall, principal p: Principal) -> WatchCall {
+    var e = w
+    switch p.role {
+    case .admin?, .checker?: e.tenantId = p.tenant
+    case .operator?: e.kinds = [.tenant]
+    case .gateway?:
+        let decisive = Set(EntityKind.allCases).subtracting([.platformCredential])
+        e.kinds = w.kinds.isEmpty ? decisive : w.kinds.intersection(decisive)  // never empty: `authorize` refused that
+    default: break
+    }
+    return e
 }
 
 /// Who a Unix-socket peer is by its uid, on every listener: the daemon's own uid or root is the

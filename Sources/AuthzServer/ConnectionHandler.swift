@@ -496,10 +496,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// until it ends, and one of the daemon's `max-watchers`.
     private func startWatch(context: ChannelHandlerContext, id: UInt64, call: WatchCall, principal: Principal) {
         let config = dispatcher.config
+        if draining {
+            return respond(context: context, id: id, result: .failure(AuthzError(.unavailable, "the daemon is stopping: watch again on a new connection")), flush: false)
+        }
         if watches[id] != nil {
             return respond(context: context, id: id, result: .failure(AuthzError.invalid("request_id", "already names a running watch on this connection")), flush: false)
         }
-        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(call)) {
+        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(effectiveWatch(call, principal: principal))) {
             return respond(context: context, id: id, result: .failure(refused), flush: false)
         }
         guard dispatcher.watchers.take() else {

@@ -22,6 +22,9 @@ public struct ChangePosition: Sendable, Equatable, Comparable {
 public struct ChangePage: Sendable {
     /// The changes that matched, in commit order.
     public var changes: [Change]
+    /// With `includeBeforeImages`: bindings as they were before a write re-pointed them to
+    /// another user, role or permission (what a reader needs to know who lost a grant).
+    public var beforeImages: [Change] = []
     /// Where the next page starts (after the last change scanned, matching or not).
     public var position: ChangePosition
     /// Every change up to this revision has been scanned: the reader holds them all.
@@ -48,10 +51,25 @@ extension Store {
     /// over the following writes rather than in one long transaction).
     static let maxPrunedPerWrite = 100_000
 
+    /// Index of the first before-image of a revision (they sort after its changes).
+    static let beforeImageIndex: UInt32 = 0x8000_0000
+
+    /// The binding `before` was, when `after` re-points it (another user, role or permission):
+    /// the before-image to log, else nil.
+    static func beforeImage(_ before: Entity?, _ after: Entity) -> Entity? {
+        switch (before, after) {
+        case (.roleBinding(let b)?, .roleBinding(let a)) where b.userId != a.userId || b.roleId != a.roleId: return before
+        case (.permissionBinding(let b)?, .permissionBinding(let a)) where b.roleId != a.roleId || b.permissionId != a.permissionId: return before
+        default: return nil
+        }
+    }
+
     /// Records `entities` (in order) as the changes of `revision`, then drops the oldest
     /// entries beyond the retention. Inside the write's transaction. Each entity may come with
-    /// the bytes the records database got for it (reused unless it holds secrets).
-    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, _ entities: [(Entity, [UInt8]?)]) throws {
+    /// the bytes the records database got for it (reused unless it holds secrets), and with
+    /// the record it replaced: a binding re-pointed elsewhere is also logged as it was (a
+    /// before-image, after the revision's changes), so that `--push` names who lost a grant.
+    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, _ entities: [(Entity, [UInt8]?)], before: [Entity?] = []) throws {
         let retention = options.changeRetention
         guard retention > 0 else {
             // No log: a reader could resume from nowhere but here.
@@ -74,6 +92,18 @@ extension Store {
             // Keys rise with the revision: appended at the end of the tree (a plain put if some
             // key sorts after, which only a damaged log could hold).
             let key = Store.changeKey(revision, UInt32(truncatingIfNeeded: i))
+            do {
+                try txn.append(changesDB, key, bytes)
+            } catch LMDBError.keyExist {
+                try txn.put(changesDB, key, bytes)
+            }
+        }
+        var images = 0
+        for (i, (e, _)) in entities.enumerated() where i < before.count {
+            guard let old = Store.beforeImage(before[i], e) else { continue }
+            let key = Store.changeKey(revision, Store.beforeImageIndex + UInt32(truncatingIfNeeded: images))
+            images += 1
+            let bytes = try RecordCodec.encode(old, sealer: nil)
             do {
                 try txn.append(changesDB, key, bytes)
             } catch LMDBError.keyExist {
@@ -110,17 +140,20 @@ extension StoreReader {
     /// Up to `limit` changes after `position` for which `matches(tenant, kind)` holds, scanning
     /// at most `scanLimit` entries. OUT_OF_RANGE when `position` is before the floor (changes
     /// it needs were dropped); FAILED_PRECONDITION when the store keeps no change log.
-    public func changes(after position: ChangePosition, limit: Int, scanLimit: Int = 4096,
+    public func changes(after position: ChangePosition, limit: Int, scanLimit: Int = 4096, includeBeforeImages: Bool = false,
                         where matches: (ID, EntityKind) -> Bool) throws -> ChangePage {
         guard store.options.changeRetention > 0 else {
             throw AuthzError(.failedPrecondition, "this daemon keeps no change log (watch-retention = 0): set watch-retention to watch changes")
         }
         let floor = try changeFloor()
-        if position.revision < floor {
+        // Inside a revision (a reader paging through a large write), the floor's own revision
+        // may have lost entries after the position too.
+        if position.revision < floor || (position.index != .max && position.revision == floor) {
             throw AuthzError(.outOfRange, "changes after revision \(position.revision) are no longer kept (the change log starts after revision \(floor)): re-read the state (Export) and watch from its revision", field: "watch.from_revision")
         }
         let head = try revision()
         var out: [Change] = []
+        var images: [Change] = []
         var last = position
         var scanned = 0
         var ended = true
@@ -134,6 +167,12 @@ extension StoreReader {
                 last = ChangePosition(revision: r, index: i)
                 // kind at byte 2, tenant at 20..36 of the record encoding.
                 guard value.count >= 36, let kind = EntityKind(rawValue: value[2]) else { throw AuthzError(.dataLoss, "change \(r).\(i) is not a record") }
+                if i >= Store.beforeImageIndex {
+                    if includeBeforeImages && matches(readID(value, at: 20), kind) {
+                        images.append(Change(revision: r, entity: try RecordCodec.decode(value, sealer: nil)))
+                    }
+                    return true
+                }
                 if matches(readID(value, at: 20), kind) {
                     var e = try RecordCodec.decode(value, sealer: nil)
                     if case .platformCredential(var c) = e {
@@ -147,7 +186,7 @@ extension StoreReader {
         }
         // Complete through the revision before the last one scanned, unless the log ended.
         let complete = ended ? head : (last.revision > 0 ? last.revision - 1 : 0)
-        return ChangePage(changes: out, position: ended ? .after(revision: head) : last,
+        return ChangePage(changes: out, beforeImages: images, position: ended ? .after(revision: head) : last,
                           complete: max(complete, position.index == .max ? position.revision : position.revision &- 1), atEnd: ended)
     }
 }

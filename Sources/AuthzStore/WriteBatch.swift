@@ -63,7 +63,7 @@ final class WriteBatch {
         }
         let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
-        try store.recordChanges(txn, revision: revision, changes.map { ($0.after, encoded[$0.after.id]) })
+        try store.recordChanges(txn, revision: revision, changes.map { ($0.after, encoded[$0.after.id]) }, before: changes.map(\.before))
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }

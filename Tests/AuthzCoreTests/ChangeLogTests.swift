@@ -149,4 +149,44 @@ final class ChangeLogTests: XCTestCase {
         let next = try store.write([.upsert(.user(User(id: .random(), tenantId: t1)))]).revision
         XCTAssertEqual(try readAll(store, after: revision).changes.map(\.revision), [next])
     }
+
+    func testAReaderInsideARevisionThatPruningReachedIsOutOfRange() throws {
+        var o = StoreOptions()
+        o.changeRetention = 10
+        let store = try Store(directory: dir, options: o)
+        _ = try store.write([.upsert(.tenant(Tenant(id: t1, name: "a")))])
+        let big = try store.write((0..<8).map { _ in .upsert(.user(User(id: .random(), tenantId: t1))) }).revision
+        // A reader part-way through the big revision.
+        let page = try store.read { try $0.changes(after: .after(revision: big - 1), limit: 3, where: all) }
+        XCTAssertFalse(page.atEnd)
+        // Later writes prune the big revision's first entries: the floor is now `big`.
+        _ = try store.write((0..<4).map { _ in .upsert(.user(User(id: .random(), tenantId: t1))) })
+        XCTAssertEqual(try store.read { try $0.changeFloor() }, big)
+        XCTAssertThrowsError(try store.read { try $0.changes(after: page.position, limit: 3, where: all) }) { e in
+            XCTAssertEqual((e as? AuthzError)?.code, .outOfRange, "a reader inside a pruned revision could miss entries")
+        }
+    }
+
+    func testARepointedBindingLeavesABeforeImageThatWatchersDoNotSee() throws {
+        let store = try Store(directory: dir)
+        let u1 = ID.random(), u2 = ID.random(), r1 = ID.random(), r2 = ID.random(), p = ID.random(), rb = ID.random(), pb = ID.random()
+        _ = try store.write([.upsert(.tenant(Tenant(id: t1, name: "a"))), .upsert(.user(User(id: u1, tenantId: t1))), .upsert(.user(User(id: u2, tenantId: t1))),
+                             .upsert(.role(Role(id: r1, tenantId: t1, name: "r1"))), .upsert(.role(Role(id: r2, tenantId: t1, name: "r2"))),
+                             .upsert(.permission(Permission(id: p, tenantId: t1, name: "a.b", service: "a"))),
+                             .upsert(.roleBinding(RoleBinding(id: rb, tenantId: t1, userId: u1, roleId: r1, scope: .tenant))),
+                             .upsert(.permissionBinding(PermissionBinding(id: pb, tenantId: t1, roleId: r1, permissionId: p, scope: .tenant)))])
+        let moved = try store.write([.upsert(.roleBinding(RoleBinding(id: rb, tenantId: t1, userId: u2, roleId: r1, scope: .tenant))),
+                                     .upsert(.permissionBinding(PermissionBinding(id: pb, tenantId: t1, roleId: r2, permissionId: p, scope: .tenant))),
+                                     .upsert(.user(User(id: u1, tenantId: t1, email: "not@a.binding")))]).revision
+        let plain = try store.read { try $0.changes(after: .after(revision: moved - 1), limit: 100, where: all) }
+        XCTAssertEqual(plain.changes.count, 3)
+        XCTAssertTrue(plain.beforeImages.isEmpty)
+        let withImages = try store.read { try $0.changes(after: .after(revision: moved - 1), limit: 100, includeBeforeImages: true, where: all) }
+        XCTAssertEqual(withImages.changes, plain.changes)
+        XCTAssertEqual(withImages.beforeImages.count, 2, "the two re-pointed bindings, not the user")
+        guard case .roleBinding(let oldRB) = withImages.beforeImages[0].entity, case .permissionBinding(let oldPB) = withImages.beforeImages[1].entity else { return XCTFail() }
+        XCTAssertEqual(oldRB.userId, u1)
+        XCTAssertEqual(oldPB.roleId, r1)
+        XCTAssertTrue(withImages.beforeImages.allSatisfy { $0.revision == moved })
+    }
 }

@@ -77,6 +77,18 @@ final class PushTests: XCTestCase {
             Pushed(tenant: t, users: [u3], revision: w6, all: false),
         ])
 
+        // A permission binding moved from one role to another: the users of both roles.
+        let pb = ID.random(), p2 = ID.random(), u5 = ID.random()
+        _ = try await c.write([.upsert(.permission(Permission(id: p2, tenantId: t, name: "mail.send", service: "mail"))),
+                               .upsert(.user(User(id: u5, tenantId: t))),
+                               .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: t, userId: u5, roleId: r3, scope: .tenant))),
+                               .upsert(.permissionBinding(PermissionBinding(id: pb, tenantId: t, roleId: r3, permissionId: p2, scope: .global)))])
+        let moved = try await c.write([.upsert(.permissionBinding(PermissionBinding(id: pb, tenantId: t, roleId: r1, permissionId: p2, scope: .global)))])
+        let movedPush = try drain(consumer, until: { $0.contains { $0.revision == moved } }).filter { $0.revision == moved }
+        // r3's users u3 and u5 lost it (u5 holds only r3: named through the before-image); r1's
+        // u1 and r2's (inherits r1) u2 and u3 gained it.
+        XCTAssertEqual(movedPush, [Pushed(tenant: t, users: [u1, u2, u3, u5], revision: moved, all: false)])
+
         // Killed right after a write: the restarted daemon publishes what it had not, once.
         let w7 = try await c.write([.upsert(.user(User(id: u1, tenantId: t, email: "a@one.test")))])
         c.close()

@@ -124,8 +124,24 @@ final class WatchTests: XCTestCase {
         } catch let e as AuthzError {
             XCTAssertEqual(e.field, "watch.kinds")
         }
+        // A credential: the admin sees it (redacted), the gateway never.
+        let owner = mine.first { $0.entity.kind == .user }!.entity.id
+        _ = try await root.write([.upsert(.platformCredential(PlatformCredential(id: .random(), tenantId: t1, ownerUserId: owner, platform: "gmail",
+                                                                             externalAccountId: "x@gmail.test", accessToken: "at-secret", refreshToken: "rt-secret",
+                                                                             tokenExpiresAt: 0, oauthScopes: [])))])
+        let mineNow = try await collect(admin.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
+        guard case .platformCredential(let cred)? = mineNow.last?.entity else { return XCTFail("the admin does not see the credential") }
+        XCTAssertEqual(cred.accessToken, "")
+        XCTAssertTrue(cred.secretsRedacted)
         let every = try await collect(gateway.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
-        XCTAssertEqual(every.count, 9)
+        XCTAssertEqual(every.count, 9, "every record but the credential")
+        XCTAssertFalse(every.contains { $0.entity.kind == .platformCredential })
+        do {
+            _ = try await collect(gateway.watch(WatchCall(fromRevision: 0, kinds: [.platformCredential]))) { _, b in b.caughtUp }
+            XCTFail("a gateway watched credentials")
+        } catch let e as AuthzError {
+            XCTAssertEqual(e.code, .permissionDenied)
+        }
 
         // A key revoked while it watches ends its stream at the next change.
         let (adminKey2Record, adminKey2) = try await createKey(root, t1, .admin)
@@ -240,6 +256,19 @@ final class WatchTests: XCTestCase {
         XCTAssertTrue(try curl(nil, "?from=0").contains("status=401"))
         XCTAssertTrue(try curl(checkerKey, "?from=0").contains("status=403"))
         XCTAssertTrue(try curl(gatewayKey, "?from=x").contains("status=400"))
+
+        // At shutdown a live stream ends with an error event naming where to resume.
+        let live = Process()
+        live.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        live.arguments = ["-sN", "--max-time", "10", "-H", "x-authz-api-key: \(gatewayKey)", "http://127.0.0.1:\(port)/v1/watch"]
+        let pipe = Pipe()
+        live.standardOutput = pipe
+        try live.run()
+        try await Task.sleep(nanoseconds: 500_000_000)
+        XCTAssertEqual(d.stop(), 0)
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        live.waitUntilExit()
+        XCTAssertTrue(text.contains("event: error") && text.contains("UNAVAILABLE") && text.contains("resume from revision \(r2)"), text)
     }
 
     func testAuthzctlWatchPrintsJSONLinesAndResumesAcrossARestart() async throws {

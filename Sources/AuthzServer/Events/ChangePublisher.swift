@@ -88,20 +88,36 @@ final class ChangePublisher: @unchecked Sendable {
         return stopped
     }
 
-    /// Sleeps until the engine publishes a new revision, `seconds` pass, or `stop`.
-    private func waitForRevision(seconds: Double) {
-        var woken = false
-        let token = engine.whenRevisionAdvances { [lock] in
+    /// A registration with the engine's revision waiters, made before a read so that a commit
+    /// during the read is not missed.
+    final class Wake: @unchecked Sendable {
+        let engine: Engine
+        var token: UInt64?
+        var fired = false
+        init(engine: Engine) { self.engine = engine }
+        func cancel() { if let t = token { engine.cancelRevisionWait(t) } }
+    }
+
+    private func armWake() -> Wake {
+        let w = Wake(engine: engine)
+        let lock = self.lock
+        w.token = engine.whenRevisionAdvances {
             lock.lock()
-            woken = true
+            w.fired = true
             lock.broadcast()
             lock.unlock()
         }
+        return w
+    }
+
+    /// Sleeps until `wake` fires (a revision was published since it was armed), `seconds`
+    /// pass, or `stop`.
+    private func wait(_ wake: Wake, seconds: Double) {
         lock.lock()
         let until = Date().addingTimeInterval(seconds)
-        while !woken && !stopped && Date() < until { _ = lock.wait(until: until) }
+        while !wake.fired && !stopped && Date() < until { _ = lock.wait(until: until) }
         lock.unlock()
-        if let token { engine.cancelRevisionWait(token) }
+        wake.cancel()
     }
 
     private func position() throws -> UInt64 {
@@ -117,6 +133,7 @@ final class ChangePublisher: @unchecked Sendable {
         while !isStopped {
             do {
                 var at = try position()
+                var recorded = at
                 while !isStopped {
                     let floor = try engine.changeFloor()
                     if at < floor {
@@ -133,33 +150,40 @@ final class ChangePublisher: @unchecked Sendable {
                     // Reads whole revisions (a large one over several pages), gathering each
                     // tenant's impact, then publishes every revision the reading completed.
                     var pending: [(revision: UInt64, impact: [ID: Engine.ChangeImpact], order: [ID])] = []
-                    var page = try engine.changes(after: .after(revision: at), limit: 4096, where: { _, _ in true })
+                    // Registered before the read: a commit while it runs wakes the wait below.
+                    let wake = armWake()
+                    var page = try engine.changes(after: .after(revision: at), limit: 4096, includeBeforeImages: true, where: { _, _ in true })
                     while true {
-                        for c in page.changes {
+                        // A page's before-images come apart from its changes: merge them by revision.
+                        for c in (page.changes + page.beforeImages).sorted(by: { $0.revision < $1.revision }) {
+                            // Pages follow key order, so revisions never go back.
                             if pending.last?.revision != c.revision { pending.append((c.revision, [:], [])) }
+                            let k = pending.count - 1
                             let t = c.entity.tenantId
-                            if pending[pending.count - 1].impact[t] == nil { pending[pending.count - 1].order.append(t) }
-                            pending[pending.count - 1].impact[t, default: Engine.ChangeImpact()].add(c.entity)
+                            if pending[k].impact[t] == nil { pending[k].order.append(t) }
+                            pending[k].impact[t, default: Engine.ChangeImpact()].add(c.entity)
                         }
                         if page.atEnd || isStopped { break }
                         // Stop at a revision boundary when one is reached: publish what is whole.
                         if pending.count > 1 && page.complete >= pending[pending.count - 2].revision { break }
-                        page = try engine.changes(after: page.position, limit: 4096, where: { _, _ in true })
+                        page = try engine.changes(after: page.position, limit: 4096, includeBeforeImages: true, where: { _, _ in true })
                     }
                     for p in pending where p.revision <= page.complete {
                         for t in p.order {
                             try publish(tenant: t, revision: p.revision, affected: try engine.affectedUsers(p.impact[t]!, tenant: t))
                         }
                         at = p.revision
-                        try engine.store.setMetaText("push.position", String(at))
                     }
-                    if page.atEnd && page.complete > at {
-                        at = page.complete
+                    if page.atEnd && page.complete > at { at = page.complete }
+                    // One write of the position per page of revisions, not per revision: a
+                    // daemon killed before it publishes them again (deduplicated by message id).
+                    if at != recorded {
                         try engine.store.setMetaText("push.position", String(at))
+                        recorded = at
                     }
                     lagGauge.record(Int64(engine.revision) - Int64(at))
                     delay = 0.5
-                    if page.atEnd { waitForRevision(seconds: 5) }
+                    if page.atEnd { wait(wake, seconds: 5) } else { wake.cancel() }
                 }
             } catch {
                 if isStopped { break }

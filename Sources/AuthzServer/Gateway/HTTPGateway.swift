@@ -22,6 +22,8 @@ final class HTTPGatewayServer: Sendable {
     let idleTimeout: TimeAmount
     private let open: Slots
     private let channels = NIOLockedValueBox<[Channel]>([])
+    /// Open connections, by identity (removed when they close).
+    private let accepted = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
 
     /// TLS for the TCP listener (nil: plain text); the Unix socket never uses it.
     let tls: TLSContextHolder?
@@ -51,8 +53,11 @@ final class HTTPGatewayServer: Sendable {
     }
 
     /// Stops accepting; open connections close with the event loops.
+    /// Closes the listeners, and tells every open connection the daemon is stopping (a Watch
+    /// stream then ends with its `error` event naming where to resume).
     func stop() {
         for ch in channels.withLockedValue({ $0 }) { try? ch.close().wait() }
+        for ch in accepted.withLockedValue({ Array($0.values) }) { ch.pipeline.fireUserInboundEventTriggered(QuiesceEvent()) }
     }
 
     private func bootstrap(group: EventLoopGroup, isUnix: Bool) -> ServerBootstrap {
@@ -61,6 +66,9 @@ final class HTTPGatewayServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] ch in
                 guard open.admit(ch, refused: gateway.dispatcher.metrics.connectionsRefused) else { return ch.close() }
+                let id = ObjectIdentifier(ch)
+                accepted.withLockedValue { $0[id] = ch }
+                ch.closeFuture.whenComplete { [self] _ in accepted.withLockedValue { _ = $0.removeValue(forKey: id) } }
                 let transport: EventLoopFuture<Principal> = isUnix ? unixPrincipal(ch) : ch.eventLoop.makeSucceededFuture(.unauthenticated)
                 if !isUnix, let tls {
                     do { try tls.addHandlers(to: ch, logger: gateway.logger, listener: "gateway") } catch { return ch.close() }
@@ -127,6 +135,8 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             if transport == .unauthenticated { transport = identified.principal }
         } else if event is IdleStateHandler.IdleStateEvent {
             if watch == nil { context.close(promise: nil) }
+        } else if event is QuiesceEvent {
+            watch?.stopping()
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -223,7 +233,9 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 return refuse(.badRequest, AuthzError.invalid(key, "is not a parameter of /v1/watch (from, tenant, kinds)"))
             }
         }
-        if call.fromRevision == nil, let last = h.headers.first(name: "last-event-id") {
+        // A reconnecting EventSource sends the same URL and Last-Event-ID: the latter, always
+        // newer, wins over `from`.
+        if let last = h.headers.first(name: "last-event-id") {
             guard let r = UInt64(last) else { return refuse(.badRequest, AuthzError.invalid("Last-Event-ID", "must be a revision")) }
             call.fromRevision = r
         }
@@ -231,7 +243,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             return refuse(denied.code == .unauthenticated ? .unauthorized : .forbidden, denied)
         }
         let dispatcher = gateway.dispatcher
-        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(call)) {
+        if dispatcher.replicator != nil, let refused = dispatcher.refuseRead(.watch(effectiveWatch(call, principal: principal))) {
             return refuse(.serviceUnavailable, refused)
         }
         let config = dispatcher.config
@@ -264,10 +276,12 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 if case .key(let id, _, _) = principal, let r = keys.stillValid(id) { return r.error }
                 return nil
             },
-            finished: { [weak self] _ in
+            finished: { [weak self] close in
                 dispatcher.watchers.release()
                 guard let self else { return }
                 self.watch = nil
+                // Cut (a full connection): close now; else end the response, then close.
+                if close { return context.close(promise: nil) }
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
             })
         watch = stream
