@@ -80,53 +80,38 @@ extension Store {
 
     /// Records (or, with nil, clears) the rotation in progress.
     public func setRotationTarget(_ id: String?) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
-        let txn = try mapped { try LMDBTransaction(env: env, readOnly: false) }
-        if let id { try mapped { try txn.put(meta, Store.rotationMetaKey, Array(id.utf8)) } } else { try mapped { try txn.delete(meta, Store.rotationMetaKey) } }
-        try mapped { try txn.commit() }
+        try writeTransaction { txn in
+            if let id { try txn.put(meta, Store.rotationMetaKey, Array(id.utf8)) } else { try txn.delete(meta, Store.rotationMetaKey) }
+        }
     }
 
     /// Re-encrypts at most `batchSize` stale credentials to the active key in one write
     /// transaction, under the write lock. Returns how many it re-encrypted: 0 when none is
     /// left. DATA_LOSS naming the credential when a secret cannot be opened with the ring.
     public func rotateSecretsBatch(batchSize: Int = 256) throws -> Int {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
         guard let sealer else {
             throw AuthzError(.failedPrecondition, "no key ring is loaded: rotation needs the key ring (\(ringPath) or --keyring)")
         }
         let active = sealer.ring.activeId
-        let txn = try mapped { try LMDBTransaction(env: env, readOnly: false) }
-        let reader = StoreReader(store: self, txn: txn)
-        var stale: [([UInt8], Entity)] = []
-        do {
-            try mapped {
-                for t in try reader.tenantIDs() {
-                    try txn.scan(records, prefix: Store.credentialPrefix(t)) { key, value in
-                        if let ids = try RecordCodec.credentialKeyIds(value), ids.contains(where: { $0 != active }) {
-                            let e = try RecordCodec.decode(value, sealer: sealer)
-                            if case .platformCredential(let c) = e, let why = c.unreadableSecret {
-                                throw AuthzError(.dataLoss, "cannot re-encrypt platform_credential \(c.fields.id): \(why.reason); add its key to the ring, or overwrite or deactivate the credential", field: "platform_credential.secret_unreadable")
-                            }
-                            stale.append((Array(key), e))
+        return try writeTransaction { txn in
+            let reader = StoreReader(store: self, txn: txn)
+            var stale: [([UInt8], Entity)] = []
+            for t in try reader.tenantIDs() {
+                try txn.scan(records, prefix: Store.credentialPrefix(t)) { key, value in
+                    if let ids = try RecordCodec.credentialKeyIds(value), ids.contains(where: { $0 != active }) {
+                        let e = try RecordCodec.decode(value, sealer: sealer)
+                        if case .platformCredential(let c) = e, let why = c.unreadableSecret {
+                            throw AuthzError(.dataLoss, "cannot re-encrypt platform_credential \(c.fields.id): \(why.reason); add its key to the ring, or overwrite or deactivate the credential", field: "platform_credential.secret_unreadable")
                         }
-                        return stale.count < batchSize
+                        stale.append((Array(key), e))
                     }
-                    if stale.count >= batchSize { break }
+                    return stale.count < batchSize
                 }
+                if stale.count >= batchSize { break }
             }
-            if stale.isEmpty {
-                txn.abort()
-                return 0
-            }
-            for (key, e) in stale { try mapped { try txn.put(records, key, try RecordCodec.encode(e, sealer: sealer)) } }
-            try mapped { try txn.commit() }
-        } catch {
-            txn.abort()
-            throw error
+            for (key, e) in stale { try txn.put(records, key, try RecordCodec.encode(e, sealer: sealer)) }
+            return stale.count
         }
-        return stale.count
     }
 
     /// Re-encrypts every stale credential, batch by batch (see `rotateSecretsBatch`), recording

@@ -44,7 +44,7 @@ final class WriteBatch {
             currentOp = i
             do {
                 try apply(op)
-            } catch var e as AuthzError where e.code != .internal && e.field != "lmdb.map_full" {
+            } catch var e as AuthzError where e.code != .internal {
                 if ops.count > 1 { e.message = label(i) + ": " + e.message }
                 throw e
             }

@@ -1,0 +1,24 @@
+import AuthzModel
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An exclusive `flock` on a file, held for the object's lifetime (and released by the kernel
+/// if the process dies).
+final class LockFile {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw AuthzError(.failedPrecondition, "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw AuthzError(.failedPrecondition, "data directory is in use by another authzd process (lock \(path) is held)")
+        }
+    }
+
+    deinit { close(fd) }
+}
