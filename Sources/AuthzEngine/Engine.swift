@@ -685,21 +685,27 @@ public final class Engine: @unchecked Sendable {
     /// line's error ("line N: …", N counted from the start of the whole import); `staging` is
     /// then unusable. Reads LMDB only for an admin's own tenant line.
     public func stage(_ bytes: [UInt8], into staging: inout ImportStaging) throws {
+        // The lines that hold something, with their numbers (counted over blank lines too).
+        var lines: [(number: Int, range: Range<Int>)] = []
         var lineNo = staging.lastLine
         var start = 0
         while start < bytes.count {
             var end = start
             while end < bytes.count, bytes[end] != 0x0A { end += 1 }
             lineNo += 1
-            var line = Array(bytes[start..<end])
-            if line.last == 0x0D { line.removeLast() }
+            var stop = end
+            if stop > start, bytes[stop - 1] == 0x0D { stop -= 1 }
+            if bytes[start..<stop].contains(where: { $0 != 0x20 && $0 != 0x09 }) { lines.append((lineNo, start..<stop)) }
             start = end + 1
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+        }
+        let decoded = Engine.decodeLines(bytes, lines)
+        for (i, result) in decoded.enumerated() {
+            let number = lines[i].number
             do {
-                let e = try BulkFormat.decode(line: line)
+                let e = try result.get()
                 if let first = staging.firstSeen[e.id] {
                     if staging.entities[first.index] == e { continue }
-                    throw AuthzError.invalid("\(e.kind.name).id", "\(e.id) is also on line \(first.line) with different content (lines \(first.line) and \(lineNo) name the same record)")
+                    throw AuthzError.invalid("\(e.kind.name).id", "\(e.id) is also on line \(first.line) with different content (lines \(first.line) and \(number) name the same record)")
                 }
                 if let only = staging.onlyTenant {
                     if e.kind == .tenant && e.id == only {
@@ -711,16 +717,42 @@ public final class Engine: @unchecked Sendable {
                         throw AuthzError(.permissionDenied, "\(e.kind.name) of another tenant may not be imported with this key", field: "\(e.kind.name).tenant_id")
                     }
                 }
-                staging.firstSeen[e.id] = (lineNo, staging.entities.count)
+                staging.firstSeen[e.id] = (number, staging.entities.count)
                 staging.entities.append(e)
-                staging.lines.append(lineNo)
+                staging.lines.append(number)
             } catch var e as AuthzError {
-                e.message = "line \(lineNo): \(e.message)"
+                e.message = "line \(number): \(e.message)"
                 throw e
             }
         }
         // A chunk that does not end with a newline still ends its last line.
         staging.lastLine = lineNo
+    }
+
+    /// Decodes `lines` of `bytes` (`BulkFormat.decode`), in order; a large chunk is split in
+    /// two halves decoded on two threads (parsing is a third of an import's time).
+    static func decodeLines(_ bytes: [UInt8], _ lines: [(number: Int, range: Range<Int>)]) -> [Result<Entity, AuthzError>] {
+        func decode(_ i: Int) -> Result<Entity, AuthzError> {
+            do {
+                return .success(try BulkFormat.decode(line: Array(bytes[lines[i].range])))
+            } catch let e as AuthzError {
+                return .failure(e)
+            } catch {
+                return .failure(AuthzError.invalid("line", "cannot be decoded: \(error)"))
+            }
+        }
+        let parts = lines.count >= 4096 ? 2 : 1
+        if parts == 1 { return lines.indices.map(decode) }
+        let half = lines.count / 2
+        var out = [Result<Entity, AuthzError>?](repeating: nil, count: lines.count)
+        out.withUnsafeMutableBufferPointer { buffer in
+            // Each thread writes its own half of the buffer.
+            nonisolated(unsafe) let b = buffer
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                for i in (part == 0 ? 0..<half : half..<lines.count) { b[i] = decode(i) }
+            }
+        }
+        return out.map { $0! }  // every index was written by one of the two halves
     }
 
     /// Applies everything staged as one atomic write (see `importJSONL`): `created_at` and

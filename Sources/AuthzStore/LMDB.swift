@@ -212,6 +212,19 @@ final class LMDBTransaction {
         }
     }
 
+    /// The last (greatest) key of a database, nil when it is empty (`MDB_LAST`).
+    func lastKey(_ dbi: UInt32) throws -> [UInt8]? {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, dbi, &cursor))
+        defer { mdb_cursor_close(cursor) }
+        var kv = MDB_val()
+        var dv = MDB_val()
+        let rc = mdb_cursor_get(cursor, &kv, &dv, MDB_LAST)
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDBError.check(rc)
+        return Array(UnsafeRawBufferPointer(start: kv.mv_data, count: kv.mv_size))
+    }
+
     /// Number of entries in a database (`mdb_stat`).
     func count(_ dbi: UInt32) throws -> Int {
         var st = MDB_stat()

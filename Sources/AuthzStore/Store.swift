@@ -238,6 +238,7 @@ public final class Store: @unchecked Sendable {
             let normalized = try normalize(ops, reader: StoreReader(store: self, txn: txn), label: label)
             let batch = WriteBatch(store: self, txn: txn, now: now)
             batch.keepTimestamps = keepTimestamps
+            batch.deferPuts = keepTimestamps  // imports: many new records, written sorted
             let outcome = try batch.apply(normalized, label: label)
             try precommit?(outcome)
             return outcome

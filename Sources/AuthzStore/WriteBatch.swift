@@ -1,4 +1,7 @@
 import AuthzModel
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Applies one batch of write operations inside one LMDB write transaction, then validates
 /// every touched record against the state the batch leaves. Throwing leaves the transaction
@@ -8,20 +11,39 @@ final class WriteBatch {
     let txn: LMDBTransaction
     let reader: StoreReader
     let now: Int64
-    /// Touched records in first-touch order, by id.
-    private var touched: [ID] = []
-    private var touchedRefs: [ID: RecordRef] = [:]
-    private var before: [ID: Entity] = [:]
-    private var firstOp: [ID: Int] = [:]
+    /// What the batch knows of one touched record.
+    private struct Slot {
+        /// The record as stored before the batch (nil when the batch creates it).
+        var before: Entity?
+        /// The record as the batch leaves it.
+        var current: Entity
+        /// The stored bytes the batch wrote for it last (the change log reuses them).
+        var encoded: [UInt8]
+        /// The op that first touched it (error labels).
+        var firstOp: Int
+    }
+    /// Touched records in first-touch order; `slotOf` finds one by id. One table instead of a
+    /// dictionary per attribute: a bulk import hashes each id once or twice, not six times.
+    private var slots: [Slot] = []
+    private var slotOf: [ID: Int] = [:]
     private var currentOp = 0
     private var created: [EntityKind: Int] = [:]
-    /// The batch's own records as they stand, so validation does not read them back.
-    private var current: [ID: Entity] = [:]
-    /// The stored bytes of each record the batch wrote last (the change log reuses them).
-    private var encoded: [ID: [UInt8]] = [:]
     /// Referenced records already looked up during validation (records outside the batch
     /// cannot change while the batch holds the write transaction).
     private var referenceCache: [ID: Entity] = [:]
+
+    /// With `deferPuts` (imports), new keys of the records, ids, refs and names databases are
+    /// collected here and written at the end of `apply`, sorted, with `MDB_APPEND` wherever
+    /// they sort after the database's last key (every key, into an empty database): LMDB then
+    /// fills pages in order instead of searching the tree and splitting pages for each put.
+    /// Deletes are never deferred. Before an op re-touches a record of the batch, everything
+    /// pending is written, so the op sees LMDB exactly as without deferral.
+    var deferPuts = false
+    private var pending: [UInt32: [(key: [UInt8], value: [UInt8])]] = [:]
+    /// Names the pending puts claim (uniqueness is checked against them and LMDB).
+    private var pendingNames: [[UInt8]: ID] = [:]
+
+    private func current(_ id: ID) -> Entity? { slotOf[id].map { slots[$0].current } }
 
     /// Keep `created_at` / `updated_at` given in upserted records (imports) instead of setting them.
     var keepTimestamps = false
@@ -50,20 +72,20 @@ final class WriteBatch {
             }
         }
         var changes: [(before: Entity?, after: Entity)] = []
-        changes.reserveCapacity(touched.count)
-        for id in touched {
-            guard let e = current[id] else { throw AuthzError.internalError("touched record vanished") }
+        changes.reserveCapacity(slots.count)
+        for slot in slots {
             do {
-                try validateReferences(e)
+                try validateReferences(slot.current)
             } catch var err as AuthzError where err.code != .internal {
-                if ops.count > 1 { err.message = label(firstOp[id] ?? 0) + ": " + err.message }
+                if ops.count > 1 { err.message = label(slot.firstOp) + ": " + err.message }
                 throw err
             }
-            changes.append((before[id], e))
+            changes.append((slot.before, slot.current))
         }
+        try writePending()
         let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
-        try store.recordChanges(txn, revision: revision, changes.map { ($0.after, encoded[$0.after.id]) }, before: changes.map(\.before))
+        try store.recordChanges(txn, revision: revision, slots.map { ($0.current, Optional($0.encoded)) }, before: changes.map(\.before))
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }
@@ -75,14 +97,45 @@ final class WriteBatch {
         try txn.put(store.meta, Array(key.utf8), withUnsafeBytes(of: &v) { Array($0) })
     }
 
-    private func touch(_ e: Entity, old: Entity?) {
-        if touchedRefs[e.id] == nil {
-            touched.append(e.id)
-            touchedRefs[e.id] = RecordRef(kind: e.kind, tenantId: e.tenantId, id: e.id)
-            before[e.id] = old
-            firstOp[e.id] = currentOp
-            if old == nil { created[e.kind, default: 0] += 1 }
+    /// Records `e` (encoded as `bytes`) as the batch's latest version of its record.
+    private func touch(_ e: Entity, old: Entity?, bytes: [UInt8]) {
+        if let i = slotOf[e.id] {
+            slots[i].current = e
+            slots[i].encoded = bytes
+            return
         }
+        slotOf[e.id] = slots.count
+        slots.append(Slot(before: old, current: e, encoded: bytes, firstOp: currentOp))
+        if old == nil { created[e.kind, default: 0] += 1 }
+    }
+
+    /// Puts `key` now, or collects it for `writePending` when puts are deferred.
+    private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
+        if deferPuts {
+            pending[dbi, default: []].append((key, value))
+        } else {
+            try txn.put(dbi, key, value)
+        }
+    }
+
+    /// Writes every deferred put, each database's keys in order: appended (`MDB_APPEND`) while
+    /// they sort after the database's last key, plain puts before that.
+    private func writePending() throws {
+        for (dbi, entries) in pending {
+            let order = Self.sortedOrder(entries)
+            var last = try txn.lastKey(dbi)
+            for i in order {
+                let (k, v) = entries[Int(i)]
+                if let l = last, !l.lexicographicallyPrecedes(k) {
+                    try txn.put(dbi, k, v)
+                } else {
+                    try txn.append(dbi, k, v)
+                    last = nil  // every later key sorts after this one
+                }
+            }
+        }
+        pending.removeAll()
+        pendingNames.removeAll()
     }
 
     private func apply(_ op: WriteOp) throws {
@@ -142,6 +195,7 @@ final class WriteBatch {
     /// "is not available" (ids are unique in the daemon) without the holder's kind or tenant,
     /// and for `mustExist` (deactivate, activate) it is the same NOT_FOUND as a missing id.
     private func existingRecord(for kind: EntityKind, tenant: ID, id: ID, mustExist: Bool = false) throws -> Entity? {
+        if !pending.isEmpty, slotOf[id] != nil { try writePending() }
         guard let (t, k) = try reader.locate(id) else { return nil }
         if t != tenant {
             if mustExist { return nil }
@@ -153,34 +207,69 @@ final class WriteBatch {
         return try reader.entity(kind, tenant: tenant, id: id)
     }
 
+    /// The positions of `entries` in ascending key order. Sorts plain values (the first 32
+    /// bytes of each key as four big-endian words, then the position), comparing whole keys
+    /// only where 32 bytes do not decide: far cheaper than sorting the arrays themselves.
+    static func sortedOrder(_ entries: [(key: [UInt8], value: [UInt8])]) -> [Int32] {
+        struct Item { var w0, w1, w2, w3: UInt64; var index: Int32 }
+        func word(_ k: [UInt8], _ at: Int) -> UInt64 {
+            var w: UInt64 = 0
+            for j in at..<(at + 8) { w = w << 8 | UInt64(j < k.count ? k[j] : 0) }
+            return w
+        }
+        var items = entries.indices.map { i in
+            let k = entries[i].key
+            return Item(w0: word(k, 0), w1: word(k, 8), w2: word(k, 16), w3: word(k, 24), index: Int32(i))
+        }
+        items.sort { a, b in
+            if a.w0 != b.w0 { return a.w0 < b.w0 }
+            if a.w1 != b.w1 { return a.w1 < b.w1 }
+            if a.w2 != b.w2 { return a.w2 < b.w2 }
+            return a.w3 < b.w3
+        }
+        // Runs that tie on 32 bytes (references under one parent, long names) by whole key.
+        var i = 0
+        while i < items.count {
+            var j = i + 1
+            while j < items.count, items[j].w0 == items[i].w0, items[j].w1 == items[i].w1, items[j].w2 == items[i].w2, items[j].w3 == items[i].w3 { j += 1 }
+            if j - i > 1 {
+                items[i..<j].sort { entries[Int($0.index)].key.lexicographicallyPrecedes(entries[Int($1.index)].key) }
+            }
+            i = j
+        }
+        return items.map(\.index)
+    }
+
     private func put(_ e: Entity, replacing old: Entity?) throws {
         let t = e.tenantId
+        // A second op on a record of the batch works on LMDB as it stands: write what is pending.
+        if !pending.isEmpty, slotOf[e.id] != nil { try writePending() }
         // Names.
         if let (newKey, field) = uniqueKey(e) {
             let oldKey = old.flatMap { uniqueKey($0)?.0 }
             if oldKey != newKey {
-                if let holder = try txn.get(store.names, newKey, { raw in readID(raw, at: 0) }), holder != e.id {
+                let holder = try pendingNames[newKey] ?? txn.get(store.names, newKey, { raw in readID(raw, at: 0) })
+                if let holder, holder != e.id {
                     throw AuthzError(.alreadyExists, "\(field) \(uniqueLabel(e)) is already used by \(e.kind.name) \(holder)", field: field)
                 }
                 if let oldKey { try txn.delete(store.names, oldKey) }
-                try txn.put(store.names, newKey, Store.idKey(e.id))
+                if deferPuts { pendingNames[newKey] = e.id }
+                try put(store.names, newKey, Store.idKey(e.id))
             }
         }
         // References.
         let oldRefs = old.map(refKeys) ?? []
         let newRefs = refKeys(e)
         for k in oldRefs where !newRefs.contains(k) { try txn.delete(store.refs, k) }
-        for k in newRefs where !oldRefs.contains(k) { try txn.put(store.refs, k, []) }
+        for k in newRefs where !oldRefs.contains(k) { try put(store.refs, k, []) }
         if old == nil {
             var v = Store.idKey(t)
             v.append(e.kind.rawValue)
-            try txn.put(store.ids, Store.idKey(e.id), v)
+            try put(store.ids, Store.idKey(e.id), v)
         }
         let bytes = try RecordCodec.encode(e, sealer: store.sealer)
-        try txn.put(store.records, Store.recordKey(t, e.kind, e.id), bytes)
-        encoded[e.id] = bytes
-        touch(e, old: old)
-        current[e.id] = e
+        try put(store.records, Store.recordKey(t, e.kind, e.id), bytes)
+        touch(e, old: old, bytes: bytes)
     }
 
     private func uniqueKey(_ e: Entity) -> ([UInt8], String)? {
@@ -220,7 +309,7 @@ final class WriteBatch {
 
     /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`.
     private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws -> Entity {
-        if let e = current[id] ?? referenceCache[id], e.kind == kind, e.tenantId == tenant { return e }
+        if let e = current(id) ?? referenceCache[id], e.kind == kind, e.tenantId == tenant { return e }
         guard let (t, k) = try reader.locate(id) else {
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
@@ -242,7 +331,7 @@ final class WriteBatch {
     private var existing: Set<ID> = []
     private func mustExist(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws {
         if existing.contains(id) { return }
-        if let e = current[id] ?? referenceCache[id], e.kind == kind, e.tenantId == tenant {
+        if let e = current(id) ?? referenceCache[id], e.kind == kind, e.tenantId == tenant {
             existing.insert(id)
             return
         }
@@ -272,11 +361,13 @@ final class WriteBatch {
                 try mustExist(.role, parent, tenant: t, field: "role.inherits[\(i)]")
             }
             try checkAcyclic(from: r)
-            for b in try reader.roleBindings(ofRole: r.fields.id, tenant: t) where !r.scopes.contains(b.scope) {
+            for stored in try reader.roleBindings(ofRole: r.fields.id, tenant: t) {
+                guard case .roleBinding(let b)? = current(stored.fields.id) ?? .roleBinding(stored), b.roleId == r.fields.id, !r.scopes.contains(b.scope) else { continue }
                 throw AuthzError(.failedPrecondition, "role.scopes \(r.scopes) of role \"\(r.name)\" must include scope \"\(b.scope)\" of its role_binding \(b.fields.id)", field: "role.scopes")
             }
         case .permission(let p):
-            for b in try reader.permissionBindings(ofPermission: p.fields.id, tenant: t) where !p.scopes.contains(b.scope) {
+            for stored in try reader.permissionBindings(ofPermission: p.fields.id, tenant: t) {
+                guard case .permissionBinding(let b)? = current(stored.fields.id) ?? .permissionBinding(stored), b.permissionId == p.fields.id, !p.scopes.contains(b.scope) else { continue }
                 throw AuthzError(.failedPrecondition, "permission.scopes \(p.scopes) of permission \"\(p.name)\" must include scope \"\(b.scope)\" of its permission_binding \(b.fields.id)", field: "permission.scopes")
             }
         case .roleBinding(let b):
@@ -304,7 +395,7 @@ final class WriteBatch {
     /// The role `id` of tenant `t` as the batch leaves it, nil when it is not a role there
     /// (references are reported elsewhere).
     private func roleRecord(_ id: ID, tenant t: ID) throws -> Role? {
-        if let e = current[id] ?? referenceCache[id] {
+        if let e = current(id) ?? referenceCache[id] {
             if case .role(let r) = e, r.fields.tenantId == t { return r }
             return nil
         }
