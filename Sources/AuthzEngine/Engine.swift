@@ -91,9 +91,10 @@ public final class Engine: @unchecked Sendable {
     private var writeLock = pthread_mutex_t()
     /// The limits writes are held to.
     public let limits: TenantLimits
-    /// Callbacks waiting for the next published revision.
+    /// Callbacks waiting for a published revision: the next one (`atLeast` nil) or the first
+    /// at or above `atLeast`.
     private let waiters = NSLock()
-    private var revisionWaiters: [UInt64: () -> Void] = [:]
+    private var revisionWaiters: [UInt64: (atLeast: UInt64?, body: () -> Void)] = [:]
     private var nextWaiter: UInt64 = 0
     /// Most callbacks waiting for a revision at once; more are refused (the caller answers).
     public static let maxRevisionWaiters = 65_536
@@ -208,9 +209,12 @@ public final class Engine: @unchecked Sendable {
         return cache.pointee.snapshot!._withUnsafeGuaranteedRef(body)
     }
 
-    /// The error for a minimum revision not yet reached.
+    /// The error for a minimum revision not yet reached: UNAVAILABLE, carrying the revision
+    /// awaited (`AuthzError.awaitedRevision`) so that a caller may wait for it.
     public static func notYetAt(_ wanted: UInt64, _ current: UInt64) -> AuthzError {
-        AuthzError(.unavailable, "min_revision \(wanted) is not yet reached (at revision \(current))", field: "min_revision")
+        var e = AuthzError(.unavailable, "min_revision \(wanted) is not yet reached (at revision \(current))", field: "min_revision")
+        e.awaitedRevision = wanted
+        return e
     }
 
     /// Explains a decision from the stored records: the role binding, role chain (shortest,
@@ -508,27 +512,63 @@ public final class Engine: @unchecked Sendable {
         publish(revision: outcome.revision, tenants: tenants)
     }
 
-    /// Publishes a snapshot at `revision` and wakes every revision waiter.
+    /// Publishes a snapshot at `revision` and wakes the revision waiters it satisfies.
     private func publish(revision: UInt64, tenants: [ID: TenantIndex]) {
         current.store(IndexSnapshot(revision: revision, tenants: tenants), ordering: .releasing)
         version.wrappingIncrement(ordering: .releasing)
+        var woken: [() -> Void] = []
         waiters.lock()
-        let woken = revisionWaiters
-        revisionWaiters = [:]
+        for (token, w) in revisionWaiters where w.atLeast.map({ $0 <= revision }) ?? true {
+            woken.append(w.body)
+            revisionWaiters.removeValue(forKey: token)
+        }
         waiters.unlock()
-        for w in woken.values { w() }
+        for w in woken { w() }
     }
 
     /// Calls `body` once, on the writer's thread, right after the next revision is published
-    /// (so a check waiting for a `min_revision` is re-run when it may succeed, never polled).
-    /// `body` must be quick and must not write; hop to your own thread in it. Returns a token
-    /// for `cancelRevisionWait`, or nil when `maxRevisionWaiters` are already waiting.
+    /// (a Watch or a push reading what a write committed). `body` must be quick and must not
+    /// write; hop to your own thread in it. Returns a token for `cancelRevisionWait`, or nil
+    /// when `maxRevisionWaiters` are already waiting.
     public func whenRevisionAdvances(_ body: @escaping () -> Void) -> UInt64? {
         waiters.lock()
         defer { waiters.unlock() }
+        return register(atLeast: nil, body)
+    }
+
+    /// Calls `body` once when a revision at or above `revision` is published: on the writer's
+    /// thread right after that publish, or at once on the caller's thread when it already is
+    /// (then the result is `.reached`). A check waiting for its `min_revision` is woken by the
+    /// write that reaches it, never by earlier ones, and never polls. `body` must be quick and
+    /// must not write. `.refused` when `maxRevisionWaiters` are already waiting (body is not
+    /// called); `.waiting(token)` is withdrawn by `cancelRevisionWait(token)`.
+    public func whenRevision(reaches revision: UInt64, _ body: @escaping () -> Void) -> RevisionWait {
+        waiters.lock()
+        // `publish` stores the snapshot before it takes this lock: no wake-up can be missed.
+        if current.load(ordering: .acquiring).revision >= revision {
+            waiters.unlock()
+            body()
+            return .reached
+        }
+        defer { waiters.unlock() }
+        return register(atLeast: revision, body).map { .waiting($0) } ?? .refused
+    }
+
+    /// What `whenRevision(reaches:)` did.
+    public enum RevisionWait: Equatable, Sendable {
+        /// The revision was already published; the callback has run.
+        case reached
+        /// The callback waits; the token withdraws it.
+        case waiting(UInt64)
+        /// Too many waiters; the callback will not run.
+        case refused
+    }
+
+    /// Adds a waiter (the caller holds `waiters`).
+    private func register(atLeast: UInt64?, _ body: @escaping () -> Void) -> UInt64? {
         if revisionWaiters.count >= Engine.maxRevisionWaiters { return nil }
         nextWaiter &+= 1
-        revisionWaiters[nextWaiter] = body
+        revisionWaiters[nextWaiter] = (atLeast, body)
         return nextWaiter
     }
 

@@ -38,6 +38,10 @@ public struct AuthzError: Error, Equatable, CustomStringConvertible, Sendable {
     public var code: Code
     public var message: String
     public var field: String
+    /// Set when the call can succeed once this revision is published here (a `min_revision`
+    /// not yet reached): the server waits for it instead of answering at once. Never on the
+    /// wire; matched by this property, never by `field` or `message`.
+    public var awaitedRevision: UInt64?
 
     public init(_ code: Code, _ message: String, field: String = "") {
         self.code = code

@@ -40,9 +40,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private let dispatcher: Dispatcher
     private let logger: Logger
-    private var inFlight = 0
-    private var readPending = false
-    private var draining = false
+    /// Reading, backpressure, the frame timer and draining (`ConnectionFlow`'s rules).
+    private var flow: ConnectionFlow
     private var needsFlush = false
     private let isUnix: Bool
     /// The other end, for the audit trail (address at activation, uid once read).
@@ -71,7 +70,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// The key table epoch and key expiry at which this connection's key was last validated.
     private var keyEpoch: UInt64 = .max
     private var keyExpiry: Int64 = 0
-    private var closed = false
     /// Watch streams running on this connection, by request id.
     private var watches: [UInt64: WatchStream] = [:]
     /// Chunked imports this connection has started and not finished.
@@ -86,6 +84,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.isUnix = isUnix
         self.frameLimit = dispatcher.config.preAuthMaxFrameSize
         self.limits = dispatcher.config.wireLimits
+        self.flow = ConnectionFlow(maxInFlight: dispatcher.config.maxInFlight)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -137,7 +136,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        closed = true
+        _ = flow.close()
         authTimer?.cancel()
         authTimer = nil
         frameTimer?.cancel()
@@ -170,14 +169,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard var input = cumulation else { return }
         cumulation = nil
         refreshFastPath()
-        var completed = 0
-        let maxInFlight = dispatcher.config.maxInFlight
-        while !closed, inFlight < maxInFlight, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
+        var started = 0
+        while flow.mayStartRequest, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
             if Int(length) > frameLimit { return frameTooLarge(context: context, length: length) }
             guard input.readableBytes >= 4 + Int(length) else { break }
             input.moveReaderIndex(forwardBy: 4)
             let n = Int(length)
-            completed += 1
+            started += 1
             let answered = fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
             if !answered {
                 let before = principal
@@ -187,25 +185,53 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             input.moveReaderIndex(forwardBy: n)
         }
-        if closed { return }
+        if flow.state == .closed { return }
+        var leftover = ConnectionFlow.Leftover.nothing
         if input.readableBytes > 0 {
             input.discardReadBytes()
             cumulation = input
             let partial = input.readableBytes < 4 || input.readableBytes < 4 + Int(input.getInteger(at: input.readerIndex, as: UInt32.self) ?? 0)
-            if partial && !readPending && (completed > 0 || frameTimer == nil) { armFrameTimer(context: context) }
-        } else if frameTimer != nil {
+            leftover = partial ? .partialFrame : .completeFrames
+        }
+        perform(flow.framesConsumed(started: started, leftover: leftover), context: context)
+    }
+
+    /// Arms or cancels the frame timer as `ConnectionFlow` decided.
+    private func perform(_ action: ConnectionFlow.TimerAction, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .arm:
+            frameTimer?.cancel()
+            frameTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(dispatcher.config.frameTimeoutSeconds))) { [weak self] in
+                guard let self, self.flow.frameTimerFired() else { return }
+                self.dispatcher.metrics.slowClients.increment()
+                self.logger.info("closing slow client: a frame did not complete within frame-timeout")
+                context.close(promise: nil)
+            }
+        case .cancel:
             frameTimer?.cancel()
             frameTimer = nil
         }
     }
 
-    private func armFrameTimer(context: ChannelHandlerContext) {
-        frameTimer?.cancel()
-        frameTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(dispatcher.config.frameTimeoutSeconds))) { [weak self] in
-            guard let self, !self.closed else { return }
-            self.dispatcher.metrics.slowClients.increment()
-            self.logger.info("closing slow client: a frame did not complete within frame-timeout")
+    /// A request leaves the read loop to finish later (a pool call, a revision wait, a watch):
+    /// it holds an in-flight slot until `requestCompleted`.
+    private func requestStarted() {
+        flow.requestStarted()
+    }
+
+    /// A request that held an in-flight slot is answered: close a draining connection that has
+    /// nothing left, else start buffered frames, flush, and resume a held read.
+    private func requestCompleted(context: ChannelHandlerContext) {
+        switch flow.requestCompleted() {
+        case .close:
+            if needsFlush { flushOut(context: context) }
             context.close(promise: nil)
+        case .resume:
+            if flow.mayStartRequest, cumulation != nil { drain(context: context) }
+            if needsFlush { flushOut(context: context) }
+            if flow.mayResumeReading(writable: context.channel.isWritable) { context.read() }
         }
     }
 
@@ -215,7 +241,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func refreshFastPath() {
         fastPath = false
         fastPathTenant = nil
-        if draining || dispatcher.metricsEnabled || dispatcher.decisionLog != nil { return }
+        if flow.state != .open || dispatcher.metricsEnabled || dispatcher.decisionLog != nil { return }
         // Log mode: a replica refusing reads, or holding only some tenants, answers on the general path.
         if let r = dispatcher.replicator, r.shard != .all || r.readRefusal() != nil { return }
         switch principal {
@@ -280,7 +306,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         logger.info("refusing oversized frame", metadata: ["frame.length": "\(length)"])
         let why = authenticated && frameLimit == dispatcher.config.maxFrameSize ? "" : " before the connection authenticates (send Hello with an API key first)"
         let e = AuthzError(.resourceExhausted, "frame length \(length) exceeds max_frame_size \(frameLimit)\(why); closing the connection", field: "frame.length")
-        closed = true
+        if flow.close() { perform(.cancel, context: context) }
         cumulation = nil
         let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
         out.writeFrame(payload)
@@ -344,17 +370,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
             // connections of this event loop never wait for it.
             let bytes = Array(frame)
             let limits = self.limits
-            inFlight += 1
+            requestStarted()
             dispatcher.readers.runIfActive(eventLoop: context.eventLoop) {
                 bytes.withUnsafeBytes { WireCodec.decodeRequest($0, limits: limits) }
             }.whenComplete { outcome in
-                self.inFlight -= 1
                 switch outcome {
                 case .success(let request): self.proceed(context: context, request: request, principal: principal, keyVerified: keyVerified)
                 case .failure: self.respond(context: context, id: 0, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
                 }
-                if self.needsFlush { self.flushOut(context: context) }
-                self.afterCompletion(context: context)
+                self.requestCompleted(context: context)
             }
             return
         }
@@ -428,21 +452,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let started: NIODeadline? = dispatcher.metricsEnabled || dispatcher.decisionLog != nil ? .now() : nil
             let result = dispatcher.execute(call, principal: principal, peer: peer)
             if let started { observe(call, result, started) }
-            if case .failure(let e) = result, isNotYetAtRevision(e) {
+            if case .failure(let e) = result, let awaited = e.awaitedRevision {
                 // Log mode waits up to the request's deadline (a replica catching up is normal);
                 // a standalone daemon up to revision-wait-ms (its revision moves only by writes).
                 // The answer leaves a little before the deadline, so that the caller still reads it.
                 let logMode = dispatcher.replicator != nil
                 let margin = TimeAmount.milliseconds(min(100, Int64(request.deadlineMs == 0 ? UInt32(dispatcher.config.defaultDeadlineMillis) : request.deadlineMs) / 10))
                 let bound = logMode ? deadline - margin : min(deadline, .now() + .milliseconds(Int64(dispatcher.config.revisionWaitMillis)))
-                waitForRevision(context: context, id: request.requestId, call: call, principal: principal, until: bound,
-                                pastDeadline: logMode)
+                waitForRevision(context: context, id: request.requestId, call: call, principal: principal, awaited: awaited,
+                                until: bound, pastDeadline: logMode)
             } else {
                 respond(context: context, id: request.requestId, result: result, flush: false)
             }
         case .reader, .writer:
             let pool = lane == .writer ? dispatcher.writer : dispatcher.readers
-            inFlight += 1
+            requestStarted()
             let dispatcher = self.dispatcher
             let peer = self.peer
             // Queued → running, or queued → abandoned when the deadline passes first: a call
@@ -478,14 +502,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             future.whenComplete { outcome in
                 timer.cancel()
-                self.inFlight -= 1
                 if !answered {
                     switch outcome {
                     case .success(let result): self.respond(context: context, id: request.requestId, result: result, flush: true)
                     case .failure: self.respond(context: context, id: request.requestId, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
                     }
                 }
-                self.afterCompletion(context: context)
+                self.requestCompleted(context: context)
             }
         }
     }
@@ -496,7 +519,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// until it ends, and one of the daemon's `max-watchers`.
     private func startWatch(context: ChannelHandlerContext, id: UInt64, call: WatchCall, principal: Principal) {
         let config = dispatcher.config
-        if draining {
+        if flow.state != .open {
             return respond(context: context, id: id, result: .failure(AuthzError(.unavailable, "the daemon is stopping: watch again on a new connection")), flush: false)
         }
         if watches[id] != nil {
@@ -518,7 +541,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             dispatcher.watchers.release()
             return respond(context: context, id: id, result: .failure(AuthzError(.unavailable, "cannot read the revision: \(error)")), flush: false)
         }
-        inFlight += 1
+        requestStarted()
         let stream = WatchStream(
             from: from, engine: dispatcher.engine, readers: dispatcher.readers, loop: context.eventLoop, logger: logger,
             matches: watchFilter(call, principal: principal),
@@ -533,8 +556,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 guard let self else { return }
                 self.watches.removeValue(forKey: id)
                 self.dispatcher.watchers.release()
-                self.inFlight -= 1
-                if close { context.close(promise: nil) } else { self.afterCompletion(context: context) }
+                if close {
+                    _ = self.flow.requestCompleted()
+                    context.close(promise: nil)
+                } else {
+                    self.requestCompleted(context: context)
+                }
             })
         watches[id] = stream
         stream.start()
@@ -577,17 +604,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func isNotYetAtRevision(_ e: AuthzError) -> Bool { e.code == .unavailable && e.field == "min_revision" }
-
-    /// Re-runs an inline call each time the engine publishes a new revision, until the revision
-    /// it names is reached or the wait bound passes (then it answers UNAVAILABLE "not yet at
-    /// revision"). Nothing polls: the engine wakes the waiter.
+    /// Re-runs an inline call when the engine publishes the revision its `min_revision` names
+    /// (`AuthzError.awaitedRevision`), until it answers or the wait bound passes (then it
+    /// answers UNAVAILABLE "not yet at revision"). Nothing polls: the write that reaches the
+    /// revision wakes the waiter, earlier writes do not.
     ///
     /// With `pastDeadline` (the bound is the request's deadline), a revision still not reached
     /// then answers DEADLINE_EXCEEDED.
-    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, until: NIODeadline,
-                                 pastDeadline: Bool) {
-        inFlight += 1
+    private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, awaited: UInt64,
+                                 until: NIODeadline, pastDeadline: Bool) {
+        requestStarted()
         let loop = context.eventLoop
         let engine = dispatcher.engine
         var settled = false
@@ -599,35 +625,39 @@ final class ConnectionHandler: ChannelDuplexHandler {
             timeout?.cancel()
             if let w = waiter { engine.cancelRevisionWait(w) }
             waiter = nil
-            inFlight -= 1
             respond(context: context, id: id, result: result, flush: true)
-            afterCompletion(context: context)
+            requestCompleted(context: context)
         }
-        // Registered before each try, so a revision published in between still wakes us; the
-        // previous registration is withdrawn, and the last one when the request is answered.
+        func wait(for revision: UInt64) {
+            switch engine.whenRevision(reaches: revision, { loop.execute { attempt() } }) {
+            case .waiting(let token): waiter = token
+            case .reached: waiter = nil  // attempt() is already queued on the loop
+            case .refused:
+                finish(.failure(AuthzError(.resourceExhausted, "too many requests are waiting for a revision; retry later", field: "min_revision")))
+            }
+        }
         func attempt() {
             guard !settled else { return }
-            if let w = waiter { engine.cancelRevisionWait(w) }
-            waiter = engine.whenRevisionAdvances { loop.execute { attempt() } }
+            waiter = nil
             let result = dispatcher.execute(call, principal: principal, peer: peer)
-            if case .failure(let e) = result, isNotYetAtRevision(e), NIODeadline.now() < until, waiter != nil { return }
+            if case .failure(let e) = result, let r = e.awaitedRevision, NIODeadline.now() < until { return wait(for: r) }
             finish(result)
         }
         timeout = loop.scheduleTask(deadline: until) {
             var result = self.dispatcher.execute(call, principal: principal, peer: self.peer)
-            if pastDeadline, case .failure(let e) = result, self.isNotYetAtRevision(e) {
+            if pastDeadline, case .failure(let e) = result, e.awaitedRevision != nil {
                 result = .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before this replica reached it: " + e.message, field: "min_revision"))
             }
             finish(result)
         }
-        attempt()
+        wait(for: awaited)
     }
 
     /// Appends an answer to the output buffer; `flush` writes it out now (completions outside a
     /// read burst), otherwise it leaves with the rest of the burst's answers.
     private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
         if case .failure(let e) = result { dispatcher.metrics.error(e.code) }
-        guard context.channel.isActive, !closed else { return }
+        guard context.channel.isActive, flow.state != .closed else { return }
         out.writeFrame(WireCodec.encodeResponse(WireResponse(requestId: id, result: result)))
         if flush {
             flushOut(context: context)
@@ -645,45 +675,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
         out.clear()
     }
 
-    private func afterCompletion(context: ChannelHandlerContext) {
-        if draining && inFlight == 0 {
-            context.close(promise: nil)
-            return
-        }
-        if inFlight < dispatcher.config.maxInFlight, cumulation != nil {
-            drain(context: context)
-            if needsFlush { flushOut(context: context) }
-        }
-        if readPending && inFlight < dispatcher.config.maxInFlight && context.channel.isWritable {
-            readPending = false
-            context.read()
-        }
-    }
-
     func channelReadComplete(context: ChannelHandlerContext) {
         if needsFlush { flushOut(context: context) }
         context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
-        if draining { return }
-        if inFlight >= dispatcher.config.maxInFlight || !context.channel.isWritable {
-            // Not reading is the daemon's choice: a half-received frame is not the client's fault.
-            readPending = true
-            frameTimer?.cancel()
-            frameTimer = nil
+        switch flow.readRequested(writable: context.channel.isWritable, partialFrameBuffered: cumulation != nil) {
+        case .ignore:
             return
+        case .hold(let cancelFrameTimer):
+            if cancelFrameTimer { perform(.cancel, context: context) }
+        case .read(let armFrameTimer):
+            if armFrameTimer { perform(.arm, context: context) }
+            context.read()
         }
-        if cumulation != nil && frameTimer == nil { armFrameTimer(context: context) }
-        context.read()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { for w in Array(watches.values) { w.writable() } }
-        if context.channel.isWritable && readPending && !draining && inFlight < dispatcher.config.maxInFlight {
-            readPending = false
-            context.read()
-        }
+        if flow.mayResumeReading(writable: context.channel.isWritable) { context.read() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -697,12 +708,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         if event is QuiesceEvent {
-            draining = true
+            let closeNow = flow.quiesce()
             for w in Array(watches.values) { w.stopping() }
-            if inFlight == 0 { context.close(promise: nil) }
+            if closeNow { context.close(promise: nil) }
             return
         }
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight == 0 {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, flow.idleTimeoutPassed() {
             logger.debug("closing idle connection")
             context.close(promise: nil)
             return

@@ -190,6 +190,69 @@ final class CheckPathTests: XCTestCase {
         XCTAssertEqual(engine.pendingRevisionWaiters, 0, "answered waits must withdraw their waiters")
     }
 
+    // MARK: flow control on the channel (ConnectionFlow's actions carried out)
+
+    /// A next revision's write, so that checks waiting for it are answered.
+    func advanceRevision() throws {
+        try engine.write([.upsert(.user(User(id: .random(), tenantId: t)))])
+    }
+
+    func testRequestsBeyondMaxInFlightWaitInTheBufferUntilASlotFrees() throws {
+        var config = ServerConfig()
+        config.insecureNoAuth = true
+        config.maxInFlight = 2
+        let d = try Dispatcher(engine: engine, config: config, logger: Logger(label: "test"))
+        defer { d.shutdown() }
+        let ch = EmbeddedChannel(handler: ConnectionHandler(dispatcher: d, logger: Logger(label: "test"), isUnix: false))
+        try ch.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let next = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: engine.revision + 1)
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .check(next)) + request(2, .check(next)) + request(3, .check(next))))
+        XCTAssertEqual(engine.pendingRevisionWaiters, 2, "two slots: the third request stays in the buffer, not started")
+        ch.pipeline.read()  // held: nothing to observe but that nothing breaks
+        XCTAssertTrue(try answers(ch).isEmpty)
+        try advanceRevision()
+        ch.embeddedEventLoop.run()
+        let got = try answers(ch)
+        XCTAssertEqual(got.map(\.requestId).sorted(), [1, 2, 3], "the freed slots start the buffered request")
+        for r in got {
+            guard case .success(.check(let dec)) = r.result else { return XCTFail("\(r)") }
+            XCTAssertEqual(dec.reason, .granted)
+        }
+        XCTAssertEqual(engine.pendingRevisionWaiters, 0)
+        XCTAssertTrue(ch.isActive)
+    }
+
+    func testADrainingConnectionAnswersWhatItHasThenCloses() throws {
+        let ch = try channel()
+        let next = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: engine.revision + 1)
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .check(next))))
+        ch.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        XCTAssertTrue(ch.isActive, "a request is pending: the connection stays")
+        try advanceRevision()
+        ch.embeddedEventLoop.run()
+        let got = try answers(ch)
+        XCTAssertEqual(got.map(\.requestId), [1])
+        XCTAssertFalse(ch.isActive, "its last answer out, a draining connection closes")
+        // With nothing pending it closes at once.
+        let idle = try channel()
+        idle.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        XCTAssertFalse(idle.isActive)
+    }
+
+    func testARevisionWaitIsWokenByTheWriteThatReachesItNotBefore() throws {
+        let ch = try channel()
+        let twoAhead = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: engine.revision + 2)
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .check(twoAhead))))
+        try advanceRevision()
+        ch.embeddedEventLoop.run()
+        XCTAssertTrue(try answers(ch).isEmpty)
+        XCTAssertEqual(engine.pendingRevisionWaiters, 1, "one write short: still waiting, still registered")
+        try advanceRevision()
+        ch.embeddedEventLoop.run()
+        XCTAssertEqual(try answers(ch).map(\.requestId), [1])
+        XCTAssertEqual(engine.pendingRevisionWaiters, 0)
+    }
+
     func testAHelloInTheMiddleOfAReadChangesWhoTheNextChecksAreFor() throws {
         var config = ServerConfig()
         config.authTimeoutSeconds = 0
