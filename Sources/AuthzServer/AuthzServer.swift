@@ -283,9 +283,7 @@ public final class AuthzServer: @unchecked Sendable {
         return channel.setOption(.writeBufferWaterMark, value: .init(low: high / 4, high: high)).flatMapThrowing { [self] in
             let sync = channel.pipeline.syncOperations
             if !isUnix, let tls { try tls.addHandlers(to: channel, logger: logger) }
-            if config.idleTimeoutSeconds > 0 {
-                try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(config.idleTimeoutSeconds))))
-            }
+            // The read-idle timeout is ConnectionHandler's own state (no extra handler per hop).
             try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix))
         }
     }

@@ -77,6 +77,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
     private var authenticated = false
     private var authTimer: Scheduled<Void>?
+    /// The read-idle timeout (`idleTimeoutSeconds`; nil: none) is this handler's own state: the
+    /// time of the last read burst, and one timer that checks it.
+    private let idleTimeout: TimeAmount?
+    private var lastRead = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
 
     init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool) {
         self.dispatcher = dispatcher
@@ -85,6 +90,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.frameLimit = dispatcher.config.preAuthMaxFrameSize
         self.limits = dispatcher.config.wireLimits
         self.flow = ConnectionFlow(maxInFlight: dispatcher.config.maxInFlight)
+        let idle = dispatcher.config.idleTimeoutSeconds
+        self.idleTimeout = idle > 0 ? .seconds(Int64(idle)) : nil
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -93,6 +100,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let config = dispatcher.config
+        lastRead = context.eventLoop.now
+        armIdleTimer(context: context, at: lastRead)
         peer = PeerInfo(remote: context.channel.remoteAddress, isUnix: isUnix)
         if config.insecureNoAuth {
             principal = .superuser
@@ -111,6 +120,25 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
         }
         context.fireChannelActive()
+    }
+
+    /// Checks for read idleness one timeout after `from`: a connection that read nothing for
+    /// `idleTimeout` closes when nothing is pending (`ConnectionFlow.idleTimeoutPassed`);
+    /// otherwise the check moves to one timeout after the last read (or after now, when a
+    /// pending request kept an idle connection open).
+    private func armIdleTimer(context: ChannelHandlerContext, at from: NIODeadline) {
+        guard let timeout = idleTimeout else { return }
+        idleTimer = context.eventLoop.scheduleTask(deadline: from + timeout) { [weak self] in
+            guard let self, self.flow.state != .closed else { return }
+            let now = context.eventLoop.now
+            if now - self.lastRead < timeout { return self.armIdleTimer(context: context, at: self.lastRead) }
+            if self.flow.idleTimeoutPassed() {
+                self.logger.debug("closing idle connection")
+                context.close(promise: nil)
+                return
+            }
+            self.armIdleTimer(context: context, at: now)
+        }
     }
 
     /// Closes the connection unless it authenticates within `authTimeoutSeconds` (0: never).
@@ -137,6 +165,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         _ = flow.close()
+        idleTimer?.cancel()
+        idleTimer = nil
         authTimer?.cancel()
         authTimer = nil
         frameTimer?.cancel()
@@ -676,6 +706,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if idleTimeout != nil { lastRead = context.eventLoop.now }  // one clock read per read burst
         if needsFlush { flushOut(context: context) }
         context.fireChannelReadComplete()
     }
@@ -711,11 +742,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let closeNow = flow.quiesce()
             for w in Array(watches.values) { w.stopping() }
             if closeNow { context.close(promise: nil) }
-            return
-        }
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, flow.idleTimeoutPassed() {
-            logger.debug("closing idle connection")
-            context.close(promise: nil)
             return
         }
         context.fireUserInboundEventTriggered(event)

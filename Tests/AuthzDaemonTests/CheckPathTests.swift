@@ -239,6 +239,39 @@ final class CheckPathTests: XCTestCase {
         XCTAssertFalse(idle.isActive)
     }
 
+    func testAConnectionThatReadsNothingForTheIdleTimeoutClosesUnlessARequestIsPending() throws {
+        var config = ServerConfig()
+        config.insecureNoAuth = true
+        config.idleTimeoutSeconds = 10
+        config.revisionWaitMillis = 60_000
+        let d = try Dispatcher(engine: engine, config: config, logger: Logger(label: "test"))
+        defer { d.shutdown() }
+        func open() throws -> EmbeddedChannel {
+            let ch = EmbeddedChannel(handler: ConnectionHandler(dispatcher: d, logger: Logger(label: "test"), isUnix: false))
+            try ch.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return ch
+        }
+        // Reads push the deadline out; silence past it closes.
+        let ch = try open()
+        ch.embeddedEventLoop.advanceTime(by: .seconds(8))
+        try ch.writeInbound(ByteBuffer(bytes: request(1, .health)))
+        ch.embeddedEventLoop.advanceTime(by: .seconds(8))
+        XCTAssertTrue(ch.isActive, "read 8 s ago: not idle")
+        ch.embeddedEventLoop.advanceTime(by: .seconds(3))
+        XCTAssertFalse(ch.isActive, "nothing read for 11 s: closed")
+        // A pending request (a revision wait) keeps a silent connection open until answered.
+        let waiting = try open()
+        let next = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: engine.revision + 1)
+        try waiting.writeInbound(ByteBuffer(bytes: request(2, .check(next))))
+        waiting.embeddedEventLoop.advanceTime(by: .seconds(25))
+        XCTAssertTrue(waiting.isActive, "silent for 25 s, but a request is pending")
+        try advanceRevision()
+        waiting.embeddedEventLoop.run()
+        XCTAssertEqual(try answers(waiting).map(\.requestId), [2])
+        waiting.embeddedEventLoop.advanceTime(by: .seconds(11))
+        XCTAssertFalse(waiting.isActive, "answered and silent: closed at the next check")
+    }
+
     func testARevisionWaitIsWokenByTheWriteThatReachesItNotBefore() throws {
         let ch = try channel()
         let twoAhead = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: engine.revision + 2)
