@@ -137,6 +137,14 @@ let package = Package(
             path: "Fuzz/authzfuzz",
             swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library"])]
         ),
+        // Test helper, not a product: the writer CrashTests SIGKILLs (built by `swift build`,
+        // found beside the test bundle).
+        .executableTarget(
+            name: "authzd-crash-writer",
+            dependencies: ["AuthzEngine", "AuthzModel"],
+            path: "Tests/CrashWriter",
+            swiftSettings: swift5
+        ),
         .testTarget(
             name: "AuthzCoreTests",
             dependencies: ["AuthzModel", "AuthzStore", "AuthzIndex", "AuthzEngine"],

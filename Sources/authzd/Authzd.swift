@@ -16,7 +16,7 @@ struct Authzd: ParsableCommand {
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Keys.self, Migrate.self, ImportOffline.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Migrate.self, ImportOffline.self, Verify.self, Backup.self, Restore.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -255,13 +255,12 @@ func parseExpiry(_ text: String?) throws -> Int64 {
 }
 
 func keyLine(_ k: ApiKey) -> String {
-    var s = "{\"id\":\"\(k.id)\",\"role\":\"\(k.role)\""
-    if k.tenantId != .zero { s += ",\"tenant_id\":\"\(k.tenantId)\"" }
-    s += ",\"name\":"
-    JSONWriter.writeString(k.name, into: &s)
-    s += ",\"created_at\":\"\(Timestamp.format(k.createdAt))\""
-    if k.expiresAt != 0 { s += ",\"expires_at\":\"\(Timestamp.format(k.expiresAt))\"" }
-    if k.revokedAt != 0 { s += ",\"revoked_at\":\"\(Timestamp.format(k.revokedAt))\"" }
+    var s = "{\"id\":\(JSONWriter.quoted(k.id.description)),\"role\":\(JSONWriter.quoted(k.role.name))"
+    if k.tenantId != .zero { s += ",\"tenant_id\":\(JSONWriter.quoted(k.tenantId.description))" }
+    s += ",\"name\":\(JSONWriter.quoted(k.name))"
+    s += ",\"created_at\":\(JSONWriter.quoted(Timestamp.format(k.createdAt)))"
+    if k.expiresAt != 0 { s += ",\"expires_at\":\(JSONWriter.quoted(Timestamp.format(k.expiresAt)))" }
+    if k.revokedAt != 0 { s += ",\"revoked_at\":\(JSONWriter.quoted(Timestamp.format(k.revokedAt)))" }
     return s + "}"
 }
 
@@ -370,13 +369,8 @@ struct KeysRotateData: ParsableCommand {
             guard case .rotateSecrets(let next) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
             s = next
         }
-        var line = "{\"active_key_id\":"
-        JSONWriter.writeString(s.activeKeyId, into: &line)
-        line += ",\"key_ids\":[" + s.keyIds.map { k -> String in
-            var q = ""
-            JSONWriter.writeString(k, into: &q)
-            return q
-        }.joined(separator: ",") + "]"
+        var line = "{\"active_key_id\":\(JSONWriter.quoted(s.activeKeyId))"
+        line += ",\"key_ids\":[" + s.keyIds.map(JSONWriter.quoted).joined(separator: ",") + "]"
         line += ",\"running\":\(s.running),\"remaining\":\(s.remaining),\"reencrypted\":\(s.reencrypted)}"
         print(line)
     }
@@ -503,27 +497,3 @@ struct Restore: ParsableCommand {
         print("{\"restored\":\(JSONWriter.quoted(dataDir)),\"revision\":\(engine.revision)}")
     }
 }
-
-/// Test helper: writes one user per transaction forever, printing each acknowledged revision
-/// and user id on stdout. The crash test SIGKILLs it and checks every printed write survived.
-struct CrashWriter: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "debug-crash-writer", abstract: "Test helper (hidden).", shouldDisplay: false)
-
-    @Option(name: .long) var dataDir: String
-    @Option(name: .long) var tenant: String
-
-    func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
-        let engine = try Engine(directory: dataDir)
-        guard let t = ID(tenant) else { throw ValidationError("bad tenant") }
-        if engine.snapshot.tenant(t) == nil {
-            try engine.write([.upsert(.tenant(Tenant(id: t, name: "crash")))])
-        }
-        while true {
-            let u = ID.random()
-            let rev = try engine.write([.upsert(.user(User(id: u, tenantId: t)))])
-            print("\(rev) \(u)")
-        }
-    }
-}
-
