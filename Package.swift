@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
@@ -82,6 +83,7 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swift5
         ),
@@ -102,6 +104,11 @@ let package = Package(
                 "AuthzServer", "AuthzEngine", "AuthzClient", "AuthzWire", "AuthzStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swift5
         ),
@@ -136,6 +143,14 @@ let package = Package(
             ],
             path: "Fuzz/authzfuzz",
             swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library"])]
+        ),
+        // Test helper, not a product: the writer CrashTests SIGKILLs (built by `swift build`,
+        // found beside the test bundle).
+        .executableTarget(
+            name: "authzd-crash-writer",
+            dependencies: ["AuthzEngine", "AuthzModel"],
+            path: "Tests/CrashWriter",
+            swiftSettings: swift5
         ),
         .testTarget(
             name: "AuthzCoreTests",

@@ -2,62 +2,158 @@ import AuthzEngine
 import AuthzLog
 import AuthzStore
 import Logging
-import Metrics
-import Prometheus
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The daemon: the engine served over a Unix socket and/or TCP.
+/// The daemon's request server: the engine served over a Unix socket and/or TCP, and the
+/// gateway listeners, as a swift-service-lifecycle `Service`.
 ///
-/// Lifecycle: `start()` opens the store (compiling the index), binds the listeners and
-/// returns; `shutdown()` stops accepting, lets every connection finish what it has in flight
-/// (bounded by `drainTimeout`), then closes LMDB. Not restartable.
-public final class AuthzServer: @unchecked Sendable {
+/// Lifecycle (`State`): `run()` starts (opens the store, compiling the index, then binds every
+/// listener), serves until graceful shutdown, then drains: stops accepting, lets every
+/// connection finish what it has in flight (bounded by `drainTimeout`), closes the rest,
+/// stops the background work (events, push, replication) and syncs LMDB. Cancellation drains
+/// with no grace. Not restartable: a second `run()` throws.
+///
+/// The blocking steps (opening LMDB, binding, draining, joining thread pools) run on
+/// `NIOThreadPool.singleton`, never on the caller's task or an event loop.
+///
+/// A library: it never bootstraps logging or metrics; the process that assembles it does
+/// (authzd's `serve`), before making it.
+public final class AuthzServer: Service, @unchecked Sendable {
     public let config: ServerConfig
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
-    public private(set) var dispatcher: Dispatcher?
-    private var listeners: [Channel] = []
+    /// Whether `group` was made here (then it is shut down after the drain).
+    private let ownsGroup: Bool
+    /// How long the drain at graceful shutdown waits for in-flight requests.
+    public let drainTimeout: TimeAmount
+
+    /// What the server is doing; see the type's doc comment. Transitions under the lock.
+    private enum State {
+        case idle
+        case starting
+        case serving(Running)
+        case stopping
+        case stopped
+    }
+
+    /// What a started server holds.
+    private struct Running {
+        var dispatcher: Dispatcher
+        var listeners: [Channel]
+        var tls: TLSContextHolder?
+        var gateway: Gateway?
+        var httpGateway: HTTPGatewayServer?
+        var grpcGateway: GRPCExtAuthzServer?
+        var httpAddress: SocketAddress?
+        var grpcAddress: SocketAddress?
+    }
+
+    private let state = NIOLockedValueBox(State.idle)
+    /// Published once start ends: what the metrics listener needs, or nil when start failed.
+    let opened = Published<Opened?>()
+    /// What `MetricsServer` serves from.
+    struct Opened: Sendable {
+        let dispatcher: Dispatcher
+        let tls: TLSContextHolder?
+    }
+
     private let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     private let connectionCount = NIOLockedValueBox(0)
     private let unixConnectionCount = NIOLockedValueBox(0)
     /// `maxConnections`, lowered at start if the descriptor limit cannot hold it.
-    private var effectiveMaxConnections = 0
-    private var metricsServer: MetricsServer?
-    /// Where the metrics listener is bound, when on.
-    public private(set) var metricsAddress: SocketAddress?
-    /// The gateway decider, when a gateway listener is on.
-    public private(set) var gateway: Gateway?
-    private var httpGateway: HTTPGatewayServer?
-    private var grpcGateway: GRPCExtAuthzServer?
-    /// The TLS context of the TCP listeners, when configured (re-read on SIGHUP).
-    private var tls: TLSContextHolder?
-    /// Where the HTTP and gRPC gateway listeners are bound, when on.
-    public private(set) var httpAddress: SocketAddress?
-    public private(set) var grpcAddress: SocketAddress?
+    private let effectiveMaxConnections = NIOLockedValueBox(0)
 
-    public init(config: ServerConfig, logger: Logger) {
+    /// The decision log checks are recorded to, or nil (`config.decisionLogPath` is read by
+    /// whoever makes the log; the log's own service writes it).
+    let decisionLog: DecisionLog?
+
+    /// A server for `config`, on `group` when given (the caller then shuts it down after the
+    /// server stopped), else on a group of `config.threads` threads made and shut down here.
+    /// Sampled checks go to `decisionLog` when given. Nothing is opened or bound until
+    /// `run()` (or `start()`).
+    public init(config: ServerConfig, logger: Logger, group: MultiThreadedEventLoopGroup? = nil,
+                decisionLog: DecisionLog? = nil, drainTimeout: TimeAmount = .seconds(10)) {
         self.config = config
+        self.decisionLog = decisionLog
         self.logger = logger
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+        self.drainTimeout = drainTimeout
+        if let group {
+            self.group = group
+            ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+            ownsGroup = true
+        }
+    }
+
+    private var running: Running? {
+        state.withLockedValue { if case .serving(let r) = $0 { return r } else { return nil } }
+    }
+
+    /// The dispatcher, while serving.
+    public var dispatcher: Dispatcher? { running?.dispatcher }
+    /// The gateway decider, while serving with a gateway listener.
+    public var gateway: Gateway? { running?.gateway }
+    /// Where the HTTP and gRPC gateway listeners are bound, while serving.
+    public var httpAddress: SocketAddress? { running?.httpAddress }
+    public var grpcAddress: SocketAddress? { running?.grpcAddress }
+
+    /// The service: `start()`, serve until graceful shutdown (or cancellation), then
+    /// `shutdown`. Throws what `start()` throws; a server that started returns normally.
+    public func run() async throws {
+        try await start()
+        let cancelled: Bool
+        do {
+            try await gracefulShutdown()
+            cancelled = false
+        } catch {
+            cancelled = true
+        }
+        logger.info("shutting down", metadata: ["drain.timeout_ms": "\(cancelled ? 0 : drainTimeout.nanoseconds / 1_000_000)"])
+        await shutdown(drainTimeout: cancelled ? .zero : drainTimeout)
     }
 
     /// The TCP port actually bound (useful with port 0), or nil.
     public var tcpPort: Int? {
-        listeners.compactMap { $0.localAddress?.port }.first
+        running?.listeners.compactMap { $0.localAddress?.port }.first
     }
 
-    /// Opens the engine and binds. Throws `AuthzError` for store problems and `ConfigError`
-    /// for a bad address or a live socket already at `socketPath`.
-    public func start() throws {
+    /// Opens the engine and binds every listener; returns once they accept. Throws
+    /// `AuthzError` for store problems and `ConfigError` for a bad address, a live socket
+    /// already at `socketPath` or a port in use; then nothing stays open. Throws `ConfigError`
+    /// when called twice. The work runs on `NIOThreadPool.singleton`.
+    public func start() async throws {
+        let go = state.withLockedValue { s -> Bool in
+            guard case .idle = s else { return false }
+            s = .starting
+            return true
+        }
+        guard go else { throw ConfigError("the server was already started") }
+        do {
+            let r = try await NIOThreadPool.singleton.runIfActive { try self.openAndBind() }
+            state.withLockedValue { $0 = .serving(r) }
+            opened.publish(Opened(dispatcher: r.dispatcher, tls: r.tls))
+        } catch {
+            state.withLockedValue { $0 = .stopped }
+            opened.publish(nil)
+            if ownsGroup { try? await group.shutdownGracefully() }
+            throw error
+        }
+    }
+
+    /// `start()`'s blocking part: on a thread-pool thread, never an event loop.
+    private func openAndBind() throws -> Running {
         if config.socketPath == nil && config.address == nil && config.httpAddress == nil && config.httpSocketPath == nil && config.grpcAddress == nil {
             throw ConfigError("nothing to listen on: give --socket PATH and/or --address HOST:PORT")
         }
         let tcpListeners = [config.address, config.httpAddress, config.grpcAddress].compactMap { $0 }
+        var tls: TLSContextHolder?
         if config.tls.enabled {
             tls = try TLSContextHolder(settings: config.tls)
         } else if !tcpListeners.isEmpty && !(config.insecurePlaintext || config.insecureNoAuth) {
@@ -77,17 +173,6 @@ public final class AuthzServer: @unchecked Sendable {
         options.store.autoMigrate = config.autoMigrate
         options.store.changeRetention = config.watchRetention
         options.limits = config.tenantLimits
-        // Metrics handlers bind to the factory at creation: bootstrap before anything makes one.
-        var registry: PrometheusCollectorRegistry?
-        if config.metricsAddress != nil {
-            let r = PrometheusCollectorRegistry()
-            var factory = PrometheusMetricsFactory(registry: r)
-            // Checks take microseconds: buckets from 5 µs to 1 s.
-            factory.defaultDurationHistogramBuckets = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000].map { Duration.microseconds($0) }
-            factory.defaultValueHistogramBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
-            MetricsSystem.bootstrap(factory)
-            registry = r
-        }
         try planDescriptors()
         let started = NIODeadline.now()
         let engine = try Engine(directory: config.dataDir, options: options)
@@ -98,9 +183,9 @@ public final class AuthzServer: @unchecked Sendable {
             "index.compile_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
         ])
         let dispatcher = try Dispatcher(engine: engine, config: config, logger: logger)
-        if let path = config.decisionLogPath {
-            dispatcher.decisionLog = try DecisionLog(path: path, sampleRate: config.decisionLogSampleRate) { dispatcher.metrics.decisionLogDropped.increment() }
-            logger.info("decision log on", metadata: ["decision_log.path": "\(path)", "decision_log.sample_rate": "\(config.decisionLogSampleRate)"])
+        if let log = decisionLog {
+            dispatcher.decisionLog = log
+            logger.info("decision log on", metadata: ["decision_log.path": "\(log.path)", "decision_log.sample_rate": "\(log.sampleRate)"])
         }
         if let path = config.auditLogPath {
             var settings = AuditLog.Settings(path: path)
@@ -114,15 +199,8 @@ public final class AuthzServer: @unchecked Sendable {
             logger.info("audit trail on", metadata: ["audit.path": "\(path)", "audit.max_bytes": "\(config.auditMaxBytes)", "audit.keep": "\(config.auditKeep)"])
             tls?.audit.withLockedValue { $0 = dispatcher.audit }
         }
-        if let address = config.metricsAddress, let registry {
-            dispatcher.metricsEnabled = true
-            let (host, port) = try AuthzServer.parse(address: address)
-            let m = MetricsServer(registry: registry, dispatcher: dispatcher, maxConnections: config.maxMetricsConnections,
-                                  timeout: .seconds(Int64(config.metricsTimeoutSeconds)), tls: config.tls.metricsTLS ? tls : nil)
-            metricsAddress = try m.start(group: group, host: host, port: port)
-            metricsServer = m
-            logger.info("metrics listening", metadata: ["listen.metrics": "\(metricsAddress?.description ?? address)"])
-        }
+        // Checks read the clock for their latency only when someone exports it.
+        dispatcher.metricsEnabled = config.metricsAddress != nil
         if config.insecureNoAuth {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
         }
@@ -168,20 +246,20 @@ public final class AuthzServer: @unchecked Sendable {
             publisher.start()
             logger.info("pushing changed users", metadata: ["push.subject": "\(settings.subject).<tenant>"])
         }
-        self.dispatcher = dispatcher
         dispatcher.rotator.resumeIfRecorded()
+        var running = Running(dispatcher: dispatcher, listeners: [], tls: tls)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.allocator, value: ByteBufferAllocator())
-            .childChannelInitializer { [self] channel in initialize(channel, dispatcher: dispatcher) }
+            .childChannelInitializer { [self] channel in initialize(channel, dispatcher: dispatcher, tls: tls) }
         do {
             if let path = config.socketPath {
                 try prepareSocketPath(path)
                 let ch = try bootstrap.bind(unixDomainSocketPath: path).wait()
                 chmod(path, 0o660)
-                listeners.append(ch)
+                running.listeners.append(ch)
                 logger.info("listening", metadata: ["listen.unix": "\(path)"])
             }
             if let address = config.address {
@@ -189,34 +267,38 @@ public final class AuthzServer: @unchecked Sendable {
                 var bootstrapTCP = bootstrap
                 bootstrapTCP = bootstrapTCP.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 let ch = try bootstrapTCP.bind(host: host, port: port).wait()
-                listeners.append(ch)
+                running.listeners.append(ch)
                 logger.info("listening", metadata: ["listen.tcp": "\(ch.localAddress?.description ?? address)"])
             }
-            try startGateways(dispatcher: dispatcher)
+            try startGateways(&running)
         } catch {
-            httpGateway?.stop()
-            grpcGateway?.stop()
-            for l in listeners { try? l.close().wait() }
+            running.httpGateway?.stop()
+            running.grpcGateway?.stop()
+            for l in running.listeners { try? l.close().wait() }
+            dispatcher.events?.stop()
+            dispatcher.push?.stop()
+            dispatcher.replicator?.stop()
             dispatcher.shutdown()
-            self.dispatcher = nil
             if let e = error as? ConfigError { throw e }
             throw ConfigError("cannot listen: \(error)")
         }
+        return running
     }
 
     /// Starts the gateway listeners that are configured (docs/gateways.md).
-    private func startGateways(dispatcher: Dispatcher) throws {
+    private func startGateways(_ running: inout Running) throws {
         guard config.httpAddress != nil || config.httpSocketPath != nil || config.grpcAddress != nil else { return }
-        let g = try Gateway(dispatcher: dispatcher, options: config.gateway, logger: logger)
-        gateway = g
+        let tls = running.tls
+        let g = try Gateway(dispatcher: running.dispatcher, options: config.gateway, logger: logger)
+        running.gateway = g
         if config.httpAddress != nil || config.httpSocketPath != nil {
             let idle = TimeAmount.seconds(Int64(config.idleTimeoutSeconds > 0 ? config.idleTimeoutSeconds : 300))
             let h = HTTPGatewayServer(gateway: g, maxConnections: config.maxHTTPConnections, idleTimeout: idle, tls: tls)
-            httpGateway = h
+            running.httpGateway = h
             if let address = config.httpAddress {
                 let (host, port) = try AuthzServer.parse(address: address)
-                httpAddress = try h.start(group: group, host: host, port: port)
-                logger.info("listening", metadata: ["listen.http": "\(httpAddress?.description ?? address)"])
+                running.httpAddress = try h.start(group: group, host: host, port: port)
+                logger.info("listening", metadata: ["listen.http": "\(running.httpAddress?.description ?? address)"])
             }
             if let path = config.httpSocketPath {
                 try prepareSocketPath(path)
@@ -226,10 +308,10 @@ public final class AuthzServer: @unchecked Sendable {
         }
         if let address = config.grpcAddress {
             let s = GRPCExtAuthzServer(gateway: g, maxConnections: config.maxHTTPConnections, tls: tls)
-            grpcGateway = s
+            running.grpcGateway = s
             let (host, port) = try AuthzServer.parse(address: address)
-            grpcAddress = try s.start(group: group, host: host, port: port)
-            logger.info("listening", metadata: ["listen.grpc": "\(grpcAddress?.description ?? address)"])
+            running.grpcAddress = try s.start(group: group, host: host, port: port)
+            logger.info("listening", metadata: ["listen.grpc": "\(running.grpcAddress?.description ?? address)"])
         }
         if config.gateway.routeMapPath != nil {
             logger.info("route map loaded", metadata: ["route_map.path": "\(config.gateway.routeMapPath!)", "route_map.routes": "\(g.routeMap.routes.count)"])
@@ -238,12 +320,14 @@ public final class AuthzServer: @unchecked Sendable {
 
     /// SIGHUP: re-reads what can change while serving (the route map, the TLS certificate and
     /// key). Connections already open keep their TLS session. A file that does not
-    /// validate leaves the old one in place; the error is logged and returned.
+    /// validate leaves the old one in place; the error is logged and returned. Does nothing
+    /// unless serving. Blocking file reads: call it off the event loops.
     @discardableResult
     public func reload() -> Error? {
+        guard let running else { return nil }
         do {
-            try gateway?.reloadRoutes()
-            if let tls {
+            try running.gateway?.reloadRoutes()
+            if let tls = running.tls {
                 try tls.reload()
                 logger.info("TLS certificate reloaded", metadata: ["tls.cert": "\(config.tls.certPath ?? "")"])
             }
@@ -254,12 +338,12 @@ public final class AuthzServer: @unchecked Sendable {
         }
     }
 
-    private func initialize(_ channel: Channel, dispatcher: Dispatcher) -> EventLoopFuture<Void> {
+    private func initialize(_ channel: Channel, dispatcher: Dispatcher, tls: TLSContextHolder?) -> EventLoopFuture<Void> {
         var isUnix = false
         if case .unixDomainSocket? = channel.localAddress { isUnix = true }
         // Each listener has its own limit: idle TCP callers cannot lock out the local socket.
         let counter = isUnix ? unixConnectionCount : connectionCount
-        let limit = isUnix ? config.maxUnixConnections : effectiveMaxConnections
+        let limit = isUnix ? config.maxUnixConnections : effectiveMaxConnections.withLockedValue { $0 }
         let admitted = counter.withLockedValue { n -> Bool in
             if n >= limit { return false }
             n += 1
@@ -295,7 +379,7 @@ public final class AuthzServer: @unchecked Sendable {
     /// listener's connections plus `reservedFileDescriptors`; when they do not fit, the TCP
     /// limit gives way (logged), never the Unix socket's.
     private func planDescriptors() throws {
-        effectiveMaxConnections = config.maxConnections
+        effectiveMaxConnections.withLockedValue { $0 = config.maxConnections }
         var rl = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return }
         if rl.rlim_cur < rl.rlim_max {
@@ -317,7 +401,7 @@ public final class AuthzServer: @unchecked Sendable {
                 "limit.nofile": "\(available)", "max_connections": "\(tcp)", "max_connections.configured": "\(config.maxConnections)",
             ])
         }
-        effectiveMaxConnections = min(config.maxConnections, tcp)
+        effectiveMaxConnections.withLockedValue { $0 = min(config.maxConnections, tcp) }
     }
 
     /// Replaces a stale socket file; refuses to steal one a live process is listening on, and
@@ -360,14 +444,29 @@ public final class AuthzServer: @unchecked Sendable {
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
-    /// Graceful shutdown: stop accepting, let connections drain (at most `drainTimeout`),
-    /// close LMDB. Blocks; call from a non-event-loop thread.
-    public func shutdown(drainTimeout: TimeAmount = .seconds(10)) {
-        for l in listeners { try? l.close().wait() }
-        listeners = []
-        metricsServer?.stop()
-        httpGateway?.stop()
-        grpcGateway?.stop()
+    /// Graceful shutdown: stop accepting, let connections drain (at most `drainTimeout`;
+    /// `.zero` closes them at once), stop the background work, sync and close LMDB, and shut
+    /// down the event loops when they were made here. Returns when all that is done; does
+    /// nothing unless serving (a second call returns at once). The blocking steps run on
+    /// `NIOThreadPool.singleton`.
+    public func shutdown(drainTimeout: TimeAmount = .seconds(10)) async {
+        let running = state.withLockedValue { s -> Running? in
+            guard case .serving(let r) = s else { return nil }
+            s = .stopping
+            return r
+        }
+        guard let running else { return }
+        try? await NIOThreadPool.singleton.runIfActive { self.drainAndClose(running, drainTimeout: drainTimeout) }
+        if ownsGroup { try? await group.shutdownGracefully() }
+        state.withLockedValue { $0 = .stopped }
+        logger.info("stopped")
+    }
+
+    /// `shutdown`'s blocking part: on a thread-pool thread, never an event loop.
+    private func drainAndClose(_ running: Running, drainTimeout: TimeAmount) {
+        for l in running.listeners { try? l.close().wait() }
+        running.httpGateway?.stop()
+        running.grpcGateway?.stop()
         if let path = config.socketPath { unlink(path) }
         if let path = config.httpSocketPath { unlink(path) }
         let open = connections.withLockedValue { Array($0.values) }
@@ -380,14 +479,12 @@ public final class AuthzServer: @unchecked Sendable {
             }
             ch.close(promise: nil)
         }
-        dispatcher?.events?.stop()
-        dispatcher?.push?.stop()
-        dispatcher?.replicator?.stop()
-        dispatcher?.shutdown()
-        if let engine = dispatcher?.engine { try? engine.store.sync() }
-        dispatcher = nil
-        try? group.syncShutdownGracefully()
-        logger.info("stopped")
+        let dispatcher = running.dispatcher
+        dispatcher.events?.stop()
+        dispatcher.push?.stop()
+        dispatcher.replicator?.stop()
+        dispatcher.shutdown()
+        try? dispatcher.engine.store.sync()
     }
 }
 

@@ -1,16 +1,22 @@
 import AuthzIndex
 import AuthzModel
 import Foundation
+import Metrics
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 
 /// Optional decision log: sampled checks as JSON Lines in a file, written off the check path.
 ///
 /// A check that is sampled appends a small record to a bounded queue under a lock (no I/O,
-/// no formatting); a background thread formats and writes the queue every 100 ms. When the
+/// no formatting); the service's `run()` formats and writes the queue every 100 ms. When the
 /// queue is full the record is dropped and counted (`authzd_decision_log_dropped_total`)
 /// rather than slowing checks. Never holds a secret: ids, names, scope, decision, reason,
 /// revision, latency.
-final class DecisionLog: @unchecked Sendable {
+///
+/// A `Service`: nothing is written unless `run()` runs. In authzd's `ServiceGroup` it comes
+/// before the server, so it is shut down after it: the checks the server drains are still
+/// written, then the file is synced and closed.
+public final class DecisionLog: Service, @unchecked Sendable {
     struct Entry {
         var time: Int64
         var tenant: ID
@@ -27,26 +33,32 @@ final class DecisionLog: @unchecked Sendable {
     /// Sample one check in `every` (1 = all).
     private let every: UInt64
     private let counter = NIOLockedValueBox<UInt64>(0)
+    /// Touched only by `run()` (one task at a time).
     private let handle: FileHandle
-    private let onDrop: () -> Void
-    private var thread: Thread?
-    private let stopped = NIOLockedValueBox(false)
+    /// `authzd_decision_log_dropped_total`: made at init, so after the metrics bootstrap.
+    private let dropped = Counter(label: "authzd_decision_log_dropped_total")
+    private let closed = NIOLockedValueBox(false)
 
-    /// Opens (appending, creating 0600) `path`. `sampleRate` in (0, 1].
-    init(path: String, sampleRate: Double, capacity: Int = 65_536, onDrop: @escaping () -> Void) throws {
+    /// The path the log appends to.
+    public let path: String
+    /// The share of checks logged, as given.
+    public let sampleRate: Double
+
+    /// Opens (appending, creating 0600) `path`; `sampleRate` in (0, 1] (1 in `1 / sampleRate`
+    /// checks is logged, rounded). At most `capacity` entries wait for the writer; more are
+    /// dropped and counted. Throws `ConfigError` when the file cannot be opened for writing.
+    /// Starts no thread: `run()` writes.
+    public init(path: String, sampleRate: Double, capacity: Int = 65_536) throws {
         if !FileManager.default.fileExists(atPath: path) {
             FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         guard let h = FileHandle(forWritingAtPath: path) else { throw ConfigError("cannot open decision log \(path)") }
         h.seekToEndOfFile()
         handle = h
+        self.path = path
+        self.sampleRate = sampleRate
         self.capacity = capacity
         every = UInt64(max(1, (1 / max(sampleRate, 1e-9)).rounded()))
-        self.onDrop = onDrop
-        let t = Thread { [weak self] in self?.drainLoop() }
-        t.name = "authzd-decision-log"
-        thread = t
-        t.start()
     }
 
     /// Whether this check should be logged (cheap: one counter under a lock).
@@ -82,18 +94,23 @@ final class DecisionLog: @unchecked Sendable {
             q.append(e)
             return true
         }
-        if !accepted { onDrop() }
+        if !accepted { dropped.increment() }
     }
 
-    private func drainLoop() {
-        while !stopped.withLockedValue({ $0 }) {
-            Thread.sleep(forTimeInterval: 0.1)
+    /// Writes the queue to the file every 100 ms until graceful shutdown or cancellation
+    /// (noticed within 100 ms), then writes what is left, syncs and closes the file. Entries
+    /// recorded after it returned are never written. The writes are plain blocking `write(2)`s
+    /// of what 100 ms of checks queued, on the task's thread. Run it once; never throws.
+    public func run() async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .milliseconds(100))
             flush()
         }
-        flush()
+        close()
     }
 
-    func flush() {
+    /// Formats and appends every queued entry. Called by `run()` only.
+    private func flush() {
         let batch = queue.withLockedValue { q -> [Entry] in
             let b = q
             q.removeAll(keepingCapacity: true)
@@ -109,9 +126,10 @@ final class DecisionLog: @unchecked Sendable {
         handle.write(Data(out.utf8))
     }
 
-    func close() {
-        stopped.withLockedValue { $0 = true }
-        while thread?.isFinished == false { Thread.sleep(forTimeInterval: 0.01) }
+    /// Writes what is queued, then syncs and closes the file; later calls do nothing.
+    private func close() {
+        guard closed.withLockedValue({ c in defer { c = true }; return !c }) else { return }
+        flush()
         try? handle.synchronize()
         try? handle.close()
     }

@@ -32,6 +32,7 @@ public final class Dispatcher: @unchecked Sendable {
     let metrics = ServerMetrics()
     /// Whether metrics are exported (then checks read the clock for their latency).
     var metricsEnabled = false
+    /// The decision log (`--decision-log`), written by its own service, or nil.
     var decisionLog: DecisionLog?
     /// The audit trail, when `audit-log` is set: committed writes, imports and key changes are
     /// recorded here after their commit; refused authentications by the connection handlers.
@@ -68,7 +69,6 @@ public final class Dispatcher: @unchecked Sendable {
         try? readers.syncShutdownGracefully()
         try? writer.syncShutdownGracefully()
         closeExports()
-        decisionLog?.close()
         audit?.close()  // after the writer: every committed write's line is queued
     }
 

@@ -17,7 +17,6 @@ final class ServerMetrics: @unchecked Sendable {
     let connectionsRefused: Counter
     let connectionsOpen: Gauge
     let slowClients: Counter
-    let decisionLogDropped: Counter
     /// Audit-trail lines written and fsynced, and lines dropped (queue full, or a failed write).
     let auditLines: Counter
     let auditDropped: Counter
@@ -50,7 +49,6 @@ final class ServerMetrics: @unchecked Sendable {
         connectionsRefused = Counter(label: "authzd_connections_refused_total")
         connectionsOpen = Gauge(label: "authzd_connections_open")
         slowClients = Counter(label: "authzd_slow_clients_closed_total")
-        decisionLogDropped = Counter(label: "authzd_decision_log_dropped_total")
         auditLines = Counter(label: "authzd_audit_lines_total")
         auditDropped = Counter(label: "authzd_audit_dropped_total")
         revision = Gauge(label: "authzd_revision")

@@ -167,11 +167,11 @@ func parseKind(_ s: String) throws -> EntityKind {
 }
 
 func decisionLine(_ d: Decision) -> String {
-    "{\"decision\":\"\(d.allowed ? "allow" : "deny")\",\"reason\":\"\(d.reason.name)\",\"revision\":\(d.revision)}"
+    "{\"decision\":\(JSONWriter.quoted(d.allowed ? "allow" : "deny")),\"reason\":\(JSONWriter.quoted(d.reason.name)),\"revision\":\(d.revision)}"
 }
 
 func errorLine(_ e: AuthzError) -> String {
-    var s = "{\"error\":{\"code\":\"\(e.code.name)\",\"message\":"
+    var s = "{\"error\":{\"code\":\(JSONWriter.quoted(e.code.name)),\"message\":"
     JSONWriter.writeString(e.message, into: &s)
     return s + "}}"
 }
@@ -259,12 +259,12 @@ struct Explain: AsyncParsableCommand {
             if !e.decision.allowed { throw ExitCode(1) }
             return
         }
-        var s = "{\"decision\":\"\(e.decision.allowed ? "allow" : "deny")\",\"reason\":\"\(e.decision.reason.name)\",\"revision\":\(e.decision.revision)"
+        var s = "{\"decision\":\(JSONWriter.quoted(e.decision.allowed ? "allow" : "deny")),\"reason\":\(JSONWriter.quoted(e.decision.reason.name)),\"revision\":\(e.decision.revision)"
         if let rb = e.roleBindingId {
-            s += ",\"role_binding_id\":\"\(rb)\",\"role_binding_scope\":\"\(e.roleBindingScope?.name ?? "")\""
+            s += ",\"role_binding_id\":\(JSONWriter.quoted(rb.description)),\"role_binding_scope\":\(JSONWriter.quoted(e.roleBindingScope?.name ?? ""))"
             s += ",\"role_chain\":[" + e.roleChainNames.map(JSONWriter.quoted).joined(separator: ",") + "]"
-            s += ",\"role_chain_ids\":[" + e.roleChain.map { "\"\($0)\"" }.joined(separator: ",") + "]"
-            s += ",\"permission_binding_id\":\"\(e.permissionBindingId?.description ?? "")\",\"permission_binding_scope\":\"\(e.permissionBindingScope?.name ?? "")\""
+            s += ",\"role_chain_ids\":[" + e.roleChain.map { JSONWriter.quoted($0.description) }.joined(separator: ",") + "]"
+            s += ",\"permission_binding_id\":\(JSONWriter.quoted(e.permissionBindingId?.description ?? "")),\"permission_binding_scope\":\(JSONWriter.quoted(e.permissionBindingScope?.name ?? ""))"
         }
         print(s + "}")
         if !e.decision.allowed { throw ExitCode(1) }
@@ -285,7 +285,7 @@ struct Permissions: AsyncParsableCommand {
         guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
         if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
-        for (name, scope) in list { print("{\"permission\":\(JSONWriter.quoted(name)),\"scope\":\"\(scope.name)\"}") }
+        for (name, scope) in list { print("{\"permission\":\(JSONWriter.quoted(name)),\"scope\":\(JSONWriter.quoted(scope.name))}") }
     }
 }
 
@@ -310,7 +310,7 @@ struct Users: AsyncParsableCommand {
                     .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
                                          pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
                 if out.isTable && after == nil { print("USER_ID") }
-                for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\"\(u)\"}") }
+                for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\(JSONWriter.quoted(u.description))}") }
                 count += users.count
                 revision = rev
                 if showProgress {
@@ -442,7 +442,7 @@ struct Watch: AsyncParsableCommand {
                     delay = 100_000_000
                     for c in batch.changes {
                         let e = c.entity
-                        print("{\"revision\":\(c.revision),\"kind\":\"\(e.kind.name)\",\"tenant_id\":\"\(e.tenantId)\",\"id\":\"\(e.id)\",\"record\":\(BulkFormat.encode(e))}")
+                        print("{\"revision\":\(c.revision),\"kind\":\(JSONWriter.quoted(e.kind.name)),\"tenant_id\":\(JSONWriter.quoted(e.tenantId.description)),\"id\":\(JSONWriter.quoted(e.id.description)),\"record\":\(BulkFormat.encode(e))}")
                     }
                     if progress { print("{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}") }
                     fflush(stdout)
@@ -570,12 +570,12 @@ struct Info: AsyncParsableCommand {
             }
             return printTable(["FIELD", "VALUE"], rows)
         }
-        let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\"\($0.name)s\":\(i.counts[$0] ?? 0)" }.joined(separator: ",")
+        let counts = EntityKind.allCases.filter { $0 != .platformCredential }.map { "\(JSONWriter.quoted($0.name + "s")):\(i.counts[$0] ?? 0)" }.joined(separator: ",")
         var log = ""
         if let l = i.log {
             log = ",\"log\":{\"stream\":\(JSONWriter.quoted(l.stream)),\"applied\":\(l.applied),\"stream_last\":\(l.streamLast),\"lag\":\(l.lag),\"connected\":\(l.connected),\"shard\":\(JSONWriter.quoted(l.shard)),\"refusal\":\(JSONWriter.quoted(l.refusal))}"
         }
-        print("{\"version\":\"\(i.version)\",\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)\(log)}")
+        print("{\"version\":\(JSONWriter.quoted(i.version)),\"revision\":\(i.revision),\"protocol_version\":\(i.protocolVersion),\(counts)\(log)}")
     }
 }
 

@@ -5,18 +5,22 @@ import AuthzModel
 import AuthzWire
 import AuthzServer
 import AuthzStore
-import Dispatch
 import Foundation
 import Logging
+import Metrics
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import UnixSignals
 
 /// `authzd`: the authorization decision daemon.
 @main
-struct Authzd: ParsableCommand {
+struct Authzd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
         version: Dispatcher.version,
-        subcommands: [Serve.self, Keys.self, Migrate.self, ImportOffline.self, Verify.self, Backup.self, Restore.self, CrashWriter.self],
+        subcommands: [Serve.self, Keys.self, Migrate.self, ImportOffline.self, Verify.self, Backup.self, Restore.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -149,6 +153,8 @@ struct ServeOptions: ParsableArguments {
     }
 }
 
+/// Bootstraps logging for the process (stderr) and returns authzd's logger at `level`.
+/// The only place logging is bootstrapped; call once, before anything logs.
 func makeLogger(_ level: String) -> Logger {
     LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
     var logger = Logger(label: "authzd")
@@ -156,52 +162,73 @@ func makeLogger(_ level: String) -> Logger {
     return logger
 }
 
-struct Serve: ParsableCommand {
+/// `authzd serve`: the daemon assembled as services in one `ServiceGroup` (docs/architecture.md,
+/// "How the daemon is assembled"). Logging and metrics are bootstrapped here and nowhere else.
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve checks and writes over a Unix socket and/or TCP.")
 
     @OptionGroup var options: ServeOptions
 
-    func run() throws {
+    func run() async throws {
         let logger = makeLogger(options.logLevel)
         let config: ServerConfig
         do { config = try options.resolve() } catch {
             logger.critical("bad configuration: \(error)")
             throw ExitCode(2)
         }
-        // Signal handling is armed before the server starts: a SIGTERM sent as soon as
-        // "listening" is logged (tests do) would otherwise fall between SIG_IGN and the
-        // source's registration and be lost, leaving the daemon running.
-        let done = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                logger.info("signal received; shutting down", metadata: ["signal": "\(sig)"])
-                done.signal()
-            }
-            s.resume()
-            sources.append(s)
+        // Metrics handlers bind to the factory when they are made: bootstrap before anything
+        // makes one (the decision log's counter, the server's metrics).
+        var registry: PrometheusCollectorRegistry?
+        if config.metricsAddress != nil {
+            let r = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(MetricsServer.factory(registry: r))
+            registry = r
         }
-        let server = AuthzServer(config: config, logger: logger)
+        let decisionLog: DecisionLog?
         do {
-            try server.start()
+            decisionLog = try config.decisionLogPath.map { try DecisionLog(path: $0, sampleRate: config.decisionLogSampleRate) }
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        // SIGHUP re-reads the route map and the TLS certificate (keeping the old ones when the
-        // new ones do not load).
-        signal(SIGHUP, SIG_IGN)
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hup.setEventHandler {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+        let server = AuthzServer(config: config, logger: logger, group: loops, decisionLog: decisionLog)
+        // Graceful shutdown goes through the services in reverse: the metrics listener closes,
+        // SIGHUP stops being handled, the server drains, then the decision log writes what
+        // the drained checks left and closes.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let decisionLog { services.append(.init(service: decisionLog, serviceName: "decision-log")) }
+        services.append(.init(service: server, serviceName: "server"))
+        services.append(.init(service: ReloadOnHangup(server: server, logger: logger), serviceName: "sighup-reload"))
+        if let registry { services.append(.init(service: MetricsServer(server: server, registry: registry), serviceName: "metrics")) }
+        // The group traps SIGTERM and SIGINT before any service starts: a SIGTERM sent as soon
+        // as "listening" is logged (tests do) is never lost.
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var failure: Error?
+        do {
+            try await group.run()
+        } catch {
+            failure = error
+        }
+        try? await loops.shutdownGracefully()
+        if let failure {
+            logger.critical("cannot start: \(failure)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// SIGHUP re-reads the route map and the TLS certificate (keeping the old ones when the new
+/// ones do not load), until graceful shutdown. Traps SIGHUP from the moment it runs.
+struct ReloadOnHangup: Service {
+    let server: AuthzServer
+    let logger: Logger
+
+    func run() async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             logger.info("SIGHUP received; reloading")
             server.reload()
         }
-        hup.resume()
-        done.wait()
-        server.shutdown()
-        _ = (sources, hup)
     }
 }
 
@@ -255,13 +282,12 @@ func parseExpiry(_ text: String?) throws -> Int64 {
 }
 
 func keyLine(_ k: ApiKey) -> String {
-    var s = "{\"id\":\"\(k.id)\",\"role\":\"\(k.role)\""
-    if k.tenantId != .zero { s += ",\"tenant_id\":\"\(k.tenantId)\"" }
-    s += ",\"name\":"
-    JSONWriter.writeString(k.name, into: &s)
-    s += ",\"created_at\":\"\(Timestamp.format(k.createdAt))\""
-    if k.expiresAt != 0 { s += ",\"expires_at\":\"\(Timestamp.format(k.expiresAt))\"" }
-    if k.revokedAt != 0 { s += ",\"revoked_at\":\"\(Timestamp.format(k.revokedAt))\"" }
+    var s = "{\"id\":\(JSONWriter.quoted(k.id.description)),\"role\":\(JSONWriter.quoted(k.role.name))"
+    if k.tenantId != .zero { s += ",\"tenant_id\":\(JSONWriter.quoted(k.tenantId.description))" }
+    s += ",\"name\":\(JSONWriter.quoted(k.name))"
+    s += ",\"created_at\":\(JSONWriter.quoted(Timestamp.format(k.createdAt)))"
+    if k.expiresAt != 0 { s += ",\"expires_at\":\(JSONWriter.quoted(Timestamp.format(k.expiresAt)))" }
+    if k.revokedAt != 0 { s += ",\"revoked_at\":\(JSONWriter.quoted(Timestamp.format(k.revokedAt)))" }
     return s + "}"
 }
 
@@ -370,13 +396,8 @@ struct KeysRotateData: ParsableCommand {
             guard case .rotateSecrets(let next) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
             s = next
         }
-        var line = "{\"active_key_id\":"
-        JSONWriter.writeString(s.activeKeyId, into: &line)
-        line += ",\"key_ids\":[" + s.keyIds.map { k -> String in
-            var q = ""
-            JSONWriter.writeString(k, into: &q)
-            return q
-        }.joined(separator: ",") + "]"
+        var line = "{\"active_key_id\":\(JSONWriter.quoted(s.activeKeyId))"
+        line += ",\"key_ids\":[" + s.keyIds.map(JSONWriter.quoted).joined(separator: ",") + "]"
         line += ",\"running\":\(s.running),\"remaining\":\(s.remaining),\"reencrypted\":\(s.reencrypted)}"
         print(line)
     }
@@ -503,27 +524,3 @@ struct Restore: ParsableCommand {
         print("{\"restored\":\(JSONWriter.quoted(dataDir)),\"revision\":\(engine.revision)}")
     }
 }
-
-/// Test helper: writes one user per transaction forever, printing each acknowledged revision
-/// and user id on stdout. The crash test SIGKILLs it and checks every printed write survived.
-struct CrashWriter: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "debug-crash-writer", abstract: "Test helper (hidden).", shouldDisplay: false)
-
-    @Option(name: .long) var dataDir: String
-    @Option(name: .long) var tenant: String
-
-    func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
-        let engine = try Engine(directory: dataDir)
-        guard let t = ID(tenant) else { throw ValidationError("bad tenant") }
-        if engine.snapshot.tenant(t) == nil {
-            try engine.write([.upsert(.tenant(Tenant(id: t, name: "crash")))])
-        }
-        while true {
-            let u = ID.random()
-            let rev = try engine.write([.upsert(.user(User(id: u, tenantId: t)))])
-            print("\(rev) \(u)")
-        }
-    }
-}
-

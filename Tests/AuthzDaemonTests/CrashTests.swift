@@ -4,7 +4,8 @@ import Foundation
 import XCTest
 
 /// A child process writes in a loop and is SIGKILLed at a random moment: every revision it
-/// acknowledged (printed after `write` returned) must be present after reopening.
+/// acknowledged (printed after `write` returned) must be present after reopening. The writer
+/// is the test-only `authzd-crash-writer` executable (Tests/CrashWriter).
 final class CrashTests: XCTestCase {
     func testAcknowledgedWritesSurviveSIGKILL() throws {
         let cycles = Int(ProcessInfo.processInfo.environment["AUTHZ_CRASH_CYCLES"] ?? "") ?? 5
@@ -15,8 +16,8 @@ final class CrashTests: XCTestCase {
         var rng = SystemRandomNumberGenerator()
         for cycle in 0..<cycles {
             let p = Process()
-            p.executableURL = productsDirectory().appendingPathComponent("authzd")
-            p.arguments = ["debug-crash-writer", "--data-dir", dir, "--tenant", tenant.description]
+            p.executableURL = productsDirectory().appendingPathComponent("authzd-crash-writer")
+            p.arguments = ["--data-dir", dir, "--tenant", tenant.description]
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
