@@ -10,11 +10,14 @@ final class LockFile {
     let fd: Int32
 
     init(path: String) throws {
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw AuthzError(.failedPrecondition, "cannot open \(path): \(String(cString: strerror(errno)))")
+        do {
+            fd = try posix("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "cannot open \(path): \(f.reason)")
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        do {
+            try posix("flock", path) { flock(fd, LOCK_EX | LOCK_NB) }
+        } catch {
             close(fd)
             throw AuthzError(.failedPrecondition, "data directory is in use by another authzd process (lock \(path) is held)")
         }

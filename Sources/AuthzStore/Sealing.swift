@@ -29,8 +29,10 @@ public struct KeyRing: Sendable {
     /// malformed one. Key bytes never appear in an error.
     public static func load(path: String) throws -> KeyRing {
         var st = stat()
-        guard stat(path, &st) == 0 else {
-            throw AuthzError(.failedPrecondition, "key ring \(path) cannot be read: \(String(cString: strerror(errno)))")
+        do {
+            try posix("stat", path) { stat(path, &st) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "key ring \(path) cannot be read: \(f.reason)")
         }
         if st.st_uid != geteuid() {
             throw AuthzError(.failedPrecondition, "key ring \(path) is owned by uid \(st.st_uid), not by this process's uid \(geteuid()); refusing to use it (fix: chown \(geteuid()) \(path))")
@@ -73,8 +75,12 @@ public struct KeyRing: Sendable {
     public static func create(path: String, id: String = "k1") throws -> KeyRing {
         let key = SymmetricKey(size: .bits256)
         let b64 = key.withUnsafeBytes { Data($0).base64EncodedString() }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw AuthzError(.failedPrecondition, "cannot create key ring \(path): \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        do {
+            fd = try posix("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "cannot create key ring \(path): \(f.reason)")
+        }
         let text = "# authzd key ring: ID BASE64KEY [active]\n\(id) \(b64) active\n"
         let ok = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) == $0.count - 1 }
         fsync(fd)

@@ -17,8 +17,10 @@ extension Store {
         guard access(directory + "/data.mdb", R_OK) == 0 else {
             throw AuthzError(.notFound, "\(directory)/data.mdb does not exist")
         }
-        if mkdir(destination, 0o700) != 0 && errno != EEXIST {
-            throw AuthzError(.failedPrecondition, "cannot create \(destination): \(String(cString: strerror(errno)))")
+        do {
+            try makeDirectory(destination)
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "cannot create \(destination): \(f.reason)")
         }
         if access(destination + "/data.mdb", F_OK) == 0 {
             throw AuthzError(.alreadyExists, "\(destination) already holds a data.mdb; refusing to overwrite it")
@@ -32,7 +34,7 @@ extension Store {
             try copyPrivately(env, to: destination)
             return revision
         } catch let e as LMDBError {
-            throw AuthzError(.failedPrecondition, "backup of \(directory) failed: \(e)")
+            throw translate(e, .backup, directory: directory)
         }
     }
 
@@ -41,11 +43,15 @@ extension Store {
     /// copy, FAILED_PRECONDITION when the file cannot be created.
     static func copyPrivately(_ env: LMDBEnvironment, to directory: String) throws {
         let path = directory + "/data.mdb"
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw AuthzError(.failedPrecondition, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        do {
+            fd = try posix("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "cannot create \(path): \(f.reason)")
+        }
         do {
             try env.copy(toDescriptor: fd)
-            guard fsync(fd) == 0 else { throw AuthzError(.unavailable, "cannot fsync \(path): \(String(cString: strerror(errno)))") }
+            do { try posix("fsync", path) { fsync(fd) } } catch let f as POSIXFailure { throw AuthzError(.unavailable, "cannot fsync \(path): \(f.reason)") }
             close(fd)
         } catch {
             close(fd)
@@ -72,7 +78,7 @@ extension Store {
             }
             return ids
         } catch let e as LMDBError {
-            throw AuthzError(.failedPrecondition, "\(backup)/data.mdb is not a readable authzd backup: \(e)")
+            throw translate(e, .readBackup(backup), directory: backup)
         }
     }
 
@@ -91,8 +97,10 @@ extension Store {
         var path = directory.hasPrefix("/") ? "" : "."
         for part in directory.split(separator: "/", omittingEmptySubsequences: true) {
             path += "/" + part
-            if mkdir(path, 0o700) != 0 && errno != EEXIST {
-                throw AuthzError(.failedPrecondition, "cannot create data directory \(path): \(String(cString: strerror(errno)))")
+            do {
+                try makeDirectory(path)
+            } catch let f as POSIXFailure {
+                throw AuthzError(.failedPrecondition, "cannot create data directory \(path): \(f.reason)")
             }
         }
     }
@@ -120,35 +128,51 @@ extension Store {
         let tmp = directory + "/data.mdb.restoring"
         unlink(tmp)
         try copyFile(backup + "/data.mdb", to: tmp)
-        guard rename(tmp, directory + "/data.mdb") == 0 else {
-            throw AuthzError(.failedPrecondition, "cannot move the restored file into place: \(String(cString: strerror(errno)))")
+        do {
+            try posix("rename", tmp) { rename(tmp, directory + "/data.mdb") }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "cannot move the restored file into place: \(f.reason)")
         }
     }
 
     /// Copies a file into a new file created 0600 and fsynced. FAILED_PRECONDITION naming the
     /// path that failed.
     static func copyFile(_ source: String, to destination: String) throws {
-        let src = open(source, O_RDONLY | O_CLOEXEC)
-        guard src >= 0 else { throw AuthzError(.notFound, "\(source) cannot be read: \(String(cString: strerror(errno)))") }
-        defer { close(src) }
-        let dst = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard dst >= 0 else { throw AuthzError(.failedPrecondition, "cannot create \(destination): \(String(cString: strerror(errno)))") }
-        defer { close(dst) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw AuthzError(.failedPrecondition, "cannot read \(source): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            var off = 0
-            while off < n {
-                let w = buffer[off..<n].withUnsafeBytes { Glibc.write(dst, $0.baseAddress, $0.count) }
-                if w < 0 && errno == EINTR { continue }
-                guard w > 0 else { throw AuthzError(.failedPrecondition, "cannot write \(destination): \(String(cString: strerror(errno)))") }
-                off += w
-            }
+        let src: Int32
+        do {
+            src = try posix("open", source) { open(source, O_RDONLY | O_CLOEXEC) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.notFound, "\(source) cannot be read: \(f.reason)")
         }
-        guard fsync(dst) == 0 else { throw AuthzError(.failedPrecondition, "cannot fsync \(destination): \(String(cString: strerror(errno)))") }
+        defer { close(src) }
+        do {
+            let dst = try posix("open", destination) { open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+            defer { close(dst) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let n = try posix("read", source) { buffer.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) } }
+                if n == 0 { break }
+                var off = 0
+                while off < n {
+                    let w = try posix("write", destination) { buffer[off..<n].withUnsafeBytes { Glibc.write(dst, $0.baseAddress, $0.count) } }
+                    guard w > 0 else { throw POSIXFailure(call: "write", path: destination, errno: EIO) }
+                    off += w
+                }
+            }
+            try posix("fsync", destination) { fsync(dst) }
+        } catch let f as POSIXFailure {
+            let what = f.call == "open" ? "create" : f.call
+            throw AuthzError(.failedPrecondition, "cannot \(what) \(f.path): \(f.reason)")
+        }
+    }
+
+    /// `mkdir(path, 0700)`; an existing directory (EEXIST) is not an error. Throws `POSIXFailure`.
+    static func makeDirectory(_ path: String) throws {
+        do {
+            try posix("mkdir", path) { mkdir(path, 0o700) }
+        } catch let f as POSIXFailure where f.errno == EEXIST {
+            return
+        }
     }
 
     /// Throws FAILED_PRECONDITION when `path` is not a directory, or is writable by group or
@@ -156,8 +180,10 @@ extension Store {
     /// the default key ring), naming the path, its mode and the `chmod` that fixes it.
     static func checkPrivateDirectory(_ path: String) throws {
         var st = stat()
-        guard stat(path, &st) == 0 else {
-            throw AuthzError(.failedPrecondition, "data directory \(path) cannot be read: \(String(cString: strerror(errno)))")
+        do {
+            try posix("stat", path) { stat(path, &st) }
+        } catch let f as POSIXFailure {
+            throw AuthzError(.failedPrecondition, "data directory \(path) cannot be read: \(f.reason)")
         }
         guard st.st_mode & S_IFMT == S_IFDIR else {
             throw AuthzError(.failedPrecondition, "data directory \(path) is not a directory")

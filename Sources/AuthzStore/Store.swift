@@ -105,10 +105,7 @@ public final class Store: @unchecked Sendable {
             env = try LMDBEnvironment(path: directory, mapSize: options.mapSize, maxReaders: options.maxReaders,
                                       maxDatabases: 8, noSync: options.sync == .nosync)
         } catch let e as LMDBError {
-            if e == .invalid || e == .versionMismatch {
-                throw AuthzError(.dataLoss, "\(directory)/data.mdb is not an authzd LMDB environment (\(e)); refusing to start rather than reset it")
-            }
-            throw AuthzError(.failedPrecondition, "cannot open LMDB environment in \(directory): \(e)")
+            throw Store.translate(e, .openEnvironment, directory: directory)
         }
         _ = env.clearStaleReaders()
         pthread_rwlock_init(&resizeLock, nil)
@@ -142,7 +139,7 @@ public final class Store: @unchecked Sendable {
             try txn.commit()
             if let format, format < Store.formatVersion { try migrate(from: format) }
         } catch let e as LMDBError {
-            throw AuthzError(.dataLoss, "cannot open the databases in \(directory): \(e)")
+            throw Store.translate(e, .openDatabases, directory: directory)
         }
     }
 
@@ -178,8 +175,7 @@ public final class Store: @unchecked Sendable {
         do {
             return try LMDBTransaction(env: env, readOnly: true)
         } catch let e as LMDBError {
-            if e == .readersFull { throw AuthzError(.unavailable, "all \(options.maxReaders) LMDB reader slots are in use; retry") }
-            throw AuthzError.internalError("mdb_txn_begin: \(e)")
+            throw translate(e, .beginRead)
         }
     }
 
@@ -328,25 +324,13 @@ public final class Store: @unchecked Sendable {
     /// store (the growth ceiling is RESOURCE_EXHAUSTED).
     struct MapFull: Error {}
 
-    /// Translates LMDB failures into `AuthzError`s, but MAP_FULL into `MapFull` for the retry
-    /// loop of `writeTransaction` (the only writer).
+    /// Runs a write transaction's body, translating LMDB failures (`translate(_:.write)`):
+    /// MAP_FULL becomes `MapFull` for the retry loop of `writeTransaction` (the only writer).
     func mapped<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let e as LMDBError {
-            switch e {
-            case .mapFull: throw MapFull()
-            case .noSpace: throw AuthzError(.resourceExhausted, "no space left on the device holding \(directory)")
-            case LMDBError(code: EIO):
-                // LMDB reports a short write as EIO: tell a full disk from a failing one.
-                var fs = statvfs()
-                if statvfs(directory, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 8 << 20 {
-                    throw AuthzError(.resourceExhausted, "no space left on the device holding \(directory); the write was not applied")
-                }
-                throw AuthzError(.unavailable, "I/O error on \(directory); the write was not applied")
-            case .readersFull: throw AuthzError(.unavailable, "all LMDB reader slots are in use; retry")
-            default: throw AuthzError.internalError("LMDB: \(e)")
-            }
+            throw translate(e, .write)
         }
     }
 
