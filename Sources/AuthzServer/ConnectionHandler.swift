@@ -7,6 +7,23 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
+/// What the check path touches on every request: the answers' buffer, the parsed items, and
+/// what the last read burst decided. `ConnectionHandler` holds it behind a pointer because Swift
+/// checks exclusive access to a class's stored `var`s at run time (swift_beginAccess, a few
+/// hundred instructions a check), and a pointee's fields are not checked: the handler alone
+/// touches it, on its event loop, never across a call that could reach it again.
+struct CheckPathState {
+    /// Answers of the current read burst (and of calls completed since), written once.
+    var out = ByteBuffer()
+    var items: [CheckQuery] = []
+    var decisions: [Decision] = []
+    /// Answers wait in `out` to be written.
+    var needsFlush = false
+    /// Check-path state refreshed once per read burst.
+    var fastPath = false
+    var fastPathTenant: ID?
+}
+
 /// Asks a connection to finish what it has in flight and close (graceful shutdown).
 struct QuiesceEvent {}
 
@@ -42,7 +59,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let logger: Logger
     /// Reading, backpressure, the frame timer and draining (`ConnectionFlow`'s rules).
     private var flow: ConnectionFlow
-    private var needsFlush = false
     private let isUnix: Bool
     /// The other end, for the audit trail (address at activation, uid once read).
     private var peer = PeerInfo.unknown
@@ -61,12 +77,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var cumulation: ByteBuffer?
     private var frameTimer: Scheduled<Void>?
     /// Answers of the current read burst (and of calls completed since), written once.
-    private var out = ByteBuffer()
-    private var items: [CheckQuery] = []
-    private var decisions: [Decision] = []
+    /// The check path's state, reached through a pointer (see `CheckPathState`).
+    private let hot: UnsafeMutablePointer<CheckPathState>
     /// Check-path state refreshed once per read burst.
-    private var fastPath = false
-    private var fastPathTenant: ID?
     /// The key table epoch and key expiry at which this connection's key was last validated.
     private var keyEpoch: UInt64 = .max
     private var keyExpiry: Int64 = 0
@@ -90,12 +103,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.frameLimit = dispatcher.config.preAuthMaxFrameSize
         self.limits = dispatcher.config.wireLimits
         self.flow = ConnectionFlow(maxInFlight: dispatcher.config.maxInFlight)
+        self.hot = UnsafeMutablePointer<CheckPathState>.allocate(capacity: 1)
+        self.hot.initialize(to: CheckPathState())
         let idle = dispatcher.config.idleTimeoutSeconds
         self.idleTimeout = idle > 0 ? .seconds(Int64(idle)) : nil
     }
 
+    deinit {
+        hot.deinitialize(count: 1)
+        hot.deallocate()
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
-        out = context.channel.allocator.buffer(capacity: 4096)
+        hot.pointee.out = context.channel.allocator.buffer(capacity: 4096)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -200,18 +220,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
         cumulation = nil
         refreshFastPath()
         var started = 0
-        while flow.mayStartRequest, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
-            if Int(length) > frameLimit { return frameTooLarge(context: context, length: length) }
+        // Read once and again only after the general path ran (a check changes neither): each
+        // read of a class property is a run-time exclusivity check.
+        var limit = frameLimit
+        var mayStart = flow.mayStartRequest
+        while mayStart, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
+            if Int(length) > limit { return frameTooLarge(context: context, length: length) }
             guard input.readableBytes >= 4 + Int(length) else { break }
             input.moveReaderIndex(forwardBy: 4)
             let n = Int(length)
             started += 1
-            let answered = fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+            let answered = hot.pointee.fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
             if !answered {
                 let before = principal
                 input.withUnsafeReadableBytes { raw in general(context: context, frame: UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
                 // A Hello (or a revocation) changed who this connection is: decide again.
                 if principal != before { keyEpoch = .max; refreshFastPath() }
+                limit = frameLimit
+                mayStart = flow.mayStartRequest
             }
             input.moveReaderIndex(forwardBy: n)
         }
@@ -256,11 +282,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func requestCompleted(context: ChannelHandlerContext) {
         switch flow.requestCompleted() {
         case .close:
-            if needsFlush { flushOut(context: context) }
+            if hot.pointee.needsFlush { flushOut(context: context) }
             context.close(promise: nil)
         case .resume:
             if flow.mayStartRequest, cumulation != nil { drain(context: context) }
-            if needsFlush { flushOut(context: context) }
+            if hot.pointee.needsFlush { flushOut(context: context) }
             if flow.mayResumeReading(writable: context.channel.isWritable) { context.read() }
         }
     }
@@ -269,8 +295,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// principal allowed to check, its key still valid (re-validated only when the key table's
     /// epoch moved or the key's expiry passed), observability off.
     private func refreshFastPath() {
-        fastPath = false
-        fastPathTenant = nil
+        hot.pointee.fastPath = false
+        hot.pointee.fastPathTenant = nil
         if flow.state != .open || dispatcher.metricsEnabled || dispatcher.decisionLog != nil { return }
         // Log mode: a replica refusing reads, or holding only some tenants, answers on the general path.
         if let r = dispatcher.replicator, r.shard != .all || r.readRefusal() != nil { return }
@@ -278,10 +304,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .unauthenticated:
             return
         case .superuser:
-            fastPath = true
+            hot.pointee.fastPath = true
         case .uid(_, let role, let tenant), .certificate(_, let role, let tenant):
-            fastPath = role != .operator
-            fastPathTenant = role == .gateway ? nil : tenant
+            hot.pointee.fastPath = role != .operator
+            hot.pointee.fastPathTenant = role == .gateway ? nil : tenant
         case .key(let id, let role, let tenant):
             guard role != .operator else { return }
             let keys = dispatcher.keys
@@ -291,31 +317,31 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 keyEpoch = epoch
                 keyExpiry = keys.expiry(of: id)
             }
-            fastPath = true
-            fastPathTenant = role == .gateway ? nil : tenant
+            hot.pointee.fastPath = true
+            hot.pointee.fastPathTenant = role == .gateway ? nil : tenant
         }
     }
 
     /// Answers a plain Check or BatchCheck in place; false hands the frame to the general path.
     /// Allocates nothing once the per-connection arrays and output buffer have grown.
     private func answerCheck(_ frame: UnsafeRawBufferPointer) -> Bool {
-        guard let parsed = CheckFrame.parse(frame, maxItems: limits.maxBatchChecks, into: &items) else { return false }
-        if let t = fastPathTenant {
-            for q in items where q.tenant != t { return false }  // the general path says PERMISSION_DENIED
+        guard let parsed = CheckFrame.parse(frame, maxItems: limits.maxBatchChecks, into: &hot.pointee.items) else { return false }
+        if let t = hot.pointee.fastPathTenant {
+            for q in hot.pointee.items where q.tenant != t { return false }  // the general path says PERMISSION_DENIED
         }
         let engine = dispatcher.engine
         if !parsed.isBatch {
-            let q = items[0]
+            let q = hot.pointee.items[0]
             let d = engine.withSnapshot { s in
                 s.decide(tenant: q.tenant, user: q.user, permissionBytes: UnsafeRawBufferPointer(rebasing: frame[q.permissionStart..<q.permissionEnd]), scope: q.scope)
             }
             let size = CheckFrame.checkResponseSize(requestId: parsed.requestId, d)
-            out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeCheckResponse(requestId: parsed.requestId, d, to: $0) }
+            hot.pointee.out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeCheckResponse(requestId: parsed.requestId, d, to: $0) }
         } else {
-            var decided = decisions
-            decisions = []
+            var decided = hot.pointee.decisions
+            hot.pointee.decisions = []
             decided.removeAll(keepingCapacity: true)
-            let queries = items
+            let queries = hot.pointee.items
             let revision = engine.withSnapshot { s -> UInt64 in
                 for q in queries {
                     decided.append(s.decide(tenant: q.tenant, user: q.user, permissionBytes: UnsafeRawBufferPointer(rebasing: frame[q.permissionStart..<q.permissionEnd]), scope: q.scope))
@@ -324,11 +350,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             decided.withUnsafeBufferPointer { ds in
                 let size = CheckFrame.batchResponseSize(requestId: parsed.requestId, ds, revision: revision)
-                out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeBatchResponse(requestId: parsed.requestId, ds, revision: revision, to: $0) }
+                hot.pointee.out.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { CheckFrame.writeBatchResponse(requestId: parsed.requestId, ds, revision: revision, to: $0) }
             }
-            decisions = decided
+            hot.pointee.decisions = decided
         }
-        needsFlush = true
+        hot.pointee.needsFlush = true
         return true
     }
 
@@ -339,10 +365,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if flow.close() { perform(.cancel, context: context) }
         cumulation = nil
         let payload = WireCodec.encodeResponse(WireResponse(requestId: 0, result: .failure(e)))
-        out.writeFrame(payload)
-        let buffer = out
-        out.clear()
-        needsFlush = false
+        hot.pointee.out.writeFrame(payload)
+        let buffer = hot.pointee.out
+        hot.pointee.out.clear()
+        hot.pointee.needsFlush = false
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
@@ -688,26 +714,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func respond(context: ChannelHandlerContext, id: UInt64, result: Result<Reply, AuthzError>, flush: Bool) {
         if case .failure(let e) = result { dispatcher.metrics.error(e.code) }
         guard context.channel.isActive, flow.state != .closed else { return }
-        out.writeFrame(WireCodec.encodeResponse(WireResponse(requestId: id, result: result)))
+        hot.pointee.out.writeFrame(WireCodec.encodeResponse(WireResponse(requestId: id, result: result)))
         if flush {
             flushOut(context: context)
         } else {
-            needsFlush = true
+            hot.pointee.needsFlush = true
         }
     }
 
     /// Writes and flushes what the output buffer holds. The buffer is reused: once the socket
     /// has taken the bytes (the usual case, synchronously) clearing it allocates nothing.
     private func flushOut(context: ChannelHandlerContext) {
-        needsFlush = false
-        guard out.readableBytes > 0 else { return }
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-        out.clear()
+        hot.pointee.needsFlush = false
+        guard hot.pointee.out.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: nil)
+        hot.pointee.out.clear()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if idleTimeout != nil { lastRead = context.eventLoop.now }  // one clock read per read burst
-        if needsFlush { flushOut(context: context) }
+        if hot.pointee.needsFlush { flushOut(context: context) }
         context.fireChannelReadComplete()
     }
 
