@@ -11,7 +11,7 @@ struct AuthzBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzbench",
         abstract: "authzd side by side with Redis, on the same client.",
-        subcommands: [Matrix.self, Smoke.self, AllocGuard.self, Soak.self, Micro.self, Generate.self, EchoServer.self, ReplicationBench.self]
+        subcommands: [Matrix.self, Smoke.self, AllocGuard.self, CallgrindGuardCommand.self, Soak.self, Micro.self, Generate.self, EchoServer.self, ReplicationBench.self]
     )
 }
 
