@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages authzd needs to build, test and benchmark. Idempotent.
 set -euo pipefail
-packages=(time liblmdb-dev libnats-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
+packages=(time valgrind liblmdb-dev libnats-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf redis-server pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,7 +11,7 @@ struct AuthzBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzbench",
         abstract: "authzd side by side with Redis, on the same client.",
-        subcommands: [Matrix.self, Smoke.self, AllocGuard.self, Soak.self, Micro.self, Generate.self, EchoServer.self, ReplicationBench.self]
+        subcommands: [Matrix.self, Smoke.self, AllocGuard.self, CallgrindGuardCommand.self, Soak.self, Micro.self, Generate.self, EchoServer.self, ReplicationBench.self]
     )
 }
 
@@ -60,20 +60,56 @@ final class Harness {
     var insecure = false
     /// Metrics listener and a 1% decision log on (to measure their cost).
     var observability = false
+    /// The authzd binary started (default: the one next to authzbench).
+    lazy var authzdExecutable = binDir + "/authzd"
+    /// A command that runs authzd (`valgrind --tool=callgrind …`): its first word is executed,
+    /// authzd's path and arguments follow the rest. Empty: authzd itself.
+    var authzdLauncher: [String] = []
+    /// Seconds `startAuthzd` waits for the socket (a daemon under valgrind starts slowly).
+    var authzdStartTimeout = 60.0
+    /// `authzdLauncher` and `authzdStartTimeout` for redis-server.
+    var redisLauncher: [String] = []
+    var redisStartTimeout = 60.0
 
     func startAuthzd() throws {
         let started = Date()
         facts["authzd_auth"] = insecure ? "insecure-no-auth (multi-tenant load)" : "checker key via Hello"
-        authzd = try ServerProcess(name: "authzd", executable: binDir + "/authzd",
-                                   arguments: ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--insecure-plaintext", "--log-level", "warning",
+        let executable = authzdLauncher.first ?? authzdExecutable
+        let launcherArgs: [String] = authzdLauncher.isEmpty ? [] : Array(authzdLauncher.dropFirst()) + [authzdExecutable]
+        authzd = try ServerProcess(name: "authzd", executable: executable,
+                                   arguments: launcherArgs + ["serve", "--data-dir", dir + "/data", "--socket", authzdSocket, "--address", "127.0.0.1:\(authzdPort)", "--insecure-plaintext", "--log-level", "warning",
                                                "--threads", "\(authzdThreads)"] + (insecure ? ["--insecure-no-auth"] : [])
                                                + (observability ? ["--metrics-address", "127.0.0.1:\(freePort())", "--decision-log", dir + "/decisions.jsonl", "--decision-log-sample-rate", "0.01"] : []),
                                    logPath: dir + "/authzd.log")
-        try waitForSocket(authzdSocket)
+        let process = authzd!.process
+        try waitForSocket(authzdSocket, timeout: authzdStartTimeout, while: { process.isRunning })
         facts["authzd_listening_seconds"] = Date().timeIntervalSince(started)
     }
 
     func load(_ tenants: [TenantData], seed: UInt64, withRedis: Bool) throws {
+        try importDataset(tenants, seed: seed)
+        // Restart: time from process start to the first answered check, holding the dataset.
+        authzd!.stop()
+        let t1 = Date()
+        try startAuthzd()
+        let probe = AuthzClient(endpoint: .unix(authzdSocket), group: group)
+        let t = tenants[0]
+        _ = try probe.send(.check(CheckCall(tenantId: t.id, userId: t.users[0], permission: t.permissionNames[0], scope: .self))).wait()
+        facts["authzd_first_check_seconds"] = Date().timeIntervalSince(t1)
+        probe.close()
+        facts["authzd_rss_kib"] = authzd!.residentKiB()
+        facts["authzd_rss_anon_kib"] = authzd!.anonymousKiB()
+        if withRedis { try loadRedis(tenants) }
+        echo = try ServerProcess(name: "echo", executable: binDir + "/authzbench",
+                                 arguments: ["echo-server", "--socket", echoSocket, "--port", "\(echoPort)", "--threads", "2"],
+                                 logPath: dir + "/echo.log")
+        try waitForSocket(echoSocket)
+    }
+
+    /// Starts authzd and imports `tenants` through its Import call; with one tenant, also
+    /// creates the checker key the load connections present (`checkerKey`). Leaves authzd
+    /// running. Throws when an import or the key fails.
+    func importDataset(_ tenants: [TenantData], seed: UInt64) throws {
         insecure = tenants.count > 1
         try startAuthzd()
         let client = AuthzClient(endpoint: .unix(authzdSocket), group: group, maxFrameSize: 64 << 20)
@@ -98,37 +134,29 @@ final class Harness {
         facts["import_seconds"] = secs
         facts["import_records_per_second"] = Double(records) / secs
         client.close()
-        // Restart: time from process start to the first answered check, holding the dataset.
-        authzd!.stop()
-        let t1 = Date()
-        try startAuthzd()
-        let probe = AuthzClient(endpoint: .unix(authzdSocket), group: group)
-        let t = tenants[0]
-        _ = try probe.send(.check(CheckCall(tenantId: t.id, userId: t.users[0], permission: t.permissionNames[0], scope: .self))).wait()
-        facts["authzd_first_check_seconds"] = Date().timeIntervalSince(t1)
-        probe.close()
-        facts["authzd_rss_kib"] = authzd!.residentKiB()
-        facts["authzd_rss_anon_kib"] = authzd!.anonymousKiB()
-        if withRedis {
-            redis = try ServerProcess(name: "redis", executable: "/usr/bin/redis-server",
-                                      arguments: ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--unixsocket", redisSocket, "--unixsocketperm", "700",
-                                                  "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-                                      logPath: dir + "/redis.log")
-            try waitForSocket(redisSocket)
-            let baseline = redis!.residentKiB()
-            let cmds = Dataset.redisCommands(tenants)
-            var n = 0
-            for i in 0..<(cmds.count - 2) where cmds[i] == 0x2A && cmds[i + 1] == 0x33 && cmds[i + 2] == 0x0D && (i == 0 || cmds[i - 1] == 0x0A) { n += 1 }
-            try redisPipe(path: redisSocket, commands: cmds, expectReplies: n)
-            facts["redis_keys"] = n
-            facts["redis_rss_kib"] = redis!.residentKiB()
-            facts["redis_rss_anon_kib"] = redis!.anonymousKiB()
-            facts["redis_rss_empty_kib"] = baseline
-        }
-        echo = try ServerProcess(name: "echo", executable: binDir + "/authzbench",
-                                 arguments: ["echo-server", "--socket", echoSocket, "--port", "\(echoPort)", "--threads", "2"],
-                                 logPath: dir + "/echo.log")
-        try waitForSocket(echoSocket)
+    }
+
+    /// Starts redis-server (persistence off; `redisLauncher` first when set) and loads
+    /// `tenants` as one bitmap per user and scope. Throws when nothing listens within
+    /// `redisStartTimeout` seconds.
+    func loadRedis(_ tenants: [TenantData]) throws {
+        let executable = redisLauncher.first ?? "/usr/bin/redis-server"
+        let launcherArgs: [String] = redisLauncher.isEmpty ? [] : Array(redisLauncher.dropFirst()) + ["/usr/bin/redis-server"]
+        redis = try ServerProcess(name: "redis", executable: executable,
+                                  arguments: launcherArgs + ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--unixsocket", redisSocket, "--unixsocketperm", "700",
+                                                             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+                                  logPath: dir + "/redis.log")
+        let process = redis!.process
+        try waitForSocket(redisSocket, timeout: redisStartTimeout, while: { process.isRunning })
+        let baseline = redis!.residentKiB()
+        let cmds = Dataset.redisCommands(tenants)
+        var n = 0
+        for i in 0..<(cmds.count - 2) where cmds[i] == 0x2A && cmds[i + 1] == 0x33 && cmds[i + 2] == 0x0D && (i == 0 || cmds[i - 1] == 0x0A) { n += 1 }
+        try redisPipe(path: redisSocket, commands: cmds, expectReplies: n)
+        facts["redis_keys"] = n
+        facts["redis_rss_kib"] = redis!.residentKiB()
+        facts["redis_rss_anon_kib"] = redis!.anonymousKiB()
+        facts["redis_rss_empty_kib"] = baseline
     }
 
     func endpoint(_ target: TargetKind, _ transport: String) -> String {

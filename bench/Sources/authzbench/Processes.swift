@@ -46,10 +46,12 @@ final class ServerProcess {
     }
 }
 
-/// Waits until a Unix socket path accepts connections.
-func waitForSocket(_ path: String, timeout: Double = 60) throws {
+/// Waits until a Unix socket path accepts connections. Throws after `timeout` seconds, or as
+/// soon as `alive` (the server process is running) turns false.
+func waitForSocket(_ path: String, timeout: Double = 60, while alive: () -> Bool = { true }) throws {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
+        guard alive() else { throw HarnessError("the server for \(path) exited before it listened") }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
