@@ -5,9 +5,11 @@ import AuthzModel
 import AuthzWire
 import AuthzServer
 import AuthzStore
+import Dispatch
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
@@ -15,7 +17,7 @@ import UnixSignals
 
 /// `authzd`: the authorization decision daemon.
 @main
-struct Authzd: AsyncParsableCommand {
+struct Authzd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authzd",
         abstract: "Multi-tenant authorization decision daemon.",
@@ -164,12 +166,30 @@ func makeLogger(_ level: String) -> Logger {
 
 /// `authzd serve`: the daemon assembled as services in one `ServiceGroup` (docs/architecture.md,
 /// "How the daemon is assembled"). Logging and metrics are bootstrapped here and nowhere else.
-struct Serve: AsyncParsableCommand {
+///
+/// The process's main thread waits for the group on a semaphore instead of running an async
+/// main: Swift's async main parks the main thread in `dispatch_main`, which valgrind (the CI's
+/// instruction-count guard, bench/smoke.sh) cannot run. The services themselves run on
+/// Swift's concurrency threads either way.
+struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve checks and writes over a Unix socket and/or TCP.")
 
     @OptionGroup var options: ServeOptions
 
-    func run() async throws {
+    func run() throws {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = NIOLockedValueBox<Error?>(nil)
+        let options = self.options
+        Task.detached {
+            do { try await Serve.serve(options) } catch { outcome.withLockedValue { $0 = error } }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.withLockedValue({ $0 }) { throw error }
+    }
+
+    /// Builds the services and runs the group until graceful shutdown.
+    static func serve(_ options: ServeOptions) async throws {
         let logger = makeLogger(options.logLevel)
         let config: ServerConfig
         do { config = try options.resolve() } catch {
