@@ -35,12 +35,10 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .target(
             name: "CAuthzProto",
-            cSettings: [.unsafeFlags(["-Wno-everything"])],
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
         .target(
             name: "CNATS",
-            cSettings: [.unsafeFlags(["-Wno-everything"])],
             linkerSettings: [.linkedLibrary("nats")]
         ),
         // librdkafka: Debian's librdkafka-dev (2.0.2) gives rdkafka.h and the library linked;
