@@ -2,9 +2,12 @@
 import PackageDescription
 
 // Layers, bottom to top (see docs/architecture.md):
-//   CLMDB, CAuthzProto, CNATS, CKafka (C)  →  AuthzStore (the only LMDB user)  →  AuthzModel, AuthzIndex (pure Swift)
-//   →  AuthzLog (the only NATS user)
-//   →  AuthzEngine  →  AuthzWire (the only protobuf-c user)  →  AuthzServer, AuthzClient  →  authzd, authzctl
+//   C modules: CLMDB, CAuthzProto, CNATS, CKafka
+//   AuthzModel: values, validation, errors, decisions (no dependencies)
+//   AuthzIndex (the compiled index) · AuthzStore (the only LMDB user) · AuthzLog (the only NATS user)
+//   AuthzEngine (store + index) · AuthzWire (the only protobuf-c user; model only)
+//   AuthzServer (engine, wire, log; still imports AuthzStore for its options and key table) · AuthzClient (wire)
+//   authzd, authzctl
 // CKafka (librdkafka) is used by one file only: AuthzServer/Events/KafkaEventSource.swift.
 let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
@@ -63,7 +66,7 @@ let package = Package(
             ],
             swiftSettings: swift5
         ),
-        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel", "AuthzIndex"], swiftSettings: swift5),
+        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel"], swiftSettings: swift5),
         .target(
             name: "AuthzServer",
             dependencies: [
@@ -88,7 +91,7 @@ let package = Package(
         .target(
             name: "AuthzClient",
             dependencies: [
-                "AuthzWire", "AuthzModel", "AuthzIndex",
+                "AuthzWire", "AuthzModel",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,3 @@
-import AuthzIndex
 import AuthzModel
 import Foundation
 import AuthzWire

@@ -1,5 +1,4 @@
 import AuthzModel
-import AuthzIndex
 
 /// One check of a Check or BatchCheck frame, read in place: ids parsed, the permission left as
 /// the byte range of the frame that holds its name (looked up by bytes in the index).

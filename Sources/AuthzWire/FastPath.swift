@@ -1,4 +1,3 @@
-import AuthzIndex
 import AuthzModel
 
 /// Hand-written protobuf reading and writing for the hot messages (Check and BatchCheck

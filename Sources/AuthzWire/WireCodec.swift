@@ -1,5 +1,4 @@
 internal import CAuthzProto
-import AuthzIndex
 import AuthzModel
 #if canImport(Glibc)
 import Glibc

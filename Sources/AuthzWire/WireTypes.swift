@@ -1,4 +1,3 @@
-import AuthzIndex
 import AuthzModel
 
 /// The protocol version a client announces and ServerInfo reports.

@@ -1,6 +1,5 @@
 import ArgumentParser
 import AuthzClient
-import AuthzIndex
 import AuthzModel
 import AuthzWire
 import Foundation

@@ -1,5 +1,3 @@
-import AuthzModel
-
 /// Why a check came out the way it did. Raw values match the wire's `Reason` enum.
 public enum Reason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case granted = 1
