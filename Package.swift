@@ -50,23 +50,21 @@ let package = Package(
             name: "CKafka",
             linkerSettings: [.linkedLibrary("rdkafka")]
         ),
-        .target(name: "AuthzModel", swiftSettings: swift5),
-        .target(name: "AuthzLog", dependencies: ["CNATS", "AuthzModel"], swiftSettings: swift5),
+        .target(name: "AuthzModel"),
+        .target(name: "AuthzLog", dependencies: ["CNATS", "AuthzModel"]),
         .target(
             name: "AuthzStore",
-            dependencies: ["CLMDB", "AuthzModel", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: swift5
+            dependencies: ["CLMDB", "AuthzModel", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        .target(name: "AuthzIndex", dependencies: ["AuthzModel"], swiftSettings: swift5),
+        .target(name: "AuthzIndex", dependencies: ["AuthzModel"]),
         .target(
             name: "AuthzEngine",
             dependencies: [
                 "AuthzModel", "AuthzStore", "AuthzIndex",
                 .product(name: "Atomics", package: "swift-atomics"),
-            ],
-            swiftSettings: swift5
+            ]
         ),
-        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel"], swiftSettings: swift5),
+        .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel"]),
         .target(
             name: "AuthzServer",
             dependencies: [

@@ -112,8 +112,9 @@ public final class Engine: @unchecked Sendable {
         let (ids, revision) = try store.read { (try $0.tenantIDs(), try $0.revision()) }
         let store = self.store
         let workers = max(1, min(ids.count, ProcessInfo.processInfo.activeProcessorCount))
-        var built = [(TenantCompiler, TenantIndex)?](repeating: nil, count: ids.count)
-        var failure: Error?
+        // Each worker writes only its own indices of `built`, under `lock`; read after all joined.
+        nonisolated(unsafe) var built = [(TenantCompiler, TenantIndex)?](repeating: nil, count: ids.count)
+        nonisolated(unsafe) var failure: Error?
         let lock = NSLock()
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             for i in stride(from: w, to: ids.count, by: workers) {
@@ -128,8 +129,10 @@ public final class Engine: @unchecked Sendable {
         }
         if let failure { throw failure }
         for (i, t) in ids.enumerated() {
-            compilers[t] = built[i]!.0
-            tenants[t] = built[i]!.1
+            // Every index was built or `failure` was set (and thrown above).
+            guard let (c, index) = built[i] else { throw AuthzError.internalError("tenant \(t) was not compiled") }
+            compilers[t] = c
+            tenants[t] = index
         }
         self.compilers = compilers
         current = ManagedAtomic(IndexSnapshot(revision: revision, tenants: tenants))
@@ -772,7 +775,7 @@ public final class Engine: @unchecked Sendable {
     /// Decodes `lines` of `bytes` (`BulkFormat.decode`), in order; a large chunk is split in
     /// two halves decoded on two threads (parsing is a third of an import's time).
     static func decodeLines(_ bytes: [UInt8], _ lines: [(number: Int, range: Range<Int>)]) -> [Result<Entity, AuthzError>] {
-        func decode(_ i: Int) -> Result<Entity, AuthzError> {
+        @Sendable func decode(_ i: Int) -> Result<Entity, AuthzError> {
             do {
                 return .success(try BulkFormat.decode(line: Array(bytes[lines[i].range])))
             } catch let e as AuthzError {

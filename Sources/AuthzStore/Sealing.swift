@@ -1,5 +1,5 @@
 import AuthzModel
-import Crypto
+@preconcurrency import Crypto
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -7,10 +7,10 @@ import Glibc
 extension Store {
     /// One step of the format, `from` → `from + 1`, applied inside one write transaction
     /// together with the new format number: killed halfway, the step did not happen.
-    struct Migration {
+    struct Migration: Sendable {
         let from: UInt32
         let name: String
-        let apply: (LMDBTransaction, Store) throws -> Void
+        let apply: @Sendable (LMDBTransaction, Store) throws -> Void
     }
 
     /// Every step, in order. Adding a format means adding a step here (docs/migrations.md).
