@@ -6,26 +6,9 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-/// Where the daemon listens.
-public enum Endpoint: Sendable, CustomStringConvertible {
-    case unix(String)
-    case tcp(host: String, port: Int)
-
-    /// Parses `unix:PATH`, a path containing `/`, or `HOST:PORT`.
-    public init?(_ text: String) {
-        if text.hasPrefix("unix:") { self = .unix(String(text.dropFirst(5))); return }
-        if text.contains("/") || text.hasSuffix(".sock") { self = .unix(text); return }
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
-        self = .tcp(host: String(text[..<colon]), port: port)
-    }
-
-    public var description: String {
-        switch self {
-        case .unix(let p): return "unix:\(p)"
-        case .tcp(let h, let p): return "\(h):\(p)"
-        }
-    }
-}
+/// Where the client connects: the daemon's `BindAddress` (a Unix socket path, or a TCP host and
+/// port, `[IPV6]:PORT` included). An empty host means loopback.
+public typealias Endpoint = BindAddress
 
 /// A client of authzd: a pool of connections, each pipelining many requests; per-call
 /// deadlines; typed errors (`AuthzError` with the server's code, message and field); lazy
@@ -108,7 +91,7 @@ public final class AuthzClient: @unchecked Sendable {
         switch endpoint {
         case .unix(let path): future = bootstrap.connect(unixDomainSocketPath: path)
         case .tcp(let host, let port):
-            future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+            future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host.isEmpty ? "127.0.0.1" : host, port: port)
         }
         let key = apiKey
         return future.flatMap { channel -> EventLoopFuture<ClientConnection> in

@@ -1,4 +1,5 @@
 import AuthzEngine
+import AuthzModel
 import AuthzLog
 import AuthzStore
 import Logging
@@ -434,13 +435,12 @@ public final class AuthzServer: Service, @unchecked Sendable {
         unlink(path)
     }
 
-    /// Parses `host:port` (`[v6]:port` too).
+    /// Parses a TCP listener address (`BindAddress`: `HOST:PORT`, `[IPV6]:PORT`, `:PORT` for
+    /// every interface). A Unix path or anything else is a configuration error naming it.
     static func parse(address: String) throws -> (String, Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ConfigError("address \"\(address)\" must be HOST:PORT")
+        guard let bind = BindAddress(address), case .tcp(let host, let port) = bind else {
+            throw ConfigError("address \"\(address)\" must be HOST:PORT (an IPv6 host in brackets: [::1]:7000)")
         }
-        var host = String(address[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 

@@ -71,7 +71,7 @@ struct Connection: ParsableArguments {
         let socket = self.socket ?? env["AUTHZD_SOCKET"] ?? file["socket"]
         let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] ?? file["key-file"] : nil)
         if let address {
-            guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT") }
+            guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT (an IPv6 host in brackets: [::1]:7000)") }
             endpoint = e
         } else {
             endpoint = .unix(socket ?? "./authzd.sock")

@@ -45,3 +45,35 @@ final class IDParsingTests: XCTestCase {
         }
     }
 }
+
+/// `BindAddress`: the one parser of listener and client addresses.
+final class BindAddressTests: XCTestCase {
+    func testTextFormsParseAndPrintBack() {
+        let cases: [(String, BindAddress?)] = [
+            ("unix:/run/authzd.sock", .unix("/run/authzd.sock")),
+            ("./authzd.sock", .unix("./authzd.sock")),
+            ("authzd.sock", .unix("authzd.sock")),
+            ("127.0.0.1:7000", .tcp(host: "127.0.0.1", port: 7000)),
+            ("localhost:0", .tcp(host: "localhost", port: 0)),
+            ("[::1]:7000", .tcp(host: "::1", port: 7000)),
+            ("[fe80::1%eth0]:443", .tcp(host: "fe80::1%eth0", port: 443)),
+            (":7000", .tcp(host: "", port: 7000)),
+            ("::1:7000", nil),  // IPv6 without brackets is ambiguous
+            ("[::1]7000", nil),
+            ("[]:7000", nil),
+            ("host:65536", nil),
+            ("host:-1", nil),
+            ("host", nil),
+            ("", nil),
+            ("unix:", nil),
+        ]
+        for (text, want) in cases {
+            XCTAssertEqual(BindAddress(text), want, text)
+            if let a = want, case .tcp(let h, _) = a, !h.isEmpty {
+                XCTAssertEqual(BindAddress(a.description), a, "\(a) prints back")
+            }
+        }
+        XCTAssertEqual(BindAddress(":7000")?.tcpHost(default: "0.0.0.0"), "0.0.0.0")
+        XCTAssertNil(BindAddress("unix:/x")?.tcpHost(default: "0.0.0.0"))
+    }
+}
