@@ -65,10 +65,11 @@ let package = Package(
             ]
         ),
         .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel"]),
+        .target(name: "AuthzFraming", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "AuthzServer",
             dependencies: [
-                "AuthzEngine", "AuthzWire", "AuthzStore", "AuthzLog", "CKafka",
+                "AuthzEngine", "AuthzWire", "AuthzFraming", "AuthzStore", "AuthzLog", "CKafka",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -89,7 +90,7 @@ let package = Package(
         .target(
             name: "AuthzClient",
             dependencies: [
-                "AuthzWire", "AuthzModel",
+                "AuthzWire", "AuthzFraming", "AuthzModel",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -124,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "authzbench",
             dependencies: [
-                "AuthzEngine", "AuthzModel", "AuthzWire", "AuthzIndex", "AuthzClient", "CMallocCounter",
+                "AuthzEngine", "AuthzModel", "AuthzWire", "AuthzFraming", "AuthzIndex", "AuthzClient", "CMallocCounter",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -137,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "authzfuzz",
             dependencies: [
-                "AuthzWire", "AuthzServer", "AuthzModel",
+                "AuthzWire", "AuthzFraming", "AuthzServer", "AuthzModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -160,7 +161,7 @@ let package = Package(
         .testTarget(
             name: "AuthzDaemonTests",
             dependencies: [
-                "AuthzWire", "AuthzServer", "AuthzClient", "AuthzEngine", "AuthzLog", "AuthzStore",
+                "AuthzWire", "AuthzFraming", "AuthzServer", "AuthzClient", "AuthzEngine", "AuthzLog", "AuthzStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -10,6 +10,7 @@
 // the generated protobuf-c decoder, which must agree, and by the daemon's in-place check path
 // (`CheckFrame`), which may take only frames protobuf-c decodes to the same checks. Any crash, sanitizer report or
 // disagreement is a finding.
+import AuthzFraming
 import AuthzModel
 import AuthzServer
 import AuthzWire

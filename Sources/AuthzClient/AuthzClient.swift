@@ -1,5 +1,6 @@
 import AuthzModel
 import Foundation
+import AuthzFraming
 import AuthzWire
 import NIOConcurrencyHelpers
 import NIOCore
@@ -83,7 +84,7 @@ public final class AuthzClient: @unchecked Sendable {
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     if let tls { try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(ClientFrameDecoder(maxFrameSize: maxFrame)))
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrame)))
                     try ch.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -526,17 +527,3 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// Frames from the server: 4-byte big-endian length, then a `Response`.
-struct ClientFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
-    let maxFrameSize: Int
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        if Int(length) > maxFrameSize { throw AuthzError(.resourceExhausted, "response frame of \(length) bytes exceeds the client's maximum") }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
-        return .continue
-    }
-}

@@ -1,4 +1,5 @@
 import AuthzEngine
+import AuthzFraming
 import AuthzIndex
 import AuthzModel
 import AuthzWire
@@ -224,11 +225,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         // read of a class property is a run-time exclusivity check.
         var limit = frameLimit
         var mayStart = flow.mayStartRequest
-        while mayStart, let length = input.getInteger(at: input.readerIndex, as: UInt32.self) {
-            if Int(length) > limit { return frameTooLarge(context: context, length: length) }
-            guard input.readableBytes >= 4 + Int(length) else { break }
+        frames: while mayStart {
+            let n: Int
+            switch Framing.next(in: input, maxFrameSize: limit) {
+            case .incomplete: break frames
+            case .tooLarge(let length): return frameTooLarge(context: context, length: length)
+            case .frame(let length): n = length
+            }
             input.moveReaderIndex(forwardBy: 4)
-            let n = Int(length)
             started += 1
             let answered = hot.pointee.fastPath && input.withUnsafeReadableBytes { raw in answerCheck(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
             if !answered {
@@ -246,7 +250,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if input.readableBytes > 0 {
             input.discardReadBytes()
             cumulation = input
-            let partial = input.readableBytes < 4 || input.readableBytes < 4 + Int(input.getInteger(at: input.readerIndex, as: UInt32.self) ?? 0)
+            let partial = Framing.next(in: input, maxFrameSize: .max) == .incomplete
             leftover = partial ? .partialFrame : .completeFrames
         }
         perform(flow.framesConsumed(started: started, leftover: leftover), context: context)

@@ -1,3 +1,4 @@
+import AuthzFraming
 import AuthzIndex
 import AuthzModel
 @testable import AuthzServer

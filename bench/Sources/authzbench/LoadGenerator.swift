@@ -1,3 +1,4 @@
+import AuthzFraming
 import AuthzModel
 import Foundation
 import Histogram
@@ -254,9 +255,9 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
                 complete(context: context, start: start, first: first, answers: answers)
                 completed += 1
             case .echo, .authzd:
-                guard let len = buffer!.getInteger(at: buffer!.readerIndex, as: UInt32.self), buffer!.readableBytes >= 4 + Int(len) else { break parse }
+                guard case .frame(let len) = Framing.next(in: buffer!, maxFrameSize: .max) else { break parse }
                 buffer!.moveReaderIndex(forwardBy: 4)
-                let frame = buffer!.readSlice(length: Int(len))!
+                let frame = buffer!.readSlice(length: len)!
                 if options.target == .echo {
                     let (_, first, start) = fifo[fifoHead]
                     fifoHead += 1

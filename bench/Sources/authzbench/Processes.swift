@@ -1,3 +1,4 @@
+import AuthzFraming
 import Foundation
 import NIOCore
 import NIOPosix
@@ -124,8 +125,8 @@ final class EchoHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
-        while let len = buffer!.getInteger(at: buffer!.readerIndex, as: UInt32.self), buffer!.readableBytes >= 4 + Int(len) {
-            let frame = buffer!.readSlice(length: 4 + Int(len))!
+        while case .frame(let len) = Framing.next(in: buffer!, maxFrameSize: .max) {
+            let frame = buffer!.readSlice(length: 4 + len)!
             context.write(wrapOutboundOut(frame), promise: nil)
         }
         buffer!.discardReadBytes()
