@@ -209,6 +209,7 @@ public final class Engine: @unchecked Sendable {
             cache.pointee.version = v
             cache.pointee.engineId = engineId
         }
+        // Set just above when it was nil: the cache always holds a snapshot here.
         return cache.pointee.snapshot!._withUnsafeGuaranteedRef(body)
     }
 
@@ -511,7 +512,8 @@ public final class Engine: @unchecked Sendable {
         }
         let old = snapshot
         var tenants = old.tenants
-        for t in touched { tenants[t] = compilers[t]!.publish() }
+        // Every touched tenant got its compiler above (`compiler(t)` makes one when missing).
+        for t in touched { tenants[t] = compiler(t).publish() }
         publish(revision: outcome.revision, tenants: tenants)
     }
 

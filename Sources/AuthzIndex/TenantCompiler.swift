@@ -188,7 +188,7 @@ public final class TenantCompiler {
 
     private func intern(_ set: [UInt32]) -> UInt32 {
         if let found = roleSets[set] {
-            roleSets[set]!.users = found.users + 1
+            roleSets[set]?.users = found.users + 1  // `found` is roleSets[set]
             return found.offset
         }
         let offset = UInt32(poolCount)
@@ -210,7 +210,7 @@ public final class TenantCompiler {
             roleSetByOffset.removeValue(forKey: offset)
             deadWords += set.count + 1
         } else {
-            roleSets[set]!.users = entry.users - 1
+            roleSets[set]?.users = entry.users - 1  // `entry` is roleSets[set]
         }
     }
 

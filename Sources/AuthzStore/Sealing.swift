@@ -117,7 +117,10 @@ public struct SecretSealer: Sendable {
 
     /// AES-GCM with the active key: `1 ‖ id length ‖ key id ‖ nonce ‖ ciphertext ‖ tag`.
     private func sealBytes(_ plaintext: [UInt8], aad: [UInt8]) throws -> [UInt8] {
-        let key = ring.keys[ring.activeId]!
+        guard let key = ring.keys[ring.activeId] else {
+            // KeyRing.load refuses a ring without its active key; this is never reached.
+            throw AuthzError.internalError("the key ring has no key \(ring.activeId)")
+        }
         let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: aad)
         var out: [UInt8] = [1, UInt8(ring.activeId.utf8.count)]
         out += Array(ring.activeId.utf8)

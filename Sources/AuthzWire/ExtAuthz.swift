@@ -116,7 +116,7 @@ public enum ExtAuthzCodec {
             let name = try utf8(e.pointee.key, field + ".key").lowercased(), value = try utf8(e.pointee.value, field + ".value")
             mapped[name] = mapped[name].map { $0 + "," + value } ?? value
         }
-        for name in mapped.keys.sorted() { headers.append((name, mapped[name]!)) }
+        for (name, value) in mapped.sorted(by: { $0.key < $1.key }) { headers.append((name, value)) }
         if let list = http.header_map?.pointee {
             for i in 0..<list.n_headers {
                 guard let h = list.headers[i]?.pointee else { continue }

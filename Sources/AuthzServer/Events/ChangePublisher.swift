@@ -170,7 +170,9 @@ final class ChangePublisher: @unchecked Sendable {
                     }
                     for p in pending where p.revision <= page.complete {
                         for t in p.order {
-                            try publish(tenant: t, revision: p.revision, affected: try engine.affectedUsers(p.impact[t]!, tenant: t))
+                            // `p.order` lists the keys of `p.impact` (added together above).
+                            guard let impact = p.impact[t] else { continue }
+                            try publish(tenant: t, revision: p.revision, affected: try engine.affectedUsers(impact, tenant: t))
                         }
                         at = p.revision
                     }
