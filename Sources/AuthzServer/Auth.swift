@@ -140,8 +140,7 @@ final class KeyTable: @unchecked Sendable {
 
     /// PERMISSION_DENIED when `call` asks for credential secrets (`include_secrets` on a Get or
     /// List of platform credentials, or on an Export: `Command.secretsField`) and `principal` is
-    /// an API key whose record
-    /// does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
+    /// an API key whose record does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
     /// allowlisted uid are configured by whoever runs the daemon and are not limited here.
     /// Never touches the store: one locked dictionary lookup.
     func secretsDenied(_ principal: Principal, _ call: Call) -> AuthzError? {
