@@ -8,8 +8,11 @@
 // Each input is split into chunks (its first byte seeds the chunk sizes) and fed to the
 // daemon's FrameDecoder on an EmbeddedChannel; every frame is decoded by both the fast path and
 // the generated protobuf-c decoder, which must agree, and by the daemon's in-place check path
-// (`CheckFrame`), which may take only frames protobuf-c decodes to the same checks. Any crash, sanitizer report or
-// disagreement is a finding.
+// (`CheckFrame`), which may take only frames protobuf-c decodes to the same checks. Every call's
+// codec (`AuthzWire/Calls/`, found through the call table, so a new call is fuzzed without
+// touching this file) must reach a fixpoint after one round: a request or response it decodes,
+// encoded, decodes and encodes to the same bytes. Any crash, sanitizer report or disagreement
+// is a finding.
 import AuthzFraming
 import AuthzModel
 import AuthzServer
@@ -28,7 +31,18 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 fatalError("fast path and protobuf-c disagree:\n\(describe(fast))\n\(describe(reference))")
             }
         }
-        _ = try? WireCodec.decodeResponse(raw)
+        // Every call's request codec: decode → encode is a fixpoint after one round.
+        if case .success = reference.call {
+            let once = WireCodec.encodeRequest(reference)
+            let again = once.withUnsafeBytes { WireCodec.decodeRequestWithProtobufC($0) }
+            precondition(WireCodec.encodeRequest(again) == once, "request codec is not stable on \(describe(reference)): \(describe(again))")
+        }
+        // And every call's response codec.
+        if let response = try? WireCodec.decodeResponse(raw) {
+            let once = WireCodec.encodeResponseWithProtobufC(response)
+            let again = once.withUnsafeBytes { try? WireCodec.decodeResponse($0) }
+            precondition(again.map(WireCodec.encodeResponseWithProtobufC) == once, "response codec is not stable on a \(response.result.map(\.kind.name)) response")
+        }
         // The daemon's in-place check path must take only what protobuf-c decodes the same way.
         var items: [CheckQuery] = []
         if let parsed = CheckFrame.parse(raw, maxItems: 10_000, into: &items) {

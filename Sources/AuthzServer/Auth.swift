@@ -139,18 +139,12 @@ final class KeyTable: @unchecked Sendable {
     }
 
     /// PERMISSION_DENIED when `call` asks for credential secrets (`include_secrets` on a Get or
-    /// List of platform credentials, or on an Export) and `principal` is an API key whose record
-    /// does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
+    /// List of platform credentials, or on an Export: `Command.secretsField`) and `principal` is
+    /// an API key whose record does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
     /// allowlisted uid are configured by whoever runs the daemon and are not limited here.
     /// Never touches the store: one locked dictionary lookup.
     func secretsDenied(_ principal: Principal, _ call: Call) -> AuthzError? {
-        let field: String
-        switch call {
-        case .get(let ref, true) where ref.kind == .platformCredential: field = "get.include_secrets"
-        case .list(.platformCredential, _, _, _, true): field = "list.include_secrets"
-        case .export(_, true), .exportPage(_, true, _, _): field = "export.include_secrets"
-        default: return nil
-        }
+        guard let field = Commands.command(for: call).secretsField(call) else { return nil }
         guard case .key(let id, _, _) = principal else { return nil }
         if keys.withLockedValue({ $0[id] })?.maySeeSecrets == true { return nil }
         return AuthzError(.permissionDenied, "api_key \(id) may not read credential secrets (\(field)): only admin keys created by a local superuser may (keys an operator key created never can); omit include_secrets", field: field)
@@ -215,93 +209,20 @@ final class KeyTable: @unchecked Sendable {
 
 /// What a principal may call. Returns nil when allowed; PERMISSION_DENIED (naming the field
 /// that crosses a tenant) or UNAUTHENTICATED otherwise. Never evaluates anything.
+///
+/// Open calls (Health, Hello) are allowed to everyone; an unauthenticated principal may make
+/// nothing else; the superuser may make everything; any other principal acts as its role and
+/// tenant, which the call's command judges (`Command.authorize`, `Commands/`).
 func authorize(_ p: Principal, _ call: Call) -> AuthzError? {
-    if case .health = call { return nil }
-    if case .hello = call { return nil }
+    let command = Commands.command(for: call)
+    if command.open { return nil }
     switch p {
     case .unauthenticated:
         return AuthzError(.unauthenticated, "this connection presented no API key: send a Hello with api_key first, or set Request.api_key", field: "api_key")
     case .superuser:
         return nil
-    case .key, .uid, .certificate:
-        break
-    }
-    let role = p.role!, tenant = p.tenant!
-    func denied(_ what: String) -> AuthzError { AuthzError(.permissionDenied, "a \(role) key may not \(what)") }
-    func sameTenant(_ t: ID, _ field: String) -> AuthzError? {
-        t == tenant ? nil : AuthzError(.permissionDenied, "\(field) names another tenant than the key's", field: field)
-    }
-    switch role {
-    case .gateway:
-        switch call {
-        case .check, .batchCheck, .listUserPermissions: return nil
-        case .watch(let w):
-            // A caching gateway learns which decisions changed (docs/watch.md); credentials
-            // decide nothing and are not its to see.
-            if !w.kinds.isEmpty && w.kinds.subtracting([.platformCredential]).isEmpty {
-                return AuthzError(.permissionDenied, "a gateway key may not watch platform credentials (watch.kinds)", field: "watch.kinds")
-            }
-            return nil
-        default: return denied("call \(call.name) (gateway keys may check, batch check, list a user's permissions and watch only)")
-        }
-    case .operator:
-        switch call {
-        case .serverInfo, .createKey, .listKeys, .revokeKey: return nil
-        case .list(.tenant, _, _, _, _): return nil
-        case .get(let ref, _) where ref.kind == .tenant: return nil
-        case .watch(let w):
-            if w.kinds.isEmpty || w.kinds == [.tenant] { return nil }
-            return AuthzError(.permissionDenied, "an operator key may only watch tenant records (watch.kinds)", field: "watch.kinds")
-        case .write(let ops):
-            for (i, op) in ops.enumerated() {
-                let isTenant: Bool
-                switch op {
-                case .upsert(let e), .upsertIfNewer(let e): isTenant = e.kind == .tenant
-                case .deactivate(let r), .activate(let r): isTenant = r.kind == .tenant
-                }
-                if !isTenant {
-                    return AuthzError(.permissionDenied, "an operator key may only write tenants (write.ops[\(i)])", field: "write.ops[\(i)]")
-                }
-            }
-            return nil
-        default: return denied("call \(call.name) (operators manage tenants and keys only)")
-        }
-    case .checker, .admin:
-        switch call {
-        case .check(let c): return sameTenant(c.tenantId, "check.tenant_id")
-        case .explain(let c): return sameTenant(c.tenantId, "explain.check.tenant_id")
-        case .batchCheck(let items, _):
-            for (i, item) in items.enumerated() {
-                if case .success(let c) = item, let e = sameTenant(c.tenantId, "batch_check.checks[\(i)].tenant_id") { return e }
-            }
-            return nil
-        case .listUserPermissions(let t, _, _): return sameTenant(t, "list_user_permissions.tenant_id")
-        case .listPermissionUsers(let t, _, _, _, _, _): return sameTenant(t, "list_permission_users.tenant_id")
-        default: break
-        }
-        guard role == .admin else { return denied("call \(call.name) (checker keys may check, explain and list only)") }
-        switch call {
-        case .write(let ops):
-            for (i, op) in ops.enumerated() {
-                switch op {
-                case .upsert(let e), .upsertIfNewer(let e):
-                    if e.kind == .tenant { return AuthzError(.permissionDenied, "an admin key may not write tenants (write.ops[\(i)])", field: "write.ops[\(i)]") }
-                    if let err = sameTenant(e.tenantId, "write.ops[\(i)].tenant_id") { return err }
-                case .deactivate(let r), .activate(let r):
-                    if r.kind == .tenant { return AuthzError(.permissionDenied, "an admin key may not write tenants (write.ops[\(i)])", field: "write.ops[\(i)]") }
-                    if let err = sameTenant(r.tenantId, "write.ops[\(i)].tenant_id") { return err }
-                }
-            }
-            return nil
-        case .get(let ref, _): return sameTenant(ref.kind == .tenant ? ref.id : ref.tenantId, "get.ref.tenant_id")
-        case .list(let kind, let t, _, _, _):
-            if kind == .tenant { return denied("list tenants") }
-            return sameTenant(t, "list.tenant_id")
-        case .export(let t, _), .exportPage(let t, _, _, _): return t.map { sameTenant($0, "export.tenant_id") } ?? nil
-        case .importJSONL, .importChunk: return nil  // each line's tenant is checked after parsing (Dispatcher)
-        case .watch(let w): return w.tenantId.map { sameTenant($0, "watch.tenant_id") } ?? nil  // then only its tenant (watchFilter)
-        default: return denied("call \(call.name)")
-        }
+    case .key(_, let role, let tenant), .uid(_, let role, let tenant), .certificate(_, let role, let tenant):
+        return command.authorize(Caller(role: role, tenant: tenant), call)
     }
 }
 

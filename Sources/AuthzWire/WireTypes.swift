@@ -51,26 +51,30 @@ public enum Call: Sendable {
     case watch(WatchCall)
 
     /// The call's name as in the proto service (`"Check"`), for logs and metrics.
-    public var name: String {
+    public var name: String { kind.name }
+
+    /// Which call this is: the key of the per-call codec (`WireCalls`) and command tables.
+    /// Both import cases are `.importJSONL`, both export cases `.export`.
+    public var kind: CallKind {
         switch self {
-        case .check: return "Check"
-        case .batchCheck: return "BatchCheck"
-        case .explain: return "Explain"
-        case .listUserPermissions: return "ListUserPermissions"
-        case .listPermissionUsers: return "ListPermissionUsers"
-        case .write: return "Write"
-        case .get: return "Get"
-        case .list: return "List"
-        case .importJSONL, .importChunk: return "Import"
-        case .export, .exportPage: return "Export"
-        case .serverInfo: return "ServerInfo"
-        case .health: return "Health"
-        case .hello: return "Hello"
-        case .createKey: return "CreateKey"
-        case .listKeys: return "ListKeys"
-        case .revokeKey: return "RevokeKey"
-        case .rotateSecrets: return "RotateSecrets"
-        case .watch: return "Watch"
+        case .check: return .check
+        case .batchCheck: return .batchCheck
+        case .explain: return .explain
+        case .listUserPermissions: return .listUserPermissions
+        case .listPermissionUsers: return .listPermissionUsers
+        case .write: return .write
+        case .get: return .get
+        case .list: return .list
+        case .importJSONL, .importChunk: return .importJSONL
+        case .export, .exportPage: return .export
+        case .serverInfo: return .serverInfo
+        case .health: return .health
+        case .hello: return .hello
+        case .createKey: return .createKey
+        case .listKeys: return .listKeys
+        case .revokeKey: return .revokeKey
+        case .rotateSecrets: return .rotateSecrets
+        case .watch: return .watch
         }
     }
 }
@@ -192,6 +196,30 @@ public enum Reply: Sendable {
     case rotateSecrets(SecretRotationStatus)
     /// One frame of a Watch stream.
     case watch(WatchBatch)
+
+    /// The call this answers: the key of the per-call codec table (`WireCalls`).
+    public var kind: CallKind {
+        switch self {
+        case .check: return .check
+        case .batchCheck: return .batchCheck
+        case .explain: return .explain
+        case .userPermissions: return .listUserPermissions
+        case .permissionUsers: return .listPermissionUsers
+        case .write: return .write
+        case .get: return .get
+        case .list: return .list
+        case .importResult: return .importJSONL
+        case .export, .exportPage: return .export
+        case .serverInfo: return .serverInfo
+        case .health: return .health
+        case .hello: return .hello
+        case .createKey: return .createKey
+        case .listKeys: return .listKeys
+        case .revokeKey: return .revokeKey
+        case .rotateSecrets: return .rotateSecrets
+        case .watch: return .watch
+        }
+    }
 }
 
 /// The state of secret re-encryption (RotateSecrets).

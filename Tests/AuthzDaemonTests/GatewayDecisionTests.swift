@@ -91,7 +91,7 @@ final class GatewayDecisionTests: XCTestCase {
 
     // MARK: decisions
 
-    func decide(_ method: String, _ path: String, _ headers: [String: String], as p: Principal = .superuser) -> GatewayAnswer {
+    func decide(_ method: String, _ path: String, _ headers: [String: String], as p: Principal) -> GatewayAnswer {
         gateway.decide(method: method, path: path, principal: p) { headers[$0] }
     }
 
@@ -114,7 +114,7 @@ final class GatewayDecisionTests: XCTestCase {
             ("GET", "/mail", id.merging(["x-authz-permission": "gmail.messages.read", "x-authz-scope": "planet"]) { $1 }, 503, "malformed_permission"),
         ]
         for (method, path, headers, status, reason) in cases {
-            let a = decide(method, path, headers)
+            let a = decide(method, path, headers, as: .superuser)
             XCTAssertEqual(a.status, status, "\(method) \(path) \(headers)")
             XCTAssertEqual(a.reason, reason, "\(method) \(path) \(headers)")
             if status == 200 || reason == "no_grant" { XCTAssertEqual(a.revision, engine.revision) }
@@ -132,7 +132,7 @@ final class GatewayDecisionTests: XCTestCase {
 
     // MARK: the HTTP handler
 
-    func channel(transport: Principal = .unauthenticated) throws -> EmbeddedChannel {
+    func channel(transport: Principal) throws -> EmbeddedChannel {
         let ch = EmbeddedChannel()
         try ch.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
         try ch.pipeline.syncOperations.addHandler(HTTPGatewayHandler(gateway: gateway, transport: transport))
@@ -171,7 +171,7 @@ final class GatewayDecisionTests: XCTestCase {
     }
 
     func testTCPWithoutKeyCannotDecideAndAWrongKeyIsRefused() throws {
-        let ch = try channel()
+        let ch = try channel(transport: .unauthenticated)
         let id = "X-Authz-Tenant: \(t)\r\nX-Authz-User: \(u)\r\n"
         var r = try exchange(ch, "GET /check/mail HTTP/1.1\r\nHost: a\r\n\(id)\r\n")
         XCTAssertTrue(r.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), r)
@@ -184,7 +184,7 @@ final class GatewayDecisionTests: XCTestCase {
     }
 
     func testRevokedGatewayKeyStopsOnTheNextRequest() throws {
-        let ch = try channel()
+        let ch = try channel(transport: .unauthenticated)
         let (k, secret) = try dispatcher.keys.create(tenant: nil, role: .gateway, name: "gw", expiresAt: 0, creator: .superuser)
         let req = "GET /check/mail HTTP/1.1\r\nHost: a\r\nX-Authz-Tenant: \(t)\r\nX-Authz-User: \(u)\r\nX-Authz-Api-Key: \(secret)\r\n\r\n"
         XCTAssertTrue(try exchange(ch, req).hasPrefix("HTTP/1.1 200 OK\r\n"))
@@ -200,7 +200,7 @@ final class GatewayDecisionTests: XCTestCase {
         XCTAssertTrue(r.hasSuffix("{\"tenant_id\":\"\(t)\",\"user_id\":\"\(u)\",\"revision\":\(engine.revision),\"reason\":\"granted\",\"permissions\":[{\"name\":\"gmail.messages.read\",\"scope\":\"tenant\"}]}"), r)
         r = try exchange(ch, "GET /v1/tenants/acme/users/\(u)/permissions HTTP/1.1\r\nHost: a\r\n\r\n")
         XCTAssertTrue(r.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && r.contains("tenant_id must be a UUID"), r)
-        let tcp = try channel()
+        let tcp = try channel(transport: .unauthenticated)
         r = try exchange(tcp, "GET /v1/tenants/\(t)/users/\(u)/permissions HTTP/1.1\r\nHost: a\r\n\r\n")
         XCTAssertTrue(r.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), r)
         let (_, secret) = try dispatcher.keys.create(tenant: other, role: .checker, name: "c", expiresAt: 0, creator: .superuser)
