@@ -32,11 +32,13 @@ public struct Decision: Hashable, Sendable {
     /// The revision of the data the decision was evaluated at.
     public var revision: UInt64
 
+    @inlinable
     public init(reason: Reason, revision: UInt64) {
         self.reason = reason
         self.revision = revision
     }
 
+    @inlinable
     public var allowed: Bool { reason == .granted }
 }
 
