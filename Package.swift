@@ -138,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "authzfuzz",
             dependencies: [
-                "AuthzWire", "AuthzFraming", "AuthzServer", "AuthzModel",
+                "AuthzWire", "AuthzFraming", "AuthzModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -15,7 +15,6 @@
 // is a finding.
 import AuthzFraming
 import AuthzModel
-import AuthzServer
 import AuthzWire
 import NIOCore
 import NIOEmbedded
