@@ -30,6 +30,15 @@ struct Caller {
         t == tenant ? nil : AuthzError(.permissionDenied, "\(field) names another tenant than the key's", field: field)
     }
 
+    /// nil for an operator key, else `refused(call)`: the rule of the calls that manage keys and
+    /// read the daemon's state (CreateKey, RevokeKey, ListKeys, ServerInfo).
+    func operatorOnly(_ call: Call) -> AuthzError? {
+        switch role {
+        case .operator: return nil
+        case .checker, .admin, .gateway: return refused(call)
+        }
+    }
+
     /// The refusal of a call the caller's role may not make at all, saying what the role may do.
     func refused(_ call: Call) -> AuthzError {
         switch role {

@@ -10,12 +10,7 @@ enum RevokeKeyCommand: Command {
 
     static func lane(_ call: Call) -> Lane { .writer }
 
-    static func authorize(_ caller: Caller, _ call: Call) -> AuthzError? {
-        switch caller.role {
-        case .operator: return nil
-        case .checker, .admin, .gateway: return caller.refused(call)
-        }
-    }
+    static func authorize(_ caller: Caller, _ call: Call) -> AuthzError? { caller.operatorOnly(call) }
 
     static func run(_ call: Call, on d: Dispatcher, as principal: Principal, from peer: PeerInfo) throws -> Reply {
         guard case .revokeKey(let id, let expires) = call else { throw mismatch(call) }
