@@ -6,7 +6,7 @@ import PackageDescription
 //   AuthzModel: values, validation, errors, decisions (no dependencies)
 //   AuthzIndex (the compiled index) · AuthzStore (the only LMDB user) · AuthzLog (the only NATS user)
 //   AuthzEngine (store + index) · AuthzWire (the only protobuf-c user; model only)
-//   AuthzServer (engine, wire, log; still imports AuthzStore for its options and key table) · AuthzClient (wire)
+//   AuthzServer (engine, wire, framing, log; never the store) · AuthzClient (wire, framing)
 //   authzd, authzctl
 // CKafka (librdkafka) is used by one file only: AuthzServer/Events/KafkaEventSource.swift.
 let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "AuthzServer",
             dependencies: [
-                "AuthzEngine", "AuthzWire", "AuthzFraming", "AuthzStore", "AuthzLog", "CKafka",
+                "AuthzEngine", "AuthzWire", "AuthzFraming", "AuthzLog", "CKafka",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -81,7 +81,8 @@ public struct EngineInfo: Sendable {
 /// Thread safety: every method may be called from any thread. Writes block for the LMDB
 /// commit (an fsync in the default sync mode): call them off event loops.
 public final class Engine: @unchecked Sendable {
-    public let store: Store
+    /// The records, kept in LMDB: internal (the facades of EngineServices.swift offer the rest).
+    let store: Store
     private let current: ManagedAtomic<IndexSnapshot>
     /// Bumped (releasing) after every publish; checks compare it with their thread's cache.
     private let version = ManagedAtomic<UInt64>(1)
@@ -344,7 +345,7 @@ public final class Engine: @unchecked Sendable {
     /// updates the index with each change that held, in order, and publishes the last
     /// message's revision. Returns each message's result (a rule it broke, or success); throws
     /// for failures that are not the message's (nothing of the batch is then kept).
-    public func applyLogged(_ changes: [(revision: UInt64, change: Store.LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
+    public func applyLogged(_ changes: [(revision: UInt64, change: LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
         guard let last = changes.last?.revision else { return [] }
         pthread_mutex_lock(&writeLock)
         defer { pthread_mutex_unlock(&writeLock) }
@@ -461,7 +462,6 @@ public final class Engine: @unchecked Sendable {
 
     private func apply(_ outcome: WriteOutcome) throws {
         var touched: Set<ID> = []
-        var dirtyUsers: [ID: Set<ID>] = [:]
         // Order matters: permissions and roles before the bindings that name them.
         let order: [EntityKind] = [.tenant, .permission, .role, .permissionBinding, .user, .roleBinding]
         for kind in order {
@@ -476,39 +476,16 @@ public final class Engine: @unchecked Sendable {
                 case .permissionBinding(let b):
                     c.upsertPermissionBinding(id: b.fields.id, role: b.roleId, permission: b.permissionId, scope: b.scope, active: b.fields.isActive)
                 case .user(let u): c.upsertUser(id: u.fields.id, active: u.fields.isActive)
-                case .roleBinding(let b):
+                case .roleBinding:
                     if before == nil { c.roleBindingCount += 1 }
-                    dirtyUsers[t, default: []].insert(b.userId)
-                    if case .roleBinding(let old)? = before, old.userId != b.userId { dirtyUsers[t, default: []].insert(old.userId) }
                 case .platformCredential: break
                 }
             }
         }
-        if !dirtyUsers.isEmpty {
-            // A user created by this batch can only hold bindings of this batch (references are
-            // validated): take them from the outcome instead of re-reading LMDB (bulk imports).
-            var createdUsers: Set<ID> = []
-            var batchBindings: [ID: [(role: ID, scope: Scope)]] = [:]
-            for (before, after) in outcome.changes {
-                switch after {
-                case .user(let u) where before == nil: createdUsers.insert(u.fields.id)
-                case .roleBinding(let b) where b.fields.isActive: batchBindings[b.userId, default: []].append((b.roleId, b.scope))
-                default: break
-                }
-            }
-            try store.read { r in
-                for (t, users) in dirtyUsers {
-                    let c = compiler(t)
-                    for u in users {
-                        if createdUsers.contains(u) {
-                            c.setUserBindings(user: u, bindings: batchBindings[u] ?? [])
-                            continue
-                        }
-                        let list = try r.roleBindings(ofUser: u, tenant: t).filter(\.fields.isActive).map { (role: $0.roleId, scope: $0.scope) }
-                        c.setUserBindings(user: u, bindings: list)
-                    }
-                }
-            }
+        // The write batch hands over every touched user's bindings as it left them.
+        for (t, users) in outcome.roleBindings {
+            let c = compiler(t)
+            for (u, list) in users { c.setUserBindings(user: u, bindings: list) }
         }
         let old = snapshot
         var tenants = old.tenants

@@ -1,7 +1,6 @@
 import Atomics
 import AuthzEngine
 import AuthzModel
-import AuthzStore
 import AuthzWire
 import Crypto
 import Logging
@@ -65,7 +64,7 @@ struct AuthRefusal: Error {
 /// thread, read by every connection (a lock held for a dictionary lookup).
 final class KeyTable: @unchecked Sendable {
     private let keys: NIOLockedValueBox<[ID: ApiKey]>
-    let store: Store
+    let storage: KeyStorage
     /// Bumped whenever a key is revoked or its expiry changes: a connection that authenticated
     /// earlier re-validates its key only when this moved (one atomic load per read burst).
     let epoch = ManagedAtomic<UInt64>(0)
@@ -74,9 +73,9 @@ final class KeyTable: @unchecked Sendable {
     /// (which applies them here through `applied` before returning).
     var persist: ((ApiKey) throws -> Void)?
 
-    init(store: Store) throws {
-        self.store = store
-        keys = NIOLockedValueBox(Dictionary(uniqueKeysWithValues: try store.keys().map { ($0.id, $0) }))
+    init(storage: KeyStorage) throws {
+        self.storage = storage
+        keys = NIOLockedValueBox(Dictionary(uniqueKeysWithValues: try storage.all().map { ($0.id, $0) }))
     }
 
     /// Compared against when a presented key id is unknown, so that an unknown id and a wrong
@@ -162,7 +161,7 @@ final class KeyTable: @unchecked Sendable {
         }
         if role != .operator && role != .gateway {
             guard let t = tenant else { throw AuthzError.invalid("create_key.tenant_id", "is required for a \(role) key") }
-            guard try store.read({ try $0.entity(.tenant, tenant: t, id: t) }) != nil else {
+            guard try storage.tenantExists(t) else {
                 throw AuthzError(.notFound, "create_key.tenant_id \(t) does not exist", field: "create_key.tenant_id")
             }
         }
@@ -176,7 +175,7 @@ final class KeyTable: @unchecked Sendable {
         if let p = persist {
             try p(k)  // applied here (`applied`) before it returns; a later change may already follow
         } else {
-            try store.putKey(k)
+            try storage.save(k)
             keys.withLockedValue { $0[k.id] = k }
         }
         return (k, ApiKey.format(id: k.id, secret: secret))
@@ -190,7 +189,7 @@ final class KeyTable: @unchecked Sendable {
             try p(k)  // applied here (`applied`) before it returns
             return keys.withLockedValue { $0[id] } ?? k
         }
-        try store.putKey(k)
+        try storage.save(k)
         keys.withLockedValue { $0[id] = k }
         epoch.wrappingIncrement(ordering: .releasing)
         return k
@@ -281,23 +280,14 @@ struct PeerCredentials: Sendable {
 public enum OfflineKeys {
     /// Creates a key; returns it and the secret to show once.
     public static func create(dataDir: String, keyRing: String?, tenant: ID?, role: KeyRole, name: String, expiresAt: Int64) throws -> (ApiKey, String) {
-        var o = StoreOptions()
-        o.keyRingPath = keyRing
-        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
-        return try KeyTable(store: try Store(directory: dataDir, options: o)).create(tenant: tenant, role: role, name: name, expiresAt: expiresAt, creator: .superuser)
+        try KeyTable(storage: KeyStorage(directory: dataDir, keyRingPath: keyRing)).create(tenant: tenant, role: role, name: name, expiresAt: expiresAt, creator: .superuser)
     }
 
     public static func list(dataDir: String, keyRing: String?, tenant: ID?) throws -> [ApiKey] {
-        var o = StoreOptions()
-        o.keyRingPath = keyRing
-        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
-        return try KeyTable(store: try Store(directory: dataDir, options: o)).list(tenant: tenant)
+        try KeyTable(storage: KeyStorage(directory: dataDir, keyRingPath: keyRing)).list(tenant: tenant)
     }
 
     public static func revoke(dataDir: String, keyRing: String?, id: ID, expiresAt: Int64) throws -> ApiKey {
-        var o = StoreOptions()
-        o.keyRingPath = keyRing
-        o.keyRing = .loadIfPresent  // key management seals nothing: never invent a key ring
-        return try KeyTable(store: try Store(directory: dataDir, options: o)).revoke(id, expiresAt: expiresAt)
+        try KeyTable(storage: KeyStorage(directory: dataDir, keyRingPath: keyRing)).revoke(id, expiresAt: expiresAt)
     }
 }

@@ -1,7 +1,6 @@
 import AuthzEngine
 import AuthzModel
 import AuthzLog
-import AuthzStore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -167,12 +166,12 @@ public final class AuthzServer: Service, @unchecked Sendable {
             logger.warning("TCP listeners serve plain text (--insecure-plaintext): API keys and decisions cross the network unencrypted", metadata: ["listen.tcp": "\(tcpListeners)"])
         }
         var options = EngineOptions()
-        options.store.sync = config.sync
-        options.store.mapSize = config.mapSize
-        options.store.maxMapSize = config.maxMapSize
-        options.store.keyRingPath = config.keyRingPath
-        options.store.autoMigrate = config.autoMigrate
-        options.store.changeRetention = config.watchRetention
+        options.sync = config.sync
+        options.mapSize = config.mapSize
+        options.maxMapSize = config.maxMapSize
+        options.keyRingPath = config.keyRingPath
+        options.autoMigrate = config.autoMigrate
+        options.changeRetention = config.watchRetention
         options.limits = config.tenantLimits
         try planDescriptors()
         let started = NIODeadline.now()
@@ -206,7 +205,7 @@ public final class AuthzServer: Service, @unchecked Sendable {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
         }
         if let settings = config.log {
-            try Replicator.adopt(store: engine.store, stream: settings.stream, shard: config.logShard)
+            try Replicator.adopt(engine: engine, stream: settings.stream, shard: config.logShard)
             let log = try JetStreamLog(settings: settings, name: "authzd")
             let replicator = try Replicator(log: log, engine: engine, keys: dispatcher.keys, shard: config.logShard,
                                             writeTimeout: Double(config.logWriteTimeoutSeconds), logger: logger)
@@ -484,7 +483,7 @@ public final class AuthzServer: Service, @unchecked Sendable {
         dispatcher.push?.stop()
         dispatcher.replicator?.stop()
         dispatcher.shutdown()
-        try? dispatcher.engine.store.sync()
+        try? dispatcher.engine.sync()
     }
 }
 

@@ -593,7 +593,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         let from: UInt64
         do {
-            from = try call.fromRevision ?? dispatcher.engine.store.revision()
+            from = try call.fromRevision ?? dispatcher.engine.storedRevision()
         } catch let e as AuthzError {
             dispatcher.watchers.release()
             return respond(context: context, id: id, result: .failure(e), flush: false)

@@ -45,9 +45,9 @@ public final class Dispatcher: @unchecked Sendable {
         self.engine = engine
         self.config = config
         self.logger = logger
-        keys = try KeyTable(store: engine.store)
+        keys = try KeyTable(storage: engine.keyStorage)
         watchers = Slots(limit: config.maxWatchers)
-        rotator = SecretRotator(store: engine.store, logger: logger, batchSize: config.secretRotationBatch,
+        rotator = SecretRotator(secrets: engine.secrets, logger: logger, batchSize: config.secretRotationBatch,
                                 pause: Double(config.secretRotationPauseMillis) / 1000)
         readers = NIOThreadPool(numberOfThreads: 2)
         // Log mode: the stream orders writes and one applier thread applies them, so writers

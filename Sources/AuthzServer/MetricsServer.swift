@@ -95,7 +95,7 @@ public final class MetricsServer: Service, @unchecked Sendable {
         m.tenants.record(tenants.count)
         m.users.record(tenants.reduce(0) { $0 + $1.userCount })
         m.indexBytes.record(tenants.reduce(0) { $0 + $1.approximateBytes })
-        let usage = engine.store.mapUsage()
+        let usage = engine.storageUsage
         m.mapSize.record(usage.size)
         m.mapUsed.record(usage.used)
         return registry.emitToBuffer()

@@ -1,4 +1,4 @@
-import AuthzStore
+import AuthzEngine
 import AuthzWire
 import Foundation
 import Logging
@@ -18,7 +18,7 @@ final class SecretRotator: Sendable {
         var reencrypted: UInt64 = 0
     }
 
-    let store: Store
+    let secrets: SecretKeys
     let logger: Logger
     let batchSize: Int
     /// Pause between two batches, to spread a rotation's disk writes on a busy daemon.
@@ -30,8 +30,8 @@ final class SecretRotator: Sendable {
 
     /// A rotator of `store`'s secrets, `batchSize` records per write transaction, `pause`
     /// seconds between transactions.
-    init(store: Store, logger: Logger, batchSize: Int = 256, pause: TimeInterval = 0) {
-        self.store = store
+    init(secrets: SecretKeys, logger: Logger, batchSize: Int = 256, pause: TimeInterval = 0) {
+        self.secrets = secrets
         self.logger = logger
         self.batchSize = batchSize
         self.pause = pause
@@ -40,15 +40,15 @@ final class SecretRotator: Sendable {
     /// The call: re-reads the key ring (FAILED_PRECONDITION, old ring kept, when it lacks a
     /// key still in use), then starts a background rotation unless one runs. Returns the state.
     func rotate() throws -> SecretRotationStatus {
-        let ring = try store.reloadKeyRing()
-        logger.notice("key ring reloaded", metadata: ["keyring.active": "\(ring.activeId)", "keyring.keys": "\(ring.ids)"])
+        let ring = try secrets.reload()
+        logger.notice("key ring reloaded", metadata: ["keyring.active": "\(ring.activeKeyId)", "keyring.keys": "\(ring.keyIds)"])
         try start()
         return status()
     }
 
     /// Resumes a rotation recorded in the store (daemon start).
     func resumeIfRecorded() {
-        guard let target = try? store.rotationTarget() else { return }
+        guard let target = try? secrets.rotationTarget() else { return }
         logger.notice("resuming an unfinished secret rotation", metadata: ["keyring.target": "\(target)"])
         try? start()
     }
@@ -56,8 +56,7 @@ final class SecretRotator: Sendable {
     /// The state now, with the ring's keys.
     func status() -> SecretRotationStatus {
         let s = state.withLockedValue { $0 }
-        let ring = store.sealer?.ring
-        return SecretRotationStatus(activeKeyId: ring?.activeId ?? "", keyIds: ring?.ids ?? [], running: s.running,
+        return SecretRotationStatus(activeKeyId: secrets.activeKeyId ?? "", keyIds: secrets.keyIds, running: s.running,
                                     remaining: s.remaining, reencrypted: s.reencrypted)
     }
 
@@ -70,17 +69,17 @@ final class SecretRotator: Sendable {
         }
         guard begin else { return }
         do {
-            let stale = try store.staleSecretCount()
+            let stale = try secrets.staleCount()
             state.withLockedValue { $0.remaining = UInt64(stale) }
             remainingGauge.record(stale)
             if stale == 0 {
                 // Nothing sealed with another key: nothing to run (and nothing to resume).
-                try store.setRotationTarget(nil)
+                try secrets.setRotationTarget(nil)
                 state.withLockedValue { $0.running = false }
                 return
             }
             runningGauge.record(1)
-            try store.setRotationTarget(store.sealer?.ring.activeId)
+            try secrets.setRotationTarget(secrets.activeKeyId)
         } catch {
             state.withLockedValue { $0.running = false }
             runningGauge.record(0)
@@ -94,7 +93,7 @@ final class SecretRotator: Sendable {
     private func run() {
         do {
             while true {
-                let n = try store.rotateSecretsBatch(batchSize: batchSize)
+                let n = try secrets.rotateBatch(batchSize: batchSize)
                 if n == 0 { break }
                 let remaining = state.withLockedValue { s -> UInt64 in
                     s.reencrypted += UInt64(n)
@@ -105,10 +104,10 @@ final class SecretRotator: Sendable {
                 remainingGauge.record(remaining)
                 if pause > 0 { Thread.sleep(forTimeInterval: pause) }
             }
-            try store.setRotationTarget(nil)
+            try secrets.setRotationTarget(nil)
             state.withLockedValue { $0.remaining = 0 }
             remainingGauge.record(0)
-            logger.notice("secret rotation finished", metadata: ["keyring.active": "\(store.sealer?.ring.activeId ?? "")", "rotation.reencrypted": "\(status().reencrypted)"])
+            logger.notice("secret rotation finished", metadata: ["keyring.active": "\(secrets.activeKeyId ?? "")", "rotation.reencrypted": "\(status().reencrypted)"])
         } catch {
             // The rotation stays recorded: the next RotateSecrets call or start resumes it.
             logger.error("secret rotation stopped", metadata: ["error": "\(error)"])

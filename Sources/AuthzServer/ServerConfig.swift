@@ -1,6 +1,5 @@
 import AuthzLog
 import AuthzModel
-import AuthzStore
 import AuthzWire
 import Foundation
 import NIOCore

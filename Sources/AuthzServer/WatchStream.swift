@@ -1,6 +1,5 @@
 import AuthzEngine
 import AuthzModel
-import AuthzStore
 import AuthzWire
 import Logging
 import Metrics

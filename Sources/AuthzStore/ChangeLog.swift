@@ -1,38 +1,5 @@
 import AuthzModel
 
-/// Where a reading of the change log stopped: resume a later read after it.
-public struct ChangePosition: Sendable, Equatable, Comparable {
-    public var revision: UInt64
-    public var index: UInt32
-
-    /// Just after every change of `revision` (a watcher that has seen all of it).
-    public static func after(revision: UInt64) -> ChangePosition { ChangePosition(revision: revision, index: .max) }
-
-    public init(revision: UInt64, index: UInt32) {
-        self.revision = revision
-        self.index = index
-    }
-
-    public static func < (a: ChangePosition, b: ChangePosition) -> Bool {
-        (a.revision, a.index) < (b.revision, b.index)
-    }
-}
-
-/// A page of the change log (`StoreReader.changes(after:limit:scanLimit:where:)`).
-public struct ChangePage: Sendable {
-    /// The changes that matched, in commit order.
-    public var changes: [Change]
-    /// With `includeBeforeImages`: bindings as they were before a write re-pointed them to
-    /// another user, role or permission (what a reader needs to know who lost a grant).
-    public var beforeImages: [Change] = []
-    /// Where the next page starts (after the last change scanned, matching or not).
-    public var position: ChangePosition
-    /// Every change up to this revision has been scanned: the reader holds them all.
-    public var complete: UInt64
-    /// The reading reached the end of the log at the reader's revision.
-    public var atEnd: Bool
-}
-
 // The change log: every record a write touched, keyed by `revision ‖ index`, in the same
 // transaction as the write, so a committed revision has all its changes and an aborted one
 // none. Bounded by `StoreOptions.changeRetention`: the write that passes the bound drops the

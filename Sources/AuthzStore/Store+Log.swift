@@ -7,16 +7,6 @@ import Glibc
 extension Store {
     // MARK: the replicated log (log mode) and meta settings
 
-    /// One message of a replicated log, for `applyLogged`.
-    public enum LoggedChange: Sendable {
-        /// Operations, applied as `write(_:now:keepTimestamps:)` would.
-        case write([WriteOp], now: Int64, keepTimestamps: Bool)
-        /// An API key record to store.
-        case key(ApiKey)
-        /// Nothing to store here (another shard's tenant, an unreadable message).
-        case skip
-    }
-
     /// Applies consecutive log messages in one write transaction (one commit, one fsync), each
     /// in a nested transaction of its own, recording `revision` of the last as the store's
     /// revision. A message whose change breaks a rule (INVALID_ARGUMENT, NOT_FOUND,

@@ -9,17 +9,6 @@ public struct StoreCounts: Sendable, Equatable {
     public var byKind: [EntityKind: Int] = [:]
 }
 
-/// The result of an acknowledged write.
-public struct WriteOutcome: Sendable {
-    /// The revision the batch created.
-    public var revision: UInt64
-    /// Every record the batch touched: as it was before the batch (nil when new) and as it is
-    /// now, in the order the batch first touched them.
-    public var changes: [(before: Entity?, after: Entity)]
-    /// `upsertIfNewer` operations that changed nothing (the stored record was as new or newer).
-    public var skipped = 0
-}
-
 /// authzd's persistent store: one LMDB environment in a data directory. The only code that
 /// touches LMDB.
 ///

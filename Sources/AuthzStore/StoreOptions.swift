@@ -4,16 +4,6 @@ import Foundation
 import Glibc
 #endif
 
-/// How a write reaches the disk.
-public enum SyncMode: String, Sendable, CaseIterable {
-    /// Default. A write is acknowledged after LMDB's commit has fsynced: it survives `kill -9`
-    /// and power loss.
-    case full
-    /// `MDB_NOSYNC`: commits are not fsynced. A write survives a crash of the process (the
-    /// kernel holds it) but the last writes before a power loss or kernel crash may be lost.
-    case nosync
-}
-
 /// Options of the LMDB environment.
 public struct StoreOptions: Sendable {
     /// Initial map size in bytes. The map grows (doubling) when full.

@@ -83,13 +83,51 @@ final class WriteBatch {
             changes.append((slot.before, slot.current))
         }
         try writePending()
+        let roleBindings = try roleBindingsOfTouchedUsers()
         let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
         try store.recordChanges(txn, revision: revision, slots.map { ($0.current, Optional($0.encoded)) }, before: changes.map(\.before))
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }
-        return WriteOutcome(revision: revision, changes: changes, skipped: skipped)
+        return WriteOutcome(revision: revision, changes: changes, skipped: skipped, roleBindings: roleBindings)
+    }
+
+    /// `WriteOutcome.roleBindings`: for every user whose role bindings the batch touched, the
+    /// active bindings as the batch leaves them. A user the batch created can only hold
+    /// bindings of this batch (references are validated), so those come from the batch
+    /// itself (a bulk import reads nothing back); the others are read in this transaction,
+    /// after every pending put, so they include the batch.
+    private func roleBindingsOfTouchedUsers() throws -> [ID: [ID: [WriteOutcome.Binding]]] {
+        var touched: [ID: Set<ID>] = [:]
+        var createdUsers: Set<ID> = []
+        var fromBatch: [ID: [WriteOutcome.Binding]] = [:]
+        for slot in slots {
+            switch slot.current {
+            case .roleBinding(let b):
+                touched[b.fields.tenantId, default: []].insert(b.userId)
+                if case .roleBinding(let old)? = slot.before, old.userId != b.userId { touched[b.fields.tenantId, default: []].insert(old.userId) }
+                if b.fields.isActive { fromBatch[b.userId, default: []].append((b.roleId, b.scope)) }
+            case .user(let u) where slot.before == nil:
+                createdUsers.insert(u.fields.id)
+            default:
+                break
+            }
+        }
+        var out: [ID: [ID: [WriteOutcome.Binding]]] = [:]
+        for (tenant, users) in touched {
+            var lists: [ID: [WriteOutcome.Binding]] = [:]
+            lists.reserveCapacity(users.count)
+            for u in users {
+                if createdUsers.contains(u) {
+                    lists[u] = fromBatch[u] ?? []
+                } else {
+                    lists[u] = try reader.roleBindings(ofUser: u, tenant: tenant).filter(\.fields.isActive).map { ($0.roleId, $0.scope) }
+                }
+            }
+            out[tenant] = lists
+        }
+        return out
     }
 
     private func putCounter(_ key: String, _ value: UInt64) throws {

@@ -1,4 +1,4 @@
-import AuthzEngine
+@testable import AuthzEngine
 import AuthzModel
 @testable import AuthzStore
 import Foundation

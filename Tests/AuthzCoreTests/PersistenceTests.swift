@@ -1,4 +1,4 @@
-import AuthzEngine
+@testable import AuthzEngine
 import AuthzIndex
 import AuthzModel
 import AuthzStore

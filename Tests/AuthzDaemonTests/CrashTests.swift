@@ -1,4 +1,4 @@
-import AuthzEngine
+@testable import AuthzEngine
 import AuthzModel
 import Foundation
 import XCTest

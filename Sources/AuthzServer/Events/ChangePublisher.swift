@@ -1,7 +1,6 @@
 import AuthzEngine
 import AuthzLog
 import AuthzModel
-import AuthzStore
 import AuthzWire
 import Foundation
 import Logging
@@ -121,10 +120,10 @@ final class ChangePublisher: @unchecked Sendable {
     }
 
     private func position() throws -> UInt64 {
-        if let text = try engine.store.metaText("push.position"), let r = UInt64(text) { return r }
+        if let text = try engine.setting("push.position"), let r = UInt64(text) { return r }
         // First start with --push: from now on (history is for Watch).
-        let now = try engine.store.revision()
-        try engine.store.setMetaText("push.position", String(now))
+        let now = try engine.storedRevision()
+        try engine.setSetting("push.position", String(now))
         return now
     }
 
@@ -142,10 +141,10 @@ final class ChangePublisher: @unchecked Sendable {
                         // have changed.
                         logger.error("push: changes up to revision \(floor) were trimmed unpublished; telling every tenant that all its users may have changed",
                                      metadata: ["push.position": "\(at)"])
-                        let tenants = try engine.store.read { try $0.tenantIDs() }
+                        let tenants = try engine.tenantIDs()
                         for t in tenants { try publish(tenant: t, revision: floor, affected: .all) }
                         at = floor
-                        try engine.store.setMetaText("push.position", String(at))
+                        try engine.setSetting("push.position", String(at))
                     }
                     // Reads whole revisions (a large one over several pages), gathering each
                     // tenant's impact, then publishes every revision the reading completed.
@@ -180,7 +179,7 @@ final class ChangePublisher: @unchecked Sendable {
                     // One write of the position per page of revisions, not per revision: a
                     // daemon killed before it publishes them again (deduplicated by message id).
                     if at != recorded {
-                        try engine.store.setMetaText("push.position", String(at))
+                        try engine.setSetting("push.position", String(at))
                         recorded = at
                     }
                     lagGauge.record(Int64(engine.revision) - Int64(at))

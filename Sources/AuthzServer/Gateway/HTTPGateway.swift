@@ -250,7 +250,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         guard dispatcher.watchers.take() else { return refuse(.serviceUnavailable, AuthzError(.resourceExhausted, "the daemon serves max-watchers = \(config.maxWatchers) watches already")) }
         let from: UInt64
         do {
-            from = try call.fromRevision ?? dispatcher.engine.store.revision()
+            from = try call.fromRevision ?? dispatcher.engine.storedRevision()
         } catch {
             dispatcher.watchers.release()
             return refuse(.serviceUnavailable, AuthzError(.unavailable, "cannot read the revision: \(error)"))

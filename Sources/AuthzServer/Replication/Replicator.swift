@@ -1,7 +1,6 @@
 import AuthzEngine
 import AuthzLog
 import AuthzModel
-import AuthzStore
 import AuthzWire
 import Foundation
 import Logging
@@ -22,7 +21,7 @@ final class Replicator: @unchecked Sendable {
     let logger: Logger
     /// How long a write may take to be acknowledged by the stream and applied here.
     let writeTimeout: Double
-    private let sealer: SecretSealer
+    private let sealer: LogSealer
 
     private let cond = NSCondition()
     /// Deterministic failures of applied messages, by sequence (bounded; writers read theirs
@@ -50,7 +49,7 @@ final class Replicator: @unchecked Sendable {
     static let kindHeader = "Authz-Kind", timeHeader = "Authz-Time", keyHeader = "Authz-Key-Id", idHeader = "Nats-Msg-Id"
 
     init(log: JetStreamLog, engine: Engine, keys: KeyTable, shard: TenantShard, writeTimeout: Double, logger: Logger) throws {
-        guard let sealer = engine.store.sealer else {
+        guard let sealer = engine.logSealer else {
             throw AuthzError(.failedPrecondition, "log mode needs the data key ring (log messages are sealed with it)", field: "log")
         }
         self.log = log
@@ -65,16 +64,16 @@ final class Replicator: @unchecked Sendable {
     /// Checks that this data directory was built from this stream and shard (recording them
     /// in an empty one). FAILED_PRECONDITION otherwise: its revisions would not be the
     /// stream's sequences.
-    static func adopt(store: Store, stream: String, shard: TenantShard) throws {
-        let recordedStream = try store.metaText("log.stream")
-        let recordedShard = try store.metaText("log.shard")
-        let revision = try store.revision()
+    static func adopt(engine: Engine, stream: String, shard: TenantShard) throws {
+        let recordedStream = try engine.setting("log.stream")
+        let recordedShard = try engine.setting("log.shard")
+        let revision = try engine.storedRevision()
         if recordedStream == nil {
             guard revision == 0 else {
                 throw AuthzError(.failedPrecondition, "the data directory holds revision \(revision), written without a log: a log-mode daemon starts from an empty data directory (or a backup of a log-mode daemon) and takes everything from the stream; load existing data through it with authzctl import", field: "log")
             }
-            try store.setMetaText("log.stream", stream)
-            try store.setMetaText("log.shard", shard.description)
+            try engine.setSetting("log.stream", stream)
+            try engine.setSetting("log.shard", shard.description)
             return
         }
         guard recordedStream == stream else {
@@ -184,7 +183,7 @@ final class Replicator: @unchecked Sendable {
     /// is applied here.
     func putKey(_ k: ApiKey) throws {
         _ = try publishAndWait(subject: "\(log.settings.stream)._system", kind: "key",
-                               extraHeaders: [(Replicator.keyHeader, k.id.description)], body: Store.keyRecordBytes(k), label: { _ in "key" })
+                               extraHeaders: [(Replicator.keyHeader, k.id.description)], body: KeyStorage.encode(k), label: { _ in "key" })
     }
 
     /// FAILED_PRECONDITION naming the tenant and this daemon's shard.
@@ -197,7 +196,7 @@ final class Replicator: @unchecked Sendable {
         let id = ID.random().description
         let time = String(Timestamp.now())
         let keyId = extraHeaders.first { $0.0 == Replicator.keyHeader }?.1 ?? ""
-        let sealed = try sealer.sealMessage(body, context: Replicator.sealContext(subject: subject, id: id, kind: kind, time: time, keyId: keyId))
+        let sealed = try sealer.seal(body, context: Replicator.sealContext(subject: subject, id: id, kind: kind, time: time, keyId: keyId))
         if log.settings.maxMessageBytes > 0, sealed.count > Int(log.settings.maxMessageBytes) {
             throw AuthzError(.resourceExhausted, "this change is \(sealed.count) bytes in the log, above its limit of \(log.settings.maxMessageBytes) (log-max-message-bytes): split it (authzctl import --chunk-commit --chunk-bytes N)", field: "log")
         }
@@ -347,7 +346,7 @@ final class Replicator: @unchecked Sendable {
     /// Applies delivered messages in stream order, in one commit. False when a gap shows that
     /// retention removed messages not applied here (the outer loop then refuses reads).
     private func apply(_ messages: [LogMessage]) throws -> Bool {
-        var changes: [(revision: UInt64, change: Store.LoggedChange)] = []
+        var changes: [(revision: UInt64, change: LoggedChange)] = []
         var failed: [UInt64: AuthzError] = [:]
         var keyChanges: [ApiKey] = []
         var expected = engine.revision + 1
@@ -375,7 +374,7 @@ final class Replicator: @unchecked Sendable {
                 try engine.advance(to: m.sequence - 1)
                 record([:], through: m.sequence - 1)
             }
-            let change: Store.LoggedChange
+            let change: LoggedChange
             do {
                 change = try decode(m)
             } catch let e as AuthzError where e.code == .invalidArgument {
@@ -393,7 +392,7 @@ final class Replicator: @unchecked Sendable {
     /// What a message changes here. INVALID_ARGUMENT for a message no release could apply
     /// (every replica skips it alike); other errors (a key ring without its key, a kind from a
     /// newer release) are this replica's to fix and stall the applier.
-    private func decode(_ m: LogMessage) throws -> Store.LoggedChange {
+    private func decode(_ m: LogMessage) throws -> LoggedChange {
         let prefix = log.settings.stream + "."
         guard m.subject.hasPrefix(prefix) else { return .skip }
         let suffix = String(m.subject.dropFirst(prefix.count))
@@ -410,15 +409,15 @@ final class Replicator: @unchecked Sendable {
             throw AuthzError.invalid("log", "message \(m.sequence) was sealed at \(Timestamp.format(time)) but stored at \(Timestamp.format(m.storedAt)), outside the \(log.settings.duplicateWindowSeconds) s duplicate window (a replay, or clocks too far apart)")
         }
         func open() throws -> [UInt8] {
-            guard let sealedWith = SecretSealer.keyId(of: m.payload) else {
+            guard let sealedWith = LogSealer.keyId(of: m.payload) else {
                 throw AuthzError.invalid("log", "message \(m.sequence) is not sealed")
             }
-            guard sealer.ring.ids.contains(sealedWith) else {
+            guard sealer.knows(sealedWith) else {
                 // This replica's ring lacks a key the writer had: this replica's to fix (stall).
                 throw AuthzError(.dataLoss, "log message \(m.sequence) was sealed with key \"\(sealedWith)\", which is not in this daemon's key ring (every replica needs the same ring)", field: "log")
             }
             do {
-                return try sealer.openMessage(m.payload, context: Replicator.sealContext(subject: m.subject, id: id, kind: kind, time: timeText, keyId: keyText))
+                return try sealer.open(m.payload, context: Replicator.sealContext(subject: m.subject, id: id, kind: kind, time: timeText, keyId: keyText))
             } catch {
                 throw AuthzError.invalid("log", "message \(m.sequence) fails authentication (altered, forged or moved)")
             }
@@ -445,7 +444,7 @@ final class Replicator: @unchecked Sendable {
                 throw AuthzError.invalid("log", "key message \(m.sequence) names no key id")
             }
             let body = try open()
-            guard let k = try? Store.keyRecord(id: keyId, body) else { throw AuthzError.invalid("log", "key message \(m.sequence) is malformed") }
+            guard let k = try? KeyStorage.decode(id: keyId, body) else { throw AuthzError.invalid("log", "key message \(m.sequence) is malformed") }
             return .key(k)
         default:
             throw AuthzError(.failedPrecondition, "log message \(m.sequence) is of kind \"\(kind)\", which this release does not know (written by a newer authzd?): upgrade this replica", field: "log")
