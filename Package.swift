@@ -85,7 +85,6 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swift5
         ),
         .target(
             name: "AuthzClient",
@@ -111,7 +110,6 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swift5
         ),
         .executableTarget(
             name: "authzctl",
@@ -151,7 +149,6 @@ let package = Package(
             name: "authzd-crash-writer",
             dependencies: ["AuthzEngine", "AuthzModel"],
             path: "Tests/CrashWriter",
-            swiftSettings: swift5
         ),
         .testTarget(
             name: "AuthzCoreTests",

@@ -247,13 +247,14 @@ public final class AuthzServer: Service, @unchecked Sendable {
             logger.info("pushing changed users", metadata: ["push.subject": "\(settings.subject).<tenant>"])
         }
         dispatcher.rotator.resumeIfRecorded()
+        let listenerTLS = tls
         var running = Running(dispatcher: dispatcher, listeners: [], tls: tls)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.allocator, value: ByteBufferAllocator())
-            .childChannelInitializer { [self] channel in initialize(channel, dispatcher: dispatcher, tls: tls) }
+            .childChannelInitializer { [self] channel in initialize(channel, dispatcher: dispatcher, tls: listenerTLS) }
         do {
             if let path = config.socketPath {
                 try prepareSocketPath(path)
@@ -339,8 +340,8 @@ public final class AuthzServer: Service, @unchecked Sendable {
     }
 
     private func initialize(_ channel: Channel, dispatcher: Dispatcher, tls: TLSContextHolder?) -> EventLoopFuture<Void> {
-        var isUnix = false
-        if case .unixDomainSocket? = channel.localAddress { isUnix = true }
+        let isUnix: Bool
+        if case .unixDomainSocket? = channel.localAddress { isUnix = true } else { isUnix = false }
         // Each listener has its own limit: idle TCP callers cannot lock out the local socket.
         let counter = isUnix ? unixConnectionCount : connectionCount
         let limit = isUnix ? config.maxUnixConnections : effectiveMaxConnections.withLockedValue { $0 }
@@ -487,49 +488,34 @@ public final class AuthzServer: Service, @unchecked Sendable {
     }
 }
 
-extension EventLoopFuture {
+extension EventLoopFuture where Value: Sendable {
     /// Waits at most `timeout`; throws on timeout.
     func wait(timeout: TimeAmount) throws -> Value {
-        let sem = DispatchSemaphoreLike()
-        var result: Result<Value, Error>?
+        let done = Latch()
+        let result = NIOLockedValueBox<Result<Value, Error>?>(nil)
         whenComplete { r in
-            result = r
-            sem.signal()
+            result.withLockedValue { $0 = r }
+            done.signal()
         }
-        guard sem.wait(timeout: timeout) else { throw ChannelError.ioOnClosedChannel }
-        return try result!.get()
+        guard done.wait(timeout: timeout), let r = result.withLockedValue({ $0 }) else { throw ChannelError.ioOnClosedChannel }
+        return try r.get()
     }
 }
 
-/// A minimal semaphore on pthreads (Dispatch is avoided in the daemon's core).
-final class DispatchSemaphoreLike: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var signalled = false
+/// A one-shot signal one thread waits for, with a timeout (NIO's `ConditionLock`).
+final class Latch: Sendable {
+    private let state = ConditionLock(value: false)
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
+    /// Wakes the waiter (now or when it comes); later signals change nothing.
     func signal() {
-        pthread_mutex_lock(&mutex)
-        signalled = true
-        pthread_cond_signal(&cond)
-        pthread_mutex_unlock(&mutex)
+        state.lock()
+        state.unlock(withValue: true)
     }
 
+    /// Waits until `signal` was called or `timeout` passed; true when signalled.
     func wait(timeout: TimeAmount) -> Bool {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let total = Int64(ts.tv_nsec) + timeout.nanoseconds
-        ts.tv_sec += Int(total / 1_000_000_000)
-        ts.tv_nsec = Int(total % 1_000_000_000)
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while !signalled {
-            if pthread_cond_timedwait(&cond, &mutex, &ts) != 0 { return signalled }
-        }
+        guard state.lock(whenValue: true, timeoutSeconds: max(0, Double(timeout.nanoseconds) / 1e9)) else { return false }
+        state.unlock()
         return true
     }
 }

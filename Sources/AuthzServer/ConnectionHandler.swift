@@ -130,7 +130,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             armAuthTimer(context: context)
             if isUnix {
-                peerUID(context.channel).whenSuccess { uid in
+                peerUID(context.channel).assumeIsolated().whenSuccess { uid in
                     guard let uid else { return }
                     self.peer.uid = uid
                     if let p = unixPeerPrincipal(uid: uid, config: config) {
@@ -149,7 +149,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// pending request kept an idle connection open).
     private func armIdleTimer(context: ChannelHandlerContext, at from: NIODeadline) {
         guard let timeout = idleTimeout else { return }
-        idleTimer = context.eventLoop.scheduleTask(deadline: from + timeout) { [weak self] in
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: from + timeout) { [weak self] in
             guard let self, self.flow.state != .closed else { return }
             let now = context.eventLoop.now
             if now - self.lastRead < timeout { return self.armIdleTimer(context: context, at: self.lastRead) }
@@ -168,7 +168,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         authTimer = nil
         let seconds = dispatcher.config.authTimeoutSeconds
         guard seconds > 0 else { return }
-        authTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [weak self] in
+        authTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(Int64(seconds))) { [weak self] in
             guard let self, !self.authenticated else { return }
             self.logger.info("closing connection: no authentication within auth-timeout")
             context.close(promise: nil)
@@ -263,7 +263,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             break
         case .arm:
             frameTimer?.cancel()
-            frameTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(dispatcher.config.frameTimeoutSeconds))) { [weak self] in
+            frameTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(Int64(dispatcher.config.frameTimeoutSeconds))) { [weak self] in
                 guard let self, self.flow.frameTimerFired() else { return }
                 self.dispatcher.metrics.slowClients.increment()
                 self.logger.info("closing slow client: a frame did not complete within frame-timeout")
@@ -373,7 +373,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let buffer = hot.pointee.out
         hot.pointee.out.clear()
         hot.pointee.needsFlush = false
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Counts a failed authentication and records it in the audit trail; past the limit the
@@ -433,7 +433,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             requestStarted()
             dispatcher.readers.runIfActive(eventLoop: context.eventLoop) {
                 bytes.withUnsafeBytes { WireCodec.decodeRequest($0, limits: limits) }
-            }.whenComplete { outcome in
+            }.assumeIsolated().whenComplete { outcome in
                 switch outcome {
                 case .success(let request): self.proceed(context: context, request: request, principal: principal, keyVerified: keyVerified)
                 case .failure: self.respond(context: context, id: 0, result: .failure(AuthzError(.unavailable, "the daemon is shutting down")), flush: true)
@@ -529,6 +529,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             requestStarted()
             let dispatcher = self.dispatcher
             let peer = self.peer
+            let principal = principal
             // Queued → running, or queued → abandoned when the deadline passes first: a call
             // answered DEADLINE_EXCEEDED while it waited never runs afterwards.
             let ticket = NIOLockedValueBox(Ticket.queued)
@@ -549,7 +550,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 return dispatcher.execute(call, principal: principal, peer: peer)
             }
             var answered = false
-            let timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
                 let abandoned = ticket.withLockedValue { t -> Bool in
                     guard t == .queued else { return false }
                     t = .abandoned
@@ -560,7 +561,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 self.respond(context: context, id: request.requestId,
                              result: .failure(AuthzError(.deadlineExceeded, "the request's deadline passed while it waited to run; nothing was applied")), flush: true)
             }
-            future.whenComplete { outcome in
+            future.assumeIsolated().whenComplete { outcome in
                 timer.cancel()
                 if !answered {
                     switch outcome {
@@ -674,43 +675,77 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func waitForRevision(context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal, awaited: UInt64,
                                  until: NIODeadline, pastDeadline: Bool) {
         requestStarted()
-        let loop = context.eventLoop
-        let engine = dispatcher.engine
+        let wait = RevisionWaiter(handler: self, context: context, id: id, call: call, principal: principal,
+                                  until: until, pastDeadline: pastDeadline)
+        let bound = NIOLoopBound(wait, eventLoop: context.eventLoop)
+        wait.timeout = context.eventLoop.scheduleTask(deadline: until) { bound.value.expire() }
+        wait.wait(for: awaited, bound)
+    }
+
+    /// One call waiting for a revision (`waitForRevision`). Confined to the connection's event
+    /// loop: the engine's callback and the timeout reach it through a `NIOLoopBound`.
+    private final class RevisionWaiter {
+        let handler: ConnectionHandler
+        let context: ChannelHandlerContext
+        let id: UInt64
+        let call: Call
+        let principal: Principal
+        let until: NIODeadline
+        let pastDeadline: Bool
         var settled = false
         var timeout: Scheduled<Void>?
-        var waiter: UInt64?
+        var token: UInt64?
+
+        init(handler: ConnectionHandler, context: ChannelHandlerContext, id: UInt64, call: Call, principal: Principal,
+             until: NIODeadline, pastDeadline: Bool) {
+            self.handler = handler
+            self.context = context
+            self.id = id
+            self.call = call
+            self.principal = principal
+            self.until = until
+            self.pastDeadline = pastDeadline
+        }
+
+        /// Answers once: cancels the timeout and the engine waiter, writes the reply.
         func finish(_ result: Result<Reply, AuthzError>) {
             guard !settled else { return }
             settled = true
             timeout?.cancel()
-            if let w = waiter { engine.cancelRevisionWait(w) }
-            waiter = nil
-            respond(context: context, id: id, result: result, flush: true)
-            requestCompleted(context: context)
+            if let t = token { handler.dispatcher.engine.cancelRevisionWait(t) }
+            token = nil
+            handler.respond(context: context, id: id, result: result, flush: true)
+            handler.requestCompleted(context: context)
         }
-        func wait(for revision: UInt64) {
-            switch engine.whenRevision(reaches: revision, { loop.execute { attempt() } }) {
-            case .waiting(let token): waiter = token
-            case .reached: waiter = nil  // attempt() is already queued on the loop
+
+        /// Registers with the engine for `revision`; the wake-up hops back to the loop.
+        func wait(for revision: UInt64, _ bound: NIOLoopBound<RevisionWaiter>) {
+            let loop = context.eventLoop
+            switch handler.dispatcher.engine.whenRevision(reaches: revision, { loop.execute { bound.value.attempt(bound) } }) {
+            case .waiting(let t): token = t
+            case .reached: token = nil  // attempt() is already queued on the loop
             case .refused:
                 finish(.failure(AuthzError(.resourceExhausted, "too many requests are waiting for a revision; retry later", field: "min_revision")))
             }
         }
-        func attempt() {
+
+        /// Runs the call again; waits on for a newer revision it names while time remains.
+        func attempt(_ bound: NIOLoopBound<RevisionWaiter>) {
             guard !settled else { return }
-            waiter = nil
-            let result = dispatcher.execute(call, principal: principal, peer: peer)
-            if case .failure(let e) = result, let r = e.awaitedRevision, NIODeadline.now() < until { return wait(for: r) }
+            token = nil
+            let result = handler.dispatcher.execute(call, principal: principal, peer: handler.peer)
+            if case .failure(let e) = result, let r = e.awaitedRevision, NIODeadline.now() < until { return wait(for: r, bound) }
             finish(result)
         }
-        timeout = loop.scheduleTask(deadline: until) {
-            var result = self.dispatcher.execute(call, principal: principal, peer: self.peer)
+
+        /// The wait bound passed: a last attempt, answered whatever it gives.
+        func expire() {
+            var result = handler.dispatcher.execute(call, principal: principal, peer: handler.peer)
             if pastDeadline, case .failure(let e) = result, e.awaitedRevision != nil {
                 result = .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before this replica reached it: " + e.message, field: "min_revision"))
             }
             finish(result)
         }
-        wait(for: awaited)
     }
 
     /// Appends an answer to the output buffer; `flush` writes it out now (completions outside a

@@ -50,7 +50,7 @@ public final class DecisionLog: Service, @unchecked Sendable {
     /// Starts no thread: `run()` writes.
     public init(path: String, sampleRate: Double, capacity: Int = 65_536) throws {
         if !FileManager.default.fileExists(atPath: path) {
-            FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])  // opening below reports a failure
         }
         guard let h = FileHandle(forWritingAtPath: path) else { throw ConfigError("cannot open decision log \(path)") }
         h.seekToEndOfFile()

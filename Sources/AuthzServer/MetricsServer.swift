@@ -70,7 +70,10 @@ public final class MetricsServer: Service, @unchecked Sendable {
                 if let tls {
                     do { try tls.addHandlers(to: ch, logger: dispatcher.logger, listener: "metrics") } catch { return ch.close() }
                 }
-                return ch.pipeline.configureHTTPServerPipeline().flatMap { ch.pipeline.addHandler(MetricsHTTPHandler(server: self, dispatcher: dispatcher)) }
+                return ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try ch.pipeline.syncOperations.addHandler(MetricsHTTPHandler(server: self, dispatcher: dispatcher))
+                }
             }
         let channel: Channel
         do {
@@ -136,7 +139,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             var buf = context.channel.allocator.buffer(capacity: body.count)
             buf.writeBytes(body)
             context.write(wrapOutboundOut(.body(.byteBuffer(buf))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 }

@@ -92,8 +92,10 @@ public struct CertificateIdentityMap: Sendable, Equatable {
 
     static func checkTenant(role: KeyRole, tenant: ID?, origin: String) throws {
         switch role {
-        case .checker, .admin where tenant == nil: throw ConfigError("tls-identity \(origin): a \(role) identity needs a tenant")
-        case .gateway, .operator where tenant != nil: throw ConfigError("tls-identity \(origin): a \(role) identity has no tenant")
+        case .checker where tenant == nil, .admin where tenant == nil:
+            throw ConfigError("tls-identity \(origin): a \(role) identity needs a tenant")
+        case .gateway where tenant != nil, .operator where tenant != nil:
+            throw ConfigError("tls-identity \(origin): a \(role) identity has no tenant")
         default: return
         }
     }

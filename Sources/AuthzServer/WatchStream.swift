@@ -70,8 +70,10 @@ final class WatchStream {
 
     /// Starts reading. On the event loop.
     func start() {
-        progressTask = loop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { [weak self] _ in
-            self?.progress()
+        // Cancelled by `end`, which every way out of the stream goes through.
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        progressTask = loop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { _ in
+            bound.value.progress()
         }
         pump()
     }
@@ -111,21 +113,24 @@ final class WatchStream {
         if let refused = refusal() { return end(refused, close: true) }
         guard isWritable() else {
             if stallTimer == nil {
-                stallTimer = loop.scheduleTask(in: stallTimeout) { [weak self] in self?.stalled() }
+                stallTimer = loop.assumeIsolated().scheduleTask(in: stallTimeout) { [weak self] in self?.stalled() }
             }
             return
         }
         // Registered before the read, so a revision published while it runs wakes us again.
         if waiter == nil {
-            waiter = engine.whenRevisionAdvances { [weak self, loop] in
+            // The engine calls back on the writer's thread: hop to the loop (this stream is
+            // confined to it; the waiter is withdrawn by `end`, so the stream is not kept alive).
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            waiter = engine.whenRevisionAdvances { [loop] in
                 loop.execute {
-                    self?.waiter = nil
-                    self?.pump()
+                    bound.value.waiter = nil
+                    bound.value.pump()
                 }
             }
             if waiter == nil {
                 // Every waiter slot is taken: look again shortly instead.
-                loop.scheduleTask(in: .milliseconds(100)) { [weak self] in self?.pump() }
+                loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [weak self] in self?.pump() }
             }
         }
         reading = true
@@ -133,7 +138,7 @@ final class WatchStream {
         let engine = self.engine, from = position, matches = self.matches
         readers.runIfActive(eventLoop: loop) {
             try engine.changes(after: from, limit: WatchStream.pageSize, where: matches)
-        }.whenComplete { [weak self] result in
+        }.assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             self.reading = false
             guard !self.ended else { return }

@@ -3,12 +3,11 @@
 //
 // Usage: authzd-crash-writer --data-dir DIR --tenant UUID
 // Writes one user per transaction forever, printing each acknowledged revision and user id
-// on stdout (line-buffered), so every printed line is a write `Engine.write` returned for.
+// on stdout (one unbuffered write each), so every printed line is a write `Engine.write` returned for.
 import AuthzEngine
 import AuthzModel
 import Foundation
 
-setvbuf(stdout, nil, _IOLBF, 0)
 var options: [String: String] = [:]
 var args = CommandLine.arguments.dropFirst()
 while let flag = args.popFirst() {
@@ -30,7 +29,7 @@ do {
     while true {
         let u = ID.random()
         let rev = try engine.write([.upsert(.user(User(id: u, tenantId: tenant)))])
-        print("\(rev) \(u)")
+        FileHandle.standardOutput.write(Data("\(rev) \(u)\n".utf8))
     }
 } catch {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))

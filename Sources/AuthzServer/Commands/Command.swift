@@ -57,7 +57,7 @@ struct Caller {
 /// Every requirement is given a `Call` whose `kind` is the command's. Conformers hold no state:
 /// what a call keeps between requests (paged exports, chunked imports) lives in the
 /// `Dispatcher` (`ExportSessions`, `ImportSessions`).
-protocol Command {
+protocol Command: Sendable {
     /// The call this command runs.
     static var kind: CallKind { get }
 

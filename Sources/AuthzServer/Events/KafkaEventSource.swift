@@ -29,7 +29,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     private var started = false
-    private let finished = DispatchSemaphoreLike()
+    private let finished = Latch()
     private let lag = Gauge(label: "authzd_events_lag")
     private let consumed = Counter(label: "authzd_events_consumed_total")
 
@@ -213,6 +213,11 @@ private struct KafkaError: Error, CustomStringConvertible {
     let message: String
     var description: String { "\(message) [\(name)]" }
 
+    /// The NUL-terminated text librdkafka wrote into `buffer`.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     fileprivate init(_ code: rd_kafka_resp_err_t, _ message: String) {
         self.code = code.rawValue
         name = String(cString: rd_kafka_err2name(code))
@@ -267,7 +272,7 @@ private final class KafkaHandle {
         }
         guard let made else {
             log.release()
-            throw ConfigError("events: librdkafka refused the \(consumer ? "consumer" : "producer"): \(String(cString: buffer))")
+            throw ConfigError("events: librdkafka refused the \(consumer ? "consumer" : "producer"): \(KafkaError.text(buffer))")
         }
         rk = made
         self.log = log
@@ -334,7 +339,7 @@ private final class KafkaHandle {
 
     private func check(_ e: rd_kafka_resp_err_t) throws {
         guard e != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
-        throw KafkaError(e, String(cString: errorBuffer))
+        throw KafkaError(e, KafkaError.text(errorBuffer))
     }
 }
 

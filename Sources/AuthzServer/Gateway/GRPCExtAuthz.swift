@@ -356,7 +356,7 @@ final class GRPCExtAuthzHandler: ChannelInboundHandler {
             // error (RFC 9113 §8.1: RST_STREAM NO_ERROR; a CANCEL would make gRPC clients report
             // CANCELLED instead of the status just sent). The frame goes out below the HTTP/1
             // codec; closing the stream channel (CANCEL) is the fallback.
-            done.whenComplete { _ in
+            done.assumeIsolated().whenComplete { _ in
                 if let codec = try? context.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self) {
                     codec.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
                 } else {
@@ -403,7 +403,7 @@ final class GRPCConnectionGuard: ChannelDuplexHandler {
         case IdleStateHandler.IdleStateEvent.read where openStreams == 0:
             logger.debug("ext_authz connection idle, closing", metadata: ["http2.last_stream_id": "\(lastStreamID)"])
             let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
-            context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(goAway)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         default:
             break
         }

@@ -282,7 +282,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
                 self.watch = nil
                 // Cut (a full connection): close now; else end the response, then close.
                 if close { return context.close(promise: nil) }
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             })
         watch = stream
         stream.start()
@@ -362,7 +362,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         if h.isKeepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 }
