@@ -51,10 +51,17 @@ let package = Package(
             linkerSettings: [.linkedLibrary("rdkafka")]
         ),
         .target(name: "AuthzModel"),
-        .target(name: "AuthzLog", dependencies: ["CNATS", "AuthzModel"]),
+        .target(
+            name: "AuthzLog",
+            dependencies: ["CNATS", "AuthzModel", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
         .target(
             name: "AuthzStore",
-            dependencies: ["CLMDB", "AuthzModel", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "CLMDB", "AuthzModel",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .target(name: "AuthzIndex", dependencies: ["AuthzModel"]),
         .target(
@@ -62,6 +69,7 @@ let package = Package(
             dependencies: [
                 "AuthzModel", "AuthzStore", "AuthzIndex",
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .target(name: "AuthzWire", dependencies: ["CAuthzProto", "AuthzModel"]),

@@ -5,6 +5,7 @@ import AuthzStore
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import NIOConcurrencyHelpers
 #endif
 
 /// An import being assembled from chunks (`Engine.stage`), applied at once by `Engine.commit`.
@@ -89,12 +90,12 @@ public final class Engine: @unchecked Sendable {
     private let engineId = engineIds.wrappingIncrementThenLoad(ordering: .relaxed)
     private let cacheKey = snapshotCacheKey
     private var compilers: [ID: TenantCompiler] = [:]
-    private var writeLock = pthread_mutex_t()
+    private let writeLock = NIOLock()
     /// The limits writes are held to.
     public let limits: TenantLimits
     /// Callbacks waiting for a published revision: the next one (`atLeast` nil) or the first
     /// at or above `atLeast`.
-    private let waiters = NSLock()
+    private let waiters = NIOLock()
     private var revisionWaiters: [UInt64: (atLeast: UInt64?, body: () -> Void)] = [:]
     private var nextWaiter: UInt64 = 0
     /// Most callbacks waiting for a revision at once; more are refused (the caller answers).
@@ -105,7 +106,6 @@ public final class Engine: @unchecked Sendable {
     public init(directory: String, options: EngineOptions = EngineOptions()) throws {
         store = try Store(directory: directory, options: options.store)
         limits = options.limits
-        pthread_mutex_init(&writeLock, nil)
         var tenants: [ID: TenantIndex] = [:]
         var compilers: [ID: TenantCompiler] = [:]
         // Tenants compile independently: spread them over the cores, each worker with its own
@@ -116,7 +116,7 @@ public final class Engine: @unchecked Sendable {
         // Each worker writes only its own indices of `built`, under `lock`; read after all joined.
         nonisolated(unsafe) var built = [(TenantCompiler, TenantIndex)?](repeating: nil, count: ids.count)
         nonisolated(unsafe) var failure: Error?
-        let lock = NSLock()
+        let lock = NIOLock()
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             for i in stride(from: w, to: ids.count, by: workers) {
                 do {
@@ -320,8 +320,8 @@ public final class Engine: @unchecked Sendable {
 
     func write(_ ops: [WriteOp], label: (Int) -> String, keepTimestamps: Bool) throws -> UInt64 {
         if let r = replicate { return try r(ops, keepTimestamps, label) }
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
+        writeLock.lock()
+        defer { writeLock.unlock() }
         let outcome = try store.write(ops, label: label, keepTimestamps: keepTimestamps, precommit: { try self.checkLimits($0) })
         try apply(outcome)
         return outcome.revision
@@ -332,8 +332,8 @@ public final class Engine: @unchecked Sendable {
     /// published. Throws what `write` would.
     public func precheck(_ ops: [WriteOp], label: (Int) -> String = { "ops[\($0)]" }, keepTimestamps: Bool = false) throws {
         struct Checked: Error {}
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
+        writeLock.lock()
+        defer { writeLock.unlock() }
         do {
             _ = try store.write(ops, label: label, keepTimestamps: keepTimestamps, precommit: { try self.checkLimits($0); throw Checked() })
         } catch is Checked {
@@ -347,8 +347,8 @@ public final class Engine: @unchecked Sendable {
     /// for failures that are not the message's (nothing of the batch is then kept).
     public func applyLogged(_ changes: [(revision: UInt64, change: LoggedChange)]) throws -> [Result<WriteOutcome?, AuthzError>] {
         guard let last = changes.last?.revision else { return [] }
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
+        writeLock.lock()
+        defer { writeLock.unlock() }
         let results = try store.applyLogged(changes)
         var published = false
         for case .success(let outcome?) in results {
@@ -362,8 +362,8 @@ public final class Engine: @unchecked Sendable {
     /// Moves the revision to `revision` without changing a record (a log message that changes
     /// nothing here) and publishes it, waking checks waiting for it.
     public func advance(to revision: UInt64) throws {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
+        writeLock.lock()
+        defer { writeLock.unlock() }
         try store.advanceRevision(to: revision)
         publish(revision: revision, tenants: snapshot.tenants)
     }

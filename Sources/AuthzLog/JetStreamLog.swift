@@ -1,6 +1,7 @@
 import AuthzModel
 import CNATS
 import Foundation
+import NIOConcurrencyHelpers
 
 /// Where the replicated log lives and how its stream is made (`authzd serve --log`, docs/scale-out.md).
 public struct LogSettings: Sendable, Equatable {
@@ -75,7 +76,7 @@ public final class JetStreamLog: @unchecked Sendable {
     public let settings: LogSettings
     private let nc: OpaquePointer?
     private let js: OpaquePointer?
-    private let lock = NSLock()
+    private let lock = NIOLock()
 
     /// Connects (or starts trying to) to `settings.servers`.
     public init(settings: LogSettings, name: String) throws {
@@ -91,7 +92,7 @@ public final class JetStreamLog: @unchecked Sendable {
                           name, nil, nil, &err, Int32(err.count))
         }
         guard s == NATS_OK || s == NATS_NOT_YET_CONNECTED, let c = ncp, let j = jsp else {
-            throw AuthzError(.unavailable, "cannot start a NATS connection to \(settings.servers.joined(separator: ",")): \(String(cString: err))", field: "log")
+            throw AuthzError(.unavailable, "cannot start a NATS connection to \(settings.servers.joined(separator: ",")): \(cText(err))", field: "log")
         }
         nc = c
         js = j
@@ -125,7 +126,7 @@ public final class JetStreamLog: @unchecked Sendable {
     }
 
     static func failure(_ s: natsStatus, _ err: [CChar], _ what: String) -> AuthzError {
-        let text = String(cString: err)
+        let text = cText(err)
         switch s {
         case NATS_TIMEOUT, NATS_NO_RESPONDERS, NATS_NOT_YET_CONNECTED, NATS_CONNECTION_CLOSED, NATS_CONNECTION_DISCONNECTED,
              NATS_NO_SERVER, NATS_STALE_CONNECTION, NATS_IO_ERROR:
@@ -161,7 +162,7 @@ public final class JetStreamLog: @unchecked Sendable {
         var first: UInt64 = 0, last: UInt64 = 0, msgs: UInt64 = 0
         let s = cnats_stream_state(j, settings.stream, &first, &last, &msgs, &leader, Int32(leader.count), &err, Int32(err.count))
         guard s == NATS_OK else { throw JetStreamLog.failure(s, err, "reading stream \(settings.stream)") }
-        return LogState(first: first, last: last, messages: msgs, leader: String(cString: leader))
+        return LogState(first: first, last: last, messages: msgs, leader: cText(leader))
     }
 
     /// Publishes `payload` on `subject` with message id `id` (a re-send with the same id within
@@ -343,4 +344,9 @@ public final class PullConsumer: @unchecked Sendable {
             sub = nil
         }
     }
+}
+
+/// The NUL-terminated text a C library wrote into `buffer`.
+private func cText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -501,21 +501,3 @@ extension EventLoopFuture where Value: Sendable {
         return try r.get()
     }
 }
-
-/// A one-shot signal one thread waits for, with a timeout (NIO's `ConditionLock`).
-final class Latch: Sendable {
-    private let state = ConditionLock(value: false)
-
-    /// Wakes the waiter (now or when it comes); later signals change nothing.
-    func signal() {
-        state.lock()
-        state.unlock(withValue: true)
-    }
-
-    /// Waits until `signal` was called or `timeout` passed; true when signalled.
-    func wait(timeout: TimeAmount) -> Bool {
-        guard state.lock(whenValue: true, timeoutSeconds: max(0, Double(timeout.nanoseconds) / 1e9)) else { return false }
-        state.unlock()
-        return true
-    }
-}

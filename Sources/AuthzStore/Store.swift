@@ -1,5 +1,6 @@
 import AuthzModel
 import Foundation
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,11 +38,11 @@ public final class Store: @unchecked Sendable {
     /// (RecordCodec, credential secrets stripped). See ChangeLog.swift.
     let changesDB: UInt32
     let options: StoreOptions
-    private var resizeLock = pthread_rwlock_t()
+    private let resizeLock = ReadWriteLock()
     /// Serialises write transactions (writes, key records, secret rotation batches).
-    var writeLock = pthread_mutex_t()
+    let writeLock = NIOLock()
     private let lock: LockFile
-    private var sealerLock = pthread_mutex_t()
+    private let sealerLock = NIOLock()
     private var currentSealer: SecretSealer?
     /// The key ring file (`--keyring`, default `DATA_DIR/keyring`).
     let ringPath: String
@@ -50,16 +51,12 @@ public final class Store: @unchecked Sendable {
     /// Seals platform-credential secrets; nil when opened with `.loadIfPresent` and no key
     /// ring exists. Replaced while serving by `reloadKeyRing()`.
     public var sealer: SecretSealer? {
-        pthread_mutex_lock(&sealerLock)
-        defer { pthread_mutex_unlock(&sealerLock) }
-        return currentSealer
+        sealerLock.withLock { currentSealer }
     }
 
     /// Swaps the sealer (`reloadKeyRing`).
     func replaceSealer(_ s: SecretSealer) {
-        pthread_mutex_lock(&sealerLock)
-        currentSealer = s
-        pthread_mutex_unlock(&sealerLock)
+        sealerLock.withLock { currentSealer = s }
     }
 
     /// Opens (creating if needed) the store in `directory`.
@@ -77,7 +74,6 @@ public final class Store: @unchecked Sendable {
         try Store.makeDirectories(directory)
         try Store.checkPrivateDirectory(directory)
         lock = try LockFile(path: directory + "/authzd.lock")
-        pthread_mutex_init(&sealerLock, nil)
         let ringPath = options.keyRingPath ?? directory + "/keyring"
         self.ringPath = ringPath
         if options.keyRingPath == nil && access(ringPath, F_OK) != 0 {
@@ -97,8 +93,6 @@ public final class Store: @unchecked Sendable {
             throw Store.translate(e, .openEnvironment, directory: directory)
         }
         _ = env.clearStaleReaders()
-        pthread_rwlock_init(&resizeLock, nil)
-        pthread_mutex_init(&writeLock, nil)
         do {
             let txn = try LMDBTransaction(env: env, readOnly: false)
             records = try txn.openDatabase("records", create: true)
@@ -145,16 +139,16 @@ public final class Store: @unchecked Sendable {
     // MARK: reads
 
     /// Open snapshots (paged exports), closed when the map must grow.
-    let snapshots = LockedSnapshots()
+    let snapshots = NIOLockedValueBox<[ObjectIdentifier: StoreSnapshot]>([:])
 
     /// Opens a read snapshot that stays consistent across calls until `StoreSnapshot.close()`
     /// (one LMDB read transaction, held; it pins the pages it sees and takes a reader slot, so
     /// callers bound how many are open and for how long). UNAVAILABLE when reader slots are out.
     public func openSnapshot() throws -> StoreSnapshot {
-        pthread_rwlock_rdlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        resizeLock.lockShared()
+        defer { resizeLock.unlock() }
         let s = StoreSnapshot(store: self, txn: try beginRead())
-        snapshots.withLock { $0[ObjectIdentifier(s)] = s }
+        snapshots.withLockedValue { $0[ObjectIdentifier(s)] = s }
         return s
     }
 
@@ -171,8 +165,8 @@ public final class Store: @unchecked Sendable {
     /// Runs `body` on `snapshot`'s transaction (never concurrently with a map resize).
     /// ABORTED when the snapshot was closed because the map grew.
     func read<T>(_ snapshot: StoreSnapshot, _ body: (StoreReader) throws -> T) throws -> T {
-        pthread_rwlock_rdlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        resizeLock.lockShared()
+        defer { resizeLock.unlock() }
         return try snapshot.withTransaction { txn in
             guard let txn else { throw AuthzError(.aborted, "the snapshot was closed (the store grew or it was closed); start again") }
             return try mapped { try body(StoreReader(store: self, txn: txn)) }
@@ -182,8 +176,8 @@ public final class Store: @unchecked Sendable {
     /// Runs `body` in a read transaction: a consistent snapshot of the whole store. The reader
     /// must not escape `body`. Throws UNAVAILABLE when LMDB's reader slots are exhausted.
     public func read<T>(_ body: (StoreReader) throws -> T) throws -> T {
-        pthread_rwlock_rdlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        resizeLock.lockShared()
+        defer { resizeLock.unlock() }
         let txn = try beginRead()
         defer { txn.abort() }
         return try mapped { try body(StoreReader(store: self, txn: txn)) }
@@ -234,12 +228,12 @@ public final class Store: @unchecked Sendable {
     /// is full, grows it and runs `body` again in a fresh transaction (nothing was kept). Any
     /// other error aborts the transaction. Blocks for the commit.
     func writeTransaction<T>(_ body: (LMDBTransaction) throws -> T) throws -> T {
-        pthread_mutex_lock(&writeLock)
-        defer { pthread_mutex_unlock(&writeLock) }
+        writeLock.lock()
+        defer { writeLock.unlock() }
         while true {
             do {
-                pthread_rwlock_rdlock(&resizeLock)
-                defer { pthread_rwlock_unlock(&resizeLock) }
+                resizeLock.lockShared()
+                defer { resizeLock.unlock() }
                 return try mapped {
                     let txn = try LMDBTransaction(env: env, readOnly: false)
                     let result = try body(txn)
@@ -290,10 +284,10 @@ public final class Store: @unchecked Sendable {
     }
 
     private func grow() throws {
-        pthread_rwlock_wrlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        resizeLock.lockExclusive()
+        defer { resizeLock.unlock() }
         // mdb_env_set_mapsize needs no transaction open in this process: close the snapshots.
-        snapshots.withLock { open in
+        snapshots.withLockedValue { open in
             for s in open.values { s.invalidate() }
             open.removeAll()
         }

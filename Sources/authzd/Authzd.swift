@@ -167,7 +167,7 @@ func makeLogger(_ level: String) -> Logger {
 /// `authzd serve`: the daemon assembled as services in one `ServiceGroup` (docs/architecture.md,
 /// "How the daemon is assembled"). Logging and metrics are bootstrapped here and nowhere else.
 ///
-/// The process's main thread waits for the group on a semaphore (a `ConditionLock`) instead of running an async
+/// The process's main thread waits for the group on a semaphore (a `Latch`) instead of running an async
 /// main: Swift's async main parks the main thread in `dispatch_main`, which valgrind (the CI's
 /// instruction-count guard, bench/smoke.sh) cannot run. The services themselves run on
 /// Swift's concurrency threads either way.
@@ -177,16 +177,14 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ServeOptions
 
     func run() throws {
-        let done = ConditionLock(value: false)
+        let done = Latch()
         let outcome = NIOLockedValueBox<Error?>(nil)
         let options = self.options
         Task.detached {
             do { try await Serve.serve(options) } catch { outcome.withLockedValue { $0 = error } }
-            done.lock()
-            done.unlock(withValue: true)
+            done.signal()
         }
-        done.lock(whenValue: true)
-        done.unlock()
+        done.wait()
         if let error = outcome.withLockedValue({ $0 }) { throw error }
     }
 

@@ -4,6 +4,7 @@ import AuthzModel
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Consumes user events from a Kafka topic as a member of a consumer group (`events-group`),
@@ -26,7 +27,7 @@ final class KafkaEventSource: EventSource, @unchecked Sendable {
     var onApplied: ((WriteOp, UInt64) -> Void)?
     private let consumer: KafkaHandle
     private let producer: KafkaHandle
-    private let lock = NSLock()
+    private let lock = NIOLock()
     private var stopped = false
     private var started = false
     private let finished = Latch()

@@ -3,6 +3,7 @@ import AuthzModel
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 
 /// Consumes user events from a NATS JetStream subject through a durable pull consumer, hands
 /// each to the `EventIngestor`, and acknowledges it only once its write is durable (applied,
@@ -13,7 +14,7 @@ final class NATSEventSource: EventSource, @unchecked Sendable {
     let ingestor: EventIngestor
     let logger: Logger
     private let log: JetStreamLog
-    private let lock = NSLock()
+    private let lock = NIOLock()
     private var stopped = false
     /// Whether events may be applied yet: in log mode, not before this replica has caught up
     /// with the log (an event for a tenant it has not applied yet would be dead-lettered).

@@ -30,7 +30,7 @@ final class Replicator: @unchecked Sendable {
     private var failureOrder: [UInt64] = []
     private var stopped = false
     private var thread: Thread?
-    private let exited = DispatchSemaphore(value: 0)
+    private let exited = Latch()
     /// The last sequence whose outcome (failure recorded, keys applied) writers may read.
     private var appliedThrough: UInt64 = 0
 
@@ -103,7 +103,7 @@ final class Replicator: @unchecked Sendable {
         stopped = true
         cond.broadcast()
         cond.unlock()
-        if thread != nil { _ = exited.wait(timeout: .now() + 5) }
+        if thread != nil { _ = exited.wait(timeout: .seconds(5)) }
         log.close()
     }
 
