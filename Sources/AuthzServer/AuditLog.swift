@@ -147,7 +147,7 @@ enum AuditActor: Equatable, Sendable {
 /// renamed `PATH.1` (older ones shift up to `PATH.<keep>`; the oldest is deleted), a new file is
 /// created mode 0600 and the directory is fsynced. A file exceeds `maxBytes` only when a single
 /// line does.
-final class AuditLog: @unchecked Sendable {
+final class AuditLog: @unchecked Sendable {  // the queue and writer state are touched only under `cond`; the hooks are set before start
     /// Where and how the trail is written.
     struct Settings: Sendable {
         /// The file; rotated files are `path.1` (newest) … `path.<keep>` (oldest).

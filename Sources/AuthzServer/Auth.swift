@@ -62,7 +62,7 @@ struct AuthRefusal: Error {
 
 /// The daemon's API keys: loaded from the store at start, changed only through the writer
 /// thread, read by every connection (a lock held for a dictionary lookup).
-final class KeyTable: @unchecked Sendable {
+final class KeyTable: @unchecked Sendable {  // keys: locked box, epoch: atomic; `persist` is set once, before serving
     private let keys: NIOLockedValueBox<[ID: ApiKey]>
     let storage: KeyStorage
     /// Bumped whenever a key is revoked or its expiry changes: a connection that authenticated

@@ -24,7 +24,7 @@ import Glibc
 ///
 /// A library: it never bootstraps logging or metrics; the process that assembles it does
 /// (authzd's `serve`), before making it.
-public final class AuthzServer: Service, @unchecked Sendable {
+public final class AuthzServer: Service, Sendable {
     public let config: ServerConfig
     let logger: Logger
     let group: MultiThreadedEventLoopGroup

@@ -16,7 +16,7 @@ import ServiceLifecycle
 /// A `Service`: nothing is written unless `run()` runs. In authzd's `ServiceGroup` it comes
 /// before the server, so it is shut down after it: the checks the server drains are still
 /// written, then the file is synced and closed.
-public final class DecisionLog: Service, @unchecked Sendable {
+public final class DecisionLog: Service, Sendable {
     struct Entry {
         var time: Int64
         var tenant: ID

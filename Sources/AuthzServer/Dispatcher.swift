@@ -8,7 +8,7 @@ import NIOCore
 import NIOPosix
 
 /// Executes calls against the engine. Thread-safe; shared by every connection.
-public final class Dispatcher: @unchecked Sendable {
+public final class Dispatcher: @unchecked Sendable {  // the `var`s are set while the server starts, before the first request, and only read afterwards
     public let engine: Engine
     let config: ServerConfig
     let logger: Logger

@@ -20,7 +20,7 @@ import ServiceLifecycle
 /// Bounded: at most `maxMetricsConnections` at once (more are closed on accept), and each
 /// connection is closed `metricsTimeoutSeconds` after it opened, answered or not, so
 /// half-sent requests cannot hold descriptors.
-public final class MetricsServer: Service, @unchecked Sendable {
+public final class MetricsServer: Service, Sendable {
     let registry: PrometheusCollectorRegistry
     let server: AuthzServer
     let maxConnections: Int

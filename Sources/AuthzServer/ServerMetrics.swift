@@ -5,7 +5,7 @@ import Metrics
 /// The daemon's metrics, through swift-metrics (the Prometheus backend when
 /// `--metrics-address` is set; no-op handlers otherwise). No label identifies a tenant
 /// (cardinality); reasons, codes and call names are bounded sets.
-final class ServerMetrics: @unchecked Sendable {
+final class ServerMetrics: Sendable {
     /// Checks by reason (the decision follows from it: allow iff granted).
     let checks: [Counter]
     let checkLatency: Timer

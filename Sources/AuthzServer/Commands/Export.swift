@@ -57,7 +57,7 @@ enum ExportCommand: Command {
 /// The paged exports in progress, daemon-wide: at most `maxExports`, each holding an LMDB
 /// snapshot and a reader slot until its last page, `import-idle-timeout` without a page, or
 /// `closeAll`. Thread-safe (one lock, held for table updates only, never while reading).
-final class ExportSessions: @unchecked Sendable {
+final class ExportSessions: @unchecked Sendable {  // every OpenExport is reached through `table`'s lock; `busy` keeps one call on it at a time
     /// A paged export in progress: its snapshot cursor, who started it, the page expected next.
     final class OpenExport {
         let owner: Principal

@@ -50,7 +50,7 @@ enum ImportCommand: Command {
 /// The chunked imports in progress, daemon-wide: at most `maxImports`, one per caller, staging
 /// together at most `max-import-bytes`. Thread-safe (one lock, held for table updates only,
 /// never while parsing or committing).
-final class ImportSessions: @unchecked Sendable {
+final class ImportSessions: @unchecked Sendable {  // every StagedImport is reached through `table`'s lock; `busy` keeps one call on it at a time
     /// One import being assembled: who started it, what is staged, when it was last fed.
     final class StagedImport {
         let owner: Principal

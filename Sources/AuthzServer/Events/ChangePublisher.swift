@@ -36,7 +36,7 @@ public struct PushSettings: Sendable, Equatable {
 /// acknowledged by JetStream, so a daemon killed halfway publishes that revision again at
 /// start (at least once; the message ids `push-<tenant>-<revision>-<part>` let JetStream drop
 /// the repeat, and let every replica of a fleet publish without doubling the messages).
-final class ChangePublisher: @unchecked Sendable {
+final class ChangePublisher: @unchecked Sendable {  // its mutable state is touched only under `lock` (an NSCondition)
     /// Users a message names at most.
     static let maxUsersPerMessage = 10_000
 
@@ -89,7 +89,7 @@ final class ChangePublisher: @unchecked Sendable {
 
     /// A registration with the engine's revision waiters, made before a read so that a commit
     /// during the read is not missed.
-    final class Wake: @unchecked Sendable {
+    final class Wake: @unchecked Sendable {  // under the publisher's `lock`
         let engine: Engine
         var token: UInt64?
         var fired = false

@@ -10,7 +10,7 @@ import Metrics
 /// the normal validated write path (and, in log mode, through the log). Source-agnostic: a
 /// consumer (an `EventSource`: `NATSEventSource`, `KafkaEventSource`) hands it each message
 /// and acts on the outcome.
-final class EventIngestor: @unchecked Sendable {
+final class EventIngestor: Sendable {
     /// What became of one message.
     enum Outcome: Equatable {
         /// Written at this revision, by this operation.
@@ -28,11 +28,11 @@ final class EventIngestor: @unchecked Sendable {
     }
 
     let engine: Engine
-    let holds: (ID) -> Bool
+    let holds: @Sendable (ID) -> Bool
     private let counters: [String: Counter]
 
     /// `holds` says whether this daemon holds a tenant (always true outside log shards).
-    init(engine: Engine, holds: @escaping (ID) -> Bool = { _ in true }) {
+    init(engine: Engine, holds: @escaping @Sendable (ID) -> Bool = { _ in true }) {
         self.engine = engine
         self.holds = holds
         var c: [String: Counter] = [:]

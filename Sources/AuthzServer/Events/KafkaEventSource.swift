@@ -17,7 +17,7 @@ import NIOCore
 /// earliest message.
 ///
 /// The only file that talks to librdkafka: no librdkafka type leaves it.
-final class KafkaEventSource: EventSource, @unchecked Sendable {
+final class KafkaEventSource: EventSource, @unchecked Sendable {  // `stopped`/`started` under `lock`; the hooks are set before `start`
     let settings: EventSettings
     let ingestor: EventIngestor
     let logger: Logger

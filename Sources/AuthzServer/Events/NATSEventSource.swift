@@ -9,7 +9,7 @@ import NIOConcurrencyHelpers
 /// each to the `EventIngestor`, and acknowledges it only once its write is durable (applied,
 /// or dead-lettered and the dead letter stored). A message that cannot be written now is
 /// retried in place, so nothing behind it is acknowledged first. One thread.
-final class NATSEventSource: EventSource, @unchecked Sendable {
+final class NATSEventSource: EventSource, @unchecked Sendable {  // `stopped` under `lock`; the hooks are set before `start`
     let settings: EventSettings
     let ingestor: EventIngestor
     let logger: Logger

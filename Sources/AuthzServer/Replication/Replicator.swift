@@ -13,7 +13,7 @@ import Logging
 /// Writers (`write`, `putKey`) check a change locally, publish it (one message, a unique id,
 /// subject `<stream>.<tenant>` or `<stream>._system`), wait for JetStream's acknowledgement
 /// and then for this daemon's applier to reach its sequence. The applier is one thread.
-final class Replicator: @unchecked Sendable {
+final class Replicator: @unchecked Sendable {  // its mutable state is touched only under `cond` (an NSCondition)
     let log: JetStreamLog
     let engine: Engine
     let keys: KeyTable
