@@ -421,7 +421,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     trust(full: false)
                 case .failure(let r): return authenticationFailed(context: context, id: envelope.requestId, refusal: r)
                 }
-            } else if !envelope.isPreAuthentication {
+            } else if !(envelope.callKind.map { Commands.command($0).open } ?? false) {
                 return authenticationFailed(context: context, id: envelope.requestId, refusal: AuthRefusal(reason: .noKey, error: ConnectionHandler.noKey))
             }
         }

@@ -27,8 +27,9 @@ public struct RequestEnvelope: Sendable, Equatable {
     /// The field number of the call the request carries (0: none).
     public var callField: Int = 0
 
-    /// The call is Hello or Health: the two calls an unauthenticated connection may make.
-    public var isPreAuthentication: Bool { callField == 21 || callField == 22 }
+    /// The call the request carries, or nil (none, or a field this build does not know). Which
+    /// calls an unauthenticated connection may make is the commands' rule (`Command.open`).
+    public var callKind: CallKind? { CallKind(rawValue: UInt32(clamping: callField)) }
 }
 
 /// Walks a request's protobuf bytes with the generated descriptors before protobuf-c unpacks
