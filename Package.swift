@@ -160,8 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzCoreTests",
-            dependencies: ["AuthzModel", "AuthzStore", "AuthzIndex", "AuthzEngine"],
-            swiftSettings: swift5
+            dependencies: ["AuthzModel", "AuthzStore", "AuthzIndex", "AuthzEngine"]
         ),
         .testTarget(
             name: "AuthzDaemonTests",
