@@ -16,17 +16,21 @@ public enum SyncMode: String, Sendable, CaseIterable {
 
 /// Where a reading of the change log stopped: resume a later read after it.
 public struct ChangePosition: Sendable, Equatable, Comparable {
+    /// The revision of the last change read.
     public var revision: UInt64
+    /// Its index within that revision (`UInt32.max`: after all of the revision's changes).
     public var index: UInt32
 
     /// Just after every change of `revision` (a watcher that has seen all of it).
     public static func after(revision: UInt64) -> ChangePosition { ChangePosition(revision: revision, index: .max) }
 
+    /// The position after change `index` of `revision`.
     public init(revision: UInt64, index: UInt32) {
         self.revision = revision
         self.index = index
     }
 
+    /// Log order: by revision, then by index.
     public static func < (a: ChangePosition, b: ChangePosition) -> Bool {
         (a.revision, a.index) < (b.revision, b.index)
     }
