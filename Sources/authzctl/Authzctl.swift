@@ -61,6 +61,8 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "Key of --tls-cert (PEM; default $AUTHZD_TLS_KEY).")
     var tlsKey: String?
 
+    /// A client configured from the flags, then the environment, then the config file, then
+    /// the defaults. A usage error (exit 2) for a bad address, key file or TLS file.
     func client() throws -> AuthzClient {
         let env = ProcessInfo.processInfo.environment
         let file = try CtlConfig.load(environment: env)
@@ -84,17 +86,14 @@ struct Connection: ParsableArguments {
         }
         let ca = tlsCa ?? env["AUTHZD_TLS_CA"] ?? file["tls-ca"], cert = tlsCert ?? env["AUTHZD_TLS_CERT"] ?? file["tls-cert"]
         let tkey = tlsKey ?? env["AUTHZD_TLS_KEY"] ?? file["tls-key"]
-        let c: AuthzClient
-        if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil {
-            do { c = try AuthzClient(endpoint: endpoint, tls: ClientTLS(caPath: ca, certPath: cert, keyPath: tkey)) } catch let e as AuthzError {
-                throw usageError(e.message)
-            }
-        } else {
-            c = AuthzClient(endpoint: endpoint)
+        var tls: ClientTLS?
+        if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil { tls = ClientTLS(caPath: ca, certPath: cert, keyPath: tkey) }
+        let configuration = AuthzClient.Configuration(
+            endpoint: endpoint, apiKey: apiKey, tls: tls,
+            defaultTimeout: .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000)))
+        do { return try AuthzClient(configuration: configuration) } catch let e as AuthzError {
+            throw usageError(e.message)
         }
-        c.defaultTimeout = .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000))
-        c.apiKey = apiKey
-        return c
     }
 }
 

@@ -282,8 +282,7 @@ struct KeyTarget: ParsableArguments {
             FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
             throw ExitCode(2)
         }
-        let client = AuthzClient(endpoint: .unix(socket))
-        client.apiKey = apiKey
+        let client = AuthzClient(endpoint: .unix(socket), apiKey: apiKey)
         defer { client.close() }
         do {
             return try client.send(call, timeout: .seconds(30)).wait()

@@ -33,8 +33,7 @@ final class AuditTrailTests: XCTestCase {
 
     /// A TCP client of `daemon` presenting `key` (in its Hello).
     func tcpClient(_ daemon: DaemonProcess, _ key: String) -> AuthzClient {
-        let c = daemon.client(tcp: true)
-        c.apiKey = key
+        let c = daemon.client(tcp: true, apiKey: key)
         return c
     }
 

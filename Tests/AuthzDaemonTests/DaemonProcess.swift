@@ -67,8 +67,9 @@ final class DaemonProcess {
         }
     }
 
-    func client(tcp: Bool = false, connections: Int = 1) -> AuthzClient {
-        AuthzClient(endpoint: tcp ? .tcp(host: "127.0.0.1", port: tcpPort!) : .unix(socketPath), connections: connections)
+    /// A client of the daemon's Unix socket (or its TCP port), presenting `apiKey` when given.
+    func client(tcp: Bool = false, connections: Int = 1, apiKey: String? = nil) -> AuthzClient {
+        AuthzClient(endpoint: tcp ? .tcp(host: "127.0.0.1", port: tcpPort!) : .unix(socketPath), apiKey: apiKey, connections: connections)
     }
 
     /// SIGTERM and wait; returns the exit status.

@@ -148,8 +148,7 @@ final class EndToEndTests: XCTestCase {
             _ = try await anonymous.check(tenant: a.t, user: a.ana, permission: "gmail.messages.read", scope: .self)
             XCTFail("TCP without a key was served")
         } catch let e as AuthzError { XCTAssertEqual(e.code, .unauthenticated) }
-        let client = daemon.client(tcp: true)
-        client.apiKey = secret
+        let client = daemon.client(tcp: true, apiKey: secret)
         defer { client.close() }
         try await exercise(client, a: a, admin: true)
     }

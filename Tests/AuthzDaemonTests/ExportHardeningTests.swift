@@ -24,8 +24,7 @@ final class ExportHardeningTests: XCTestCase {
         guard case .createKey(_, let secret) = try await local.call(.createKey(tenantId: tenant, role: .admin, name: "admin", expiresAt: 0)) else {
             throw AuthzError(.internal, "no key")
         }
-        let c = daemon.client(tcp: true)
-        c.apiKey = secret
+        let c = daemon.client(tcp: true, apiKey: secret)
         return c
     }
 

@@ -29,8 +29,7 @@ final class KeyHardeningTests: XCTestCase {
     }
 
     func tcpClient(_ key: String) -> AuthzClient {
-        let c = daemon.client(tcp: true)
-        c.apiKey = key
+        let c = daemon.client(tcp: true, apiKey: key)
         return c
     }
 

@@ -149,9 +149,8 @@ final class SecretRotationTests: XCTestCase {
         _ = try await local.write([.upsert(.tenant(Tenant(id: t, name: "acme")))])
         for role in [KeyRole.operator, .admin] {
             let (_, key) = try await createKey(local, role == .operator ? nil : t, role)
-            let c = d.client()
+            let c = d.client(apiKey: key)
             defer { c.close() }
-            c.apiKey = key
             do {
                 _ = try await c.call(.rotateSecrets)
                 XCTFail("\(role) key rotated secrets")

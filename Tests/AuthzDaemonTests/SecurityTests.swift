@@ -73,8 +73,7 @@ final class SecurityTests: XCTestCase {
         ]
         for (name, secret) in [("checker", checkerA), ("admin", adminA), ("revoked", revokedA)] {
             for transport in [false, true] {
-                let client = daemon.client(tcp: transport)
-                client.apiKey = secret
+                let client = daemon.client(tcp: transport, apiKey: secret)
                 defer { client.close() }
                 for call in calls {
                     let c = await code(client, call)
@@ -83,13 +82,11 @@ final class SecurityTests: XCTestCase {
             }
         }
         // The admin key still works on its own tenant; the checker key may not write.
-        let admin = daemon.client(tcp: true)
-        admin.apiKey = adminA
+        let admin = daemon.client(tcp: true, apiKey: adminA)
         defer { admin.close() }
         let d = try await admin.check(tenant: a.t, user: a.user, permission: "core.users.manage", scope: .global)
         XCTAssertTrue(d.allowed)
-        let checker = daemon.client(tcp: true)
-        checker.apiKey = checkerA
+        let checker = daemon.client(tcp: true, apiKey: checkerA)
         defer { checker.close() }
         let w = await code(checker, .write([.upsert(.user(User(id: .random(), tenantId: a.t)))]))
         XCTAssertEqual(w, .permissionDenied)
@@ -122,22 +119,19 @@ final class SecurityTests: XCTestCase {
         XCTAssertNil(health, "health needs no key")
         // Wrong.
         let (_, good) = try await key(local, a.t, .checker)
-        let wrong = daemon.client(tcp: true)
-        wrong.apiKey = String(good.dropLast(2)) + (good.hasSuffix("00") ? "11" : "00")
+        let wrong = daemon.client(tcp: true, apiKey: String(good.dropLast(2)) + (good.hasSuffix("00") ? "11" : "00"))
         defer { wrong.close() }
         let w = await code(wrong, check)
         XCTAssertEqual(w, .unauthenticated)
         // Expired.
         let (_, expired) = try await key(local, a.t, .checker, expiresAt: Timestamp.now() - 1_000_000)
-        let exp = daemon.client(tcp: true)
-        exp.apiKey = expired
+        let exp = daemon.client(tcp: true, apiKey: expired)
         defer { exp.close() }
         let e = await code(exp, check)
         XCTAssertEqual(e, .unauthenticated)
         // Revoked while the connection is open: the next request on it fails.
         let (id, live) = try await key(local, a.t, .checker)
-        let open = daemon.client(tcp: true)
-        open.apiKey = live
+        let open = daemon.client(tcp: true, apiKey: live)
         defer { open.close() }
         let before = await code(open, check)
         XCTAssertNil(before)

@@ -92,8 +92,7 @@ final class WatchTests: XCTestCase {
         let (_, operatorKey) = try await createKey(root, nil, .operator)
         let (_, gatewayKey) = try await createKey(root, nil, .gateway)
         func client(_ key: String) -> AuthzClient {
-            let c = d.client()
-            c.apiKey = key
+            let c = d.client(apiKey: key)
             return c
         }
         let admin = client(adminKey), checker = client(checkerKey), op = client(operatorKey), gateway = client(gatewayKey)
