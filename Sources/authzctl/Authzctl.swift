@@ -277,12 +277,11 @@ struct Permissions: AsyncParsableCommand {
     @Argument var user: String
 
     func run() async throws {
-        let reply = try await withClient(conn) {
-            try await $0.call(.listUserPermissions(tenantId: try parseID(tenant, "TENANT_ID"), userId: try parseID(user, "USER_ID"), minRevision: 0))
+        let (reason, list, revision) = try await withClient(conn) {
+            try await $0.userPermissions(tenant: try parseID(tenant, "TENANT_ID"), user: try parseID(user, "USER_ID"))
         }
-        guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
-        if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
+        if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.name, $0.scope.name] }) }
         for (name, scope) in list { print("{\"permission\":\(JSONWriter.quoted(name)),\"scope\":\(JSONWriter.quoted(scope.name))}") }
     }
 }
@@ -304,9 +303,8 @@ struct Users: AsyncParsableCommand {
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
-                guard case .permissionUsers(let users, let token, let rev) = try await client.call(
-                    .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
-                                         pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
+                let (users, next, rev) = try await client.permissionUsers(tenant: try parseID(tenant, "TENANT_ID"), permission: permission,
+                                                                          scope: try parseScope(scope), pageSize: 1000, after: after)
                 if out.isTable && after == nil { print("USER_ID") }
                 for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\(JSONWriter.quoted(u.description))}") }
                 count += users.count
@@ -314,7 +312,7 @@ struct Users: AsyncParsableCommand {
                 if showProgress {
                     FileHandle.standardError.write(Data(String(format: "\rlisted %d users, %.0f users/s   ", count, Double(count) / max(0.001, Date().timeIntervalSince(started))).utf8))
                 }
-                after = token.isEmpty ? nil : ID(token)
+                after = next
             } while after != nil
         }
         if showProgress { FileHandle.standardError.write(Data("\nlisted \(count) users at revision \(revision)\n".utf8)) }
@@ -360,7 +358,7 @@ struct Import: AsyncParsableCommand {
             var records: UInt64 = 0, revision: UInt64 = 0
             while let part = try reader.next() {
                 do {
-                    guard case .importResult(let rev, let n) = try await client.call(.importJSONL(part.bytes), timeout: .seconds(600)) else { throw ExitCode(2) }
+                    let (rev, n) = try await client.importJSONL(part.bytes)
                     records += n
                     revision = rev
                     progress(reader.consumed)
@@ -489,13 +487,13 @@ struct List: AsyncParsableCommand {
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
-                guard case .list(let items, let token) = try await client.call(.list(k, tenantId: t, pageSize: 1000, after: after, includeSecrets: false)) else { throw ExitCode(2) }
+                let (items, next) = try await client.list(k, tenant: t, pageSize: 1000, after: after)
                 if out.isTable {
                     printTable(after == nil ? ["ID", "ACTIVE", "DESCRIBES"] : [], items.map { [$0.id.description, $0.fields.isActive ? "yes" : "no", describe($0)] })
                 } else {
                     for e in items { print(BulkFormat.encode(e)) }
                 }
-                after = token.isEmpty ? nil : ID(token)
+                after = next
             } while after != nil
         }
     }
@@ -526,7 +524,7 @@ struct Put: AsyncParsableCommand {
 /// Soft-deletes or re-activates one record and prints the new revision.
 func setActive(_ active: Bool, _ conn: Connection, _ kind: String, _ tenant: String, _ id: String) async throws {
     let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
-    let rev = try await withClient(conn) { try await $0.write([active ? .activate(ref) : .deactivate(ref)]) }
+    let rev = try await withClient(conn) { active ? try await $0.activate(ref) : try await $0.deactivate(ref) }
     print("{\"revision\":\(rev)}")
 }
 
@@ -556,8 +554,7 @@ struct Info: AsyncParsableCommand {
     @OptionGroup var out: Output
 
     func run() async throws {
-        let reply = try await withClient(conn) { try await $0.call(.serverInfo) }
-        guard case .serverInfo(let i) = reply else { throw ExitCode(2) }
+        let i = try await withClient(conn) { try await $0.serverInfo() }
         if out.isTable {
             var rows = [["version", i.version], ["revision", "\(i.revision)"], ["protocol version", "\(i.protocolVersion)"]]
                 + EntityKind.allCases.filter { $0 != .platformCredential }.map { ["\($0.name)s", "\(i.counts[$0] ?? 0)"] }
@@ -582,8 +579,8 @@ struct Health: AsyncParsableCommand {
     @OptionGroup var conn: Connection
 
     func run() async throws {
-        let reply = try await withClient(conn) { try await $0.call(.health, timeout: .seconds(2)) }
-        guard case .health(true) = reply else { throw ExitCode(2) }
+        let serving = try await withClient(conn) { try await $0.health(timeout: .seconds(2)) }
+        guard serving else { throw ExitCode(2) }
         print("{\"serving\":true}")
     }
 }
