@@ -441,7 +441,7 @@ struct Watch: AsyncParsableCommand {
                         print("{\"revision\":\(c.revision),\"kind\":\(JSONWriter.quoted(e.kind.name)),\"tenant_id\":\(JSONWriter.quoted(e.tenantId.description)),\"id\":\(JSONWriter.quoted(e.id.description)),\"record\":\(BulkFormat.encode(e))}")
                     }
                     if progress { print("{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}") }
-                    fflush(stdout)
+                    fflush(nil)  // every output stream, stdout among them (Swift 6 refuses the global `stdout`)
                     call.fromRevision = batch.revision
                     if untilCaughtUp && batch.caughtUp { return }
                 }
