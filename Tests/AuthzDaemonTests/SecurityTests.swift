@@ -33,7 +33,7 @@ final class SecurityTests: XCTestCase {
     }
 
     func key(_ local: AuthzClient, _ tenant: ID?, _ role: KeyRole, expiresAt: Int64 = 0) async throws -> (ID, String) {
-        guard case .createKey(let k, let secret) = try await local.call(.createKey(tenantId: tenant, role: role, name: "\(role)", expiresAt: expiresAt)) else { throw AuthzError(.internal, "no key") }
+        let (k, secret) = try await local.createKey(tenant: tenant, role: role, name: "\(role)", expiresAt: expiresAt)
         return (k.id, secret)
     }
 
@@ -57,7 +57,7 @@ final class SecurityTests: XCTestCase {
         let (_, checkerA) = try await key(local, a.t, .checker)
         let (_, adminA) = try await key(local, a.t, .admin)
         let (revokedId, revokedA) = try await key(local, a.t, .admin)
-        _ = try await local.call(.revokeKey(id: revokedId, expiresAt: 0))
+        _ = try await local.revokeKey(revokedId)
         let bCheck = CheckCall(tenantId: b.t, userId: b.user, permission: "core.users.manage", scope: .self)
         let calls: [Call] = [
             .check(bCheck), .batchCheck([.success(bCheck)], minRevision: 0), .explain(bCheck),
@@ -100,7 +100,7 @@ final class SecurityTests: XCTestCase {
                 }
             }
         }
-        guard case .userPermissions(_, let perms, _) = try await local.call(.listUserPermissions(tenantId: b.t, userId: b.canary, minRevision: 0)) else { return XCTFail() }
+        let perms = try await local.userPermissions(tenant: b.t, user: b.canary).permissions
         XCTAssertTrue(perms.isEmpty)
     }
 
@@ -135,10 +135,10 @@ final class SecurityTests: XCTestCase {
         defer { open.close() }
         let before = await code(open, check)
         XCTAssertNil(before)
-        _ = try await local.call(.revokeKey(id: id, expiresAt: 0))
+        _ = try await local.revokeKey(id)
         let after = await code(open, check)
         XCTAssertEqual(after, .unauthenticated)
-        guard case .listKeys(let keys) = try await local.call(.listKeys(tenantId: a.t)) else { return XCTFail() }
+        let keys = try await local.listKeys(tenant: a.t)
         XCTAssertTrue(keys.contains { $0.id == id && $0.revokedAt != 0 })
         XCTAssertTrue(keys.allSatisfy { $0.secretHash.isEmpty }, "listings never carry secrets or hashes")
     }
@@ -166,7 +166,7 @@ final class SecurityTests: XCTestCase {
         try await local.write(a.ops("alpha"))
         _ = try await local.get(RecordRef(kind: .platformCredential, tenantId: a.t, id: a.cred), includeSecrets: true)
         _ = try await local.get(RecordRef(kind: .platformCredential, tenantId: a.t, id: a.cred))
-        _ = try await local.call(.export(tenantId: nil, includeSecrets: false))
+        _ = try await local.export(tenant: nil)
         // A malformed write carrying secrets: the error must not echo them.
         var bad = PlatformCredential(id: .random(), tenantId: a.t, ownerUserId: ID.random(), platform: "gmail", externalAccountId: "x",
                                      accessToken: "tok-ACCESS-bad-SECRET", refreshToken: "tok-REFRESH-bad-SECRET")
