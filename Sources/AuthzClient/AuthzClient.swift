@@ -119,7 +119,8 @@ public final class AuthzClient: Sendable {
 
     /// Closes every pooled connection, waiting for each to close, and shuts down the event loop
     /// group if the client made it; calls in flight fail with UNAVAILABLE. Blocks: never call
-    /// it on an event loop of the client's group. Watch streams end when their consumer stops.
+    /// it on an event loop of the client's group. A Watch stream has a connection of its own,
+    /// closed when its consumer stops iterating (or when the group made here shuts down).
     public func close() {
         for s in slots {
             if let c = s.withLockedValue({ $0 }) { try? c.channel.close().wait() }
