@@ -102,8 +102,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ],
-            swiftSettings: swift5
+            ]
         ),
         .executableTarget(
             name: "authzd",
@@ -124,8 +123,7 @@ let package = Package(
             dependencies: [
                 "AuthzClient", "AuthzModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            swiftSettings: swift5
+            ]
         ),
         .target(name: "CMallocCounter", path: "bench/Sources/CMallocCounter"),
         .executableTarget(

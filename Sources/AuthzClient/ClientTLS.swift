@@ -8,12 +8,16 @@ import NIOSSL
 public struct ClientTLS: Sendable, Equatable {
     /// PEM bundle of the CAs to trust for the daemon's certificate; nil = the system's roots.
     public var caPath: String?
-    /// PEM client certificate chain and key, for mTLS; both or neither.
+    /// PEM client certificate chain, for mTLS; given with `keyPath` or not at all.
     public var certPath: String?
+    /// PEM private key of `certPath`; given with it or not at all.
     public var keyPath: String?
     /// Name to verify the certificate against (and send as SNI); nil = the endpoint's host.
     public var serverName: String?
 
+    /// The settings as given; nothing is read until a client is made with them
+    /// (`AuthzClient.init(configuration:group:)`), which throws INVALID_ARGUMENT naming a file
+    /// that cannot be read, or a certificate without its key.
     public init(caPath: String? = nil, certPath: String? = nil, keyPath: String? = nil, serverName: String? = nil) {
         self.caPath = caPath
         self.certPath = certPath

@@ -61,6 +61,8 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "Key of --tls-cert (PEM; default $AUTHZD_TLS_KEY).")
     var tlsKey: String?
 
+    /// A client configured from the flags, then the environment, then the config file, then
+    /// the defaults. A usage error (exit 2) for a bad address, key file or TLS file.
     func client() throws -> AuthzClient {
         let env = ProcessInfo.processInfo.environment
         let file = try CtlConfig.load(environment: env)
@@ -84,17 +86,14 @@ struct Connection: ParsableArguments {
         }
         let ca = tlsCa ?? env["AUTHZD_TLS_CA"] ?? file["tls-ca"], cert = tlsCert ?? env["AUTHZD_TLS_CERT"] ?? file["tls-cert"]
         let tkey = tlsKey ?? env["AUTHZD_TLS_KEY"] ?? file["tls-key"]
-        let c: AuthzClient
-        if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil {
-            do { c = try AuthzClient(endpoint: endpoint, tls: ClientTLS(caPath: ca, certPath: cert, keyPath: tkey)) } catch let e as AuthzError {
-                throw usageError(e.message)
-            }
-        } else {
-            c = AuthzClient(endpoint: endpoint)
+        var tls: ClientTLS?
+        if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil { tls = ClientTLS(caPath: ca, certPath: cert, keyPath: tkey) }
+        let configuration = AuthzClient.Configuration(
+            endpoint: endpoint, apiKey: apiKey, tls: tls,
+            defaultTimeout: .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000)))
+        do { return try AuthzClient(configuration: configuration) } catch let e as AuthzError {
+            throw usageError(e.message)
         }
-        c.defaultTimeout = .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000))
-        c.apiKey = apiKey
-        return c
     }
 }
 
@@ -278,12 +277,11 @@ struct Permissions: AsyncParsableCommand {
     @Argument var user: String
 
     func run() async throws {
-        let reply = try await withClient(conn) {
-            try await $0.call(.listUserPermissions(tenantId: try parseID(tenant, "TENANT_ID"), userId: try parseID(user, "USER_ID"), minRevision: 0))
+        let (reason, list, revision) = try await withClient(conn) {
+            try await $0.userPermissions(tenant: try parseID(tenant, "TENANT_ID"), user: try parseID(user, "USER_ID"))
         }
-        guard case .userPermissions(let reason, let list, let revision) = reply else { throw ExitCode(2) }
         if reason != .granted { FileHandle.standardError.write(Data("note: \(reason.name) (revision \(revision))\n".utf8)) }
-        if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.0, $0.1.name] }) }
+        if out.isTable { return printTable(["PERMISSION", "SCOPE"], list.map { [$0.name, $0.scope.name] }) }
         for (name, scope) in list { print("{\"permission\":\(JSONWriter.quoted(name)),\"scope\":\(JSONWriter.quoted(scope.name))}") }
     }
 }
@@ -305,9 +303,8 @@ struct Users: AsyncParsableCommand {
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
-                guard case .permissionUsers(let users, let token, let rev) = try await client.call(
-                    .listPermissionUsers(tenantId: try parseID(tenant, "TENANT_ID"), permission: permission, scope: try parseScope(scope),
-                                         pageSize: 1000, after: after, minRevision: 0)) else { throw ExitCode(2) }
+                let (users, next, rev) = try await client.permissionUsers(tenant: try parseID(tenant, "TENANT_ID"), permission: permission,
+                                                                          scope: try parseScope(scope), pageSize: 1000, after: after)
                 if out.isTable && after == nil { print("USER_ID") }
                 for u in users { print(out.isTable ? "\(u)" : "{\"user_id\":\(JSONWriter.quoted(u.description))}") }
                 count += users.count
@@ -315,7 +312,7 @@ struct Users: AsyncParsableCommand {
                 if showProgress {
                     FileHandle.standardError.write(Data(String(format: "\rlisted %d users, %.0f users/s   ", count, Double(count) / max(0.001, Date().timeIntervalSince(started))).utf8))
                 }
-                after = token.isEmpty ? nil : ID(token)
+                after = next
             } while after != nil
         }
         if showProgress { FileHandle.standardError.write(Data("\nlisted \(count) users at revision \(revision)\n".utf8)) }
@@ -361,7 +358,7 @@ struct Import: AsyncParsableCommand {
             var records: UInt64 = 0, revision: UInt64 = 0
             while let part = try reader.next() {
                 do {
-                    guard case .importResult(let rev, let n) = try await client.call(.importJSONL(part.bytes), timeout: .seconds(600)) else { throw ExitCode(2) }
+                    let (rev, n) = try await client.importJSONL(part.bytes)
                     records += n
                     revision = rev
                     progress(reader.consumed)
@@ -444,7 +441,7 @@ struct Watch: AsyncParsableCommand {
                         print("{\"revision\":\(c.revision),\"kind\":\(JSONWriter.quoted(e.kind.name)),\"tenant_id\":\(JSONWriter.quoted(e.tenantId.description)),\"id\":\(JSONWriter.quoted(e.id.description)),\"record\":\(BulkFormat.encode(e))}")
                     }
                     if progress { print("{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}") }
-                    fflush(stdout)
+                    fflush(nil)  // every output stream, stdout among them (Swift 6 refuses the global `stdout`)
                     call.fromRevision = batch.revision
                     if untilCaughtUp && batch.caughtUp { return }
                 }
@@ -490,13 +487,13 @@ struct List: AsyncParsableCommand {
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
-                guard case .list(let items, let token) = try await client.call(.list(k, tenantId: t, pageSize: 1000, after: after, includeSecrets: false)) else { throw ExitCode(2) }
+                let (items, next) = try await client.list(k, tenant: t, pageSize: 1000, after: after)
                 if out.isTable {
                     printTable(after == nil ? ["ID", "ACTIVE", "DESCRIBES"] : [], items.map { [$0.id.description, $0.fields.isActive ? "yes" : "no", describe($0)] })
                 } else {
                     for e in items { print(BulkFormat.encode(e)) }
                 }
-                after = token.isEmpty ? nil : ID(token)
+                after = next
             } while after != nil
         }
     }
@@ -527,7 +524,7 @@ struct Put: AsyncParsableCommand {
 /// Soft-deletes or re-activates one record and prints the new revision.
 func setActive(_ active: Bool, _ conn: Connection, _ kind: String, _ tenant: String, _ id: String) async throws {
     let ref = RecordRef(kind: try parseKind(kind), tenantId: try parseID(tenant, "TENANT_ID"), id: try parseID(id, "ID"))
-    let rev = try await withClient(conn) { try await $0.write([active ? .activate(ref) : .deactivate(ref)]) }
+    let rev = try await withClient(conn) { active ? try await $0.activate(ref) : try await $0.deactivate(ref) }
     print("{\"revision\":\(rev)}")
 }
 
@@ -557,8 +554,7 @@ struct Info: AsyncParsableCommand {
     @OptionGroup var out: Output
 
     func run() async throws {
-        let reply = try await withClient(conn) { try await $0.call(.serverInfo) }
-        guard case .serverInfo(let i) = reply else { throw ExitCode(2) }
+        let i = try await withClient(conn) { try await $0.serverInfo() }
         if out.isTable {
             var rows = [["version", i.version], ["revision", "\(i.revision)"], ["protocol version", "\(i.protocolVersion)"]]
                 + EntityKind.allCases.filter { $0 != .platformCredential }.map { ["\($0.name)s", "\(i.counts[$0] ?? 0)"] }
@@ -583,8 +579,8 @@ struct Health: AsyncParsableCommand {
     @OptionGroup var conn: Connection
 
     func run() async throws {
-        let reply = try await withClient(conn) { try await $0.call(.health, timeout: .seconds(2)) }
-        guard case .health(true) = reply else { throw ExitCode(2) }
+        let serving = try await withClient(conn) { try await $0.health(timeout: .seconds(2)) }
+        guard serving else { throw ExitCode(2) }
         print("{\"serving\":true}")
     }
 }

@@ -273,8 +273,11 @@ struct KeyTarget: ParsableArguments {
     @Option(name: .long, help: "Key ring, with --offline.")
     var keyring: String?
 
-    /// Runs `call` on the daemon and returns its reply.
-    func send(_ call: Call) throws -> Reply {
+    /// Runs `body` with a client of the daemon (presenting the resolved key; 30 s deadline per
+    /// call) and returns what it returns, blocking this thread until it is done (these commands
+    /// have no async main: see `Serve`). An `AuthzError` is printed as `error: CODE: message`
+    /// and becomes exit status 2.
+    func withClient<T: Sendable>(_ body: @escaping @Sendable (AuthzClient) async throws -> T) throws -> T {
         let apiKey: String?
         do {
             apiKey = try KeySource.resolve(flag: key, file: keyFile, environment: ProcessInfo.processInfo.environment)
@@ -282,11 +285,22 @@ struct KeyTarget: ParsableArguments {
             FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
             throw ExitCode(2)
         }
-        let client = AuthzClient(endpoint: .unix(socket))
-        client.apiKey = apiKey
+        let client = AuthzClient(endpoint: .unix(socket), apiKey: apiKey)
         defer { client.close() }
+        let done = DispatchSemaphore(value: 0)
+        let outcome = NIOLockedValueBox<Result<T, Error>?>(nil)
+        Task.detached {
+            do {
+                let value = try await body(client)
+                outcome.withLockedValue { $0 = .success(value) }
+            } catch {
+                outcome.withLockedValue { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        done.wait()
         do {
-            return try client.send(call, timeout: .seconds(30)).wait()
+            return try outcome.withLockedValue { $0! }.get()
         } catch let e as AuthzError {
             FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
             throw ExitCode(2)
@@ -337,8 +351,8 @@ struct KeysCreate: ParsableCommand {
         if target.offline {
             (k, secret) = try OfflineKeys.create(dataDir: target.dataDir, keyRing: target.keyring, tenant: t, role: r, name: name, expiresAt: exp)
         } else {
-            guard case .createKey(let key, let s) = try target.send(.createKey(tenantId: t, role: r, name: name, expiresAt: exp)) else { throw ExitCode(2) }
-            (k, secret) = (key, s)
+            let name = self.name
+            (k, secret) = try target.withClient { try await $0.createKey(tenant: t, role: r, name: name, expiresAt: exp) }
         }
         FileHandle.standardError.write(Data("\(keyLine(k))\nThe key below is shown once; store it now.\n".utf8))
         print(secret)
@@ -356,8 +370,7 @@ struct KeysList: ParsableCommand {
         if target.offline {
             keys = try OfflineKeys.list(dataDir: target.dataDir, keyRing: target.keyring, tenant: t)
         } else {
-            guard case .listKeys(let k) = try target.send(.listKeys(tenantId: t)) else { throw ExitCode(2) }
-            keys = k
+            keys = try target.withClient { try await $0.listKeys(tenant: t) }
         }
         for k in keys { print(keyLine(k)) }
     }
@@ -376,8 +389,7 @@ struct KeysRevoke: ParsableCommand {
         if target.offline {
             k = try OfflineKeys.revoke(dataDir: target.dataDir, keyRing: target.keyring, id: kid, expiresAt: exp)
         } else {
-            guard case .revokeKey(let r) = try target.send(.revokeKey(id: kid, expiresAt: exp)) else { throw ExitCode(2) }
-            k = r
+            k = try target.withClient { try await $0.revokeKey(kid, expiresAt: exp) }
         }
         print(keyLine(k))
     }
@@ -409,12 +421,11 @@ struct KeysRotateData: ParsableCommand {
             print("{\"reencrypted\":\(n),\"active_key_id\":\(JSONWriter.quoted(store.sealer?.ring.activeId ?? ""))}")
             return
         }
-        guard case .rotateSecrets(var s) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
+        var s = try target.withClient { try await $0.rotateSecrets() }
         while wait && s.running {
             FileHandle.standardError.write(Data("re-encrypted \(s.reencrypted), \(s.remaining) remaining\n".utf8))
             Thread.sleep(forTimeInterval: 1)
-            guard case .rotateSecrets(let next) = try target.send(.rotateSecrets) else { throw ExitCode(2) }
-            s = next
+            s = try target.withClient { try await $0.rotateSecrets() }
         }
         var line = "{\"active_key_id\":\(JSONWriter.quoted(s.activeKeyId))"
         line += ",\"key_ids\":[" + s.keyIds.map(JSONWriter.quoted).joined(separator: ",") + "]"

@@ -33,8 +33,7 @@ final class AuditTrailTests: XCTestCase {
 
     /// A TCP client of `daemon` presenting `key` (in its Hello).
     func tcpClient(_ daemon: DaemonProcess, _ key: String) -> AuthzClient {
-        let c = daemon.client(tcp: true)
-        c.apiKey = key
+        let c = daemon.client(tcp: true, apiKey: key)
         return c
     }
 
@@ -100,19 +99,19 @@ final class AuditTrailTests: XCTestCase {
         let rev3 = try await admin.write([.deactivate(RecordRef(kind: .user, tenantId: t, id: u))])
         let importEmail = "imported.person@example.test"
         let jsonl = BulkFormat.encode(.user(User(id: u2, tenantId: t, email: importEmail))) + "\n"
-        guard case .importResult(let rev4, let records) = try await admin.call(.importJSONL(Array(jsonl.utf8))) else { return XCTFail("no import result") }
+        let (rev4, records) = try await admin.importJSONL(Array(jsonl.utf8))
         XCTAssertEqual(records, 1)
         admin.close()
 
         // A checker key, revoked, then presented.
         let (revokedKey, revokedSecret) = try await createKey(local, t, .checker)
-        _ = try await local.call(.revokeKey(id: revokedKey.id, expiresAt: 0))
+        _ = try await local.revokeKey(revokedKey.id)
         let check = Call.check(CheckCall(tenantId: t, userId: u, permission: "a.b", scope: .self))
         let wrongSecret = String(adminSecret.prefix(37)) + String(repeating: adminSecret.hasSuffix("0") ? "1" : "0", count: 64)
         let malformed = "azk_" + String(adminSecret.dropFirst(4).prefix(32)) + "_NOT-HEX-" + String(adminSecret.suffix(20))
         // A key whose expiry is set to the past, presented twice.
         let (expiredKey, expiredSecret) = try await createKey(local, t, .checker)
-        _ = try await local.call(.revokeKey(id: expiredKey.id, expiresAt: Timestamp.now() - 1_000_000))
+        _ = try await local.revokeKey(expiredKey.id, expiresAt: Timestamp.now() - 1_000_000)
         for presented in [revokedSecret, wrongSecret, malformed, expiredSecret, expiredSecret] {
             let c = tcpClient(d, presented)
             let e = await error(c, check)

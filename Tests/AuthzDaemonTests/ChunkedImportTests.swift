@@ -84,14 +84,14 @@ final class ChunkedImportTests: XCTestCase {
         XCTAssertGreaterThan(parts.count, 2)
         let session = ID.random()
         let first = daemon.client()
-        _ = try await first.call(.importChunk(session: session, jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true))
+        _ = try await first.importChunk(session: session, jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true)
         first.close()
         try await Task.sleep(nanoseconds: 200_000_000)
         let c = daemon.client()
         defer { c.close() }
         // The session died with its connection: continuing it elsewhere is refused, nothing applied.
         do {
-            _ = try await c.call(.importChunk(session: session, jsonl: Array(bytes[parts[1].range]), firstLine: UInt64(parts[1].firstLine), more: false))
+            _ = try await c.importChunk(session: session, jsonl: Array(bytes[parts[1].range]), firstLine: UInt64(parts[1].firstLine), more: false)
             XCTFail("a discarded session was continued")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .failedPrecondition)
@@ -138,13 +138,13 @@ final class ChunkedImportTests: XCTestCase {
         try await Task.sleep(nanoseconds: 20_000_000)
         try await c.write([.upsert(.role(Role(id: r, tenantId: t, name: "viewer", metadata: "{\"b\": [1, 2], \"a\": \"x\\ny\"}")))])
         try await c.write([.upsert(.user(User(id: u, tenantId: t, email: "a@b.c", displayName: "later")))])  // updated_at moves
-        guard case .export(let first, _) = try await c.call(.export(tenantId: nil, includeSecrets: true)) else { return XCTFail() }
+        let (first, _) = try await c.export(tenant: nil, includeSecrets: true)
         let fresh = try DaemonProcess(tcp: false)
         defer { fresh.stop(); fresh.remove() }
         let f = fresh.client()
         defer { f.close() }
         _ = try await f.importChunked(first, chunkBytes: 64)
-        guard case .export(let second, _) = try await f.call(.export(tenantId: nil, includeSecrets: true)) else { return XCTFail() }
+        let (second, _) = try await f.export(tenant: nil, includeSecrets: true)
         func sorted(_ b: [UInt8]) -> [String] { String(decoding: b, as: UTF8.self).split(separator: "\n").map(String.init).sorted() }
         XCTAssertEqual(sorted(first), sorted(second))
         XCTAssertTrue(String(decoding: first, as: UTF8.self).contains("created_at"))
@@ -184,17 +184,15 @@ final class ChunkedImportTests: XCTestCase {
         let c = daemon.client()
         defer { c.close() }
         _ = try await c.importChunked(Array(text.utf8))
-        guard case .export(let whole, let revision) = try await c.call(.export(tenantId: nil, includeSecrets: false)) else { return XCTFail() }
+        let (whole, revision) = try await c.export(tenant: nil)
         var pages: [[UInt8]] = []
         var token = ""
         var revisions: Set<UInt64> = []
         repeat {
-            let reply = try await c.call(.exportPage(tenantId: nil, includeSecrets: false, pageSize: 100, pageToken: token))
-            switch reply {
-            case .exportPage(let b, let r, let next): pages.append(b); revisions.insert(r); token = next
-            case .export(let b, let r): pages.append(b); revisions.insert(r); token = ""
-            default: return XCTFail()
-            }
+            let (b, r, next) = try await c.exportPage(tenant: nil, pageSize: 100, pageToken: token)
+            pages.append(b)
+            revisions.insert(r)
+            token = next
             // Writes between pages must not show up in this export.
             try await c.write([.upsert(.user(User(id: .random(), tenantId: t)))])
         } while !token.isEmpty
@@ -203,7 +201,7 @@ final class ChunkedImportTests: XCTestCase {
         XCTAssertEqual(pages.flatMap { $0 }, whole, "the paged export differs from the export at the same revision")
         // A token cannot be replayed or skipped.
         do {
-            _ = try await c.call(.exportPage(tenantId: nil, includeSecrets: false, pageSize: 100, pageToken: "\(ID.random()).3"))
+            _ = try await c.exportPage(tenant: nil, pageSize: 100, pageToken: "\(ID.random()).3")
             XCTFail("an unknown token was accepted")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .failedPrecondition)
@@ -219,7 +217,7 @@ final class ChunkedImportTests: XCTestCase {
         let bytes = Array(text.utf8)
         let parts = AuthzClient.chunks(of: bytes, chunkBytes: 32 << 10)
         let c = daemon.client()
-        _ = try await c.call(.importChunk(session: .random(), jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true))
+        _ = try await c.importChunk(session: .random(), jsonl: Array(bytes[parts[0].range]), firstLine: 1, more: true)
         daemon.kill9()
         c.close()
         let again = try DaemonProcess(dir: daemon.dir, tcp: false)

@@ -65,11 +65,13 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(ex.roleBindingId, a.rbAna)
         XCTAssertEqual(ex.permissionBindingId, a.pbRead)
         // Listings.
-        guard case .userPermissions(.granted, let perms, _) = try await client.call(.listUserPermissions(tenantId: a.t, userId: a.ana, minRevision: 0)) else { return XCTFail() }
-        XCTAssertEqual(perms.map { "\($0.0)@\($0.1)" }, ["gmail.messages.read@tenant", "gmail.messages.send@self"])
-        guard case .permissionUsers(let users, _, _) = try await client.call(.listPermissionUsers(tenantId: a.t, permission: "gmail.messages.read", scope: .self, pageSize: 0, after: nil, minRevision: 0)) else { return XCTFail() }
+        let held = try await client.userPermissions(tenant: a.t, user: a.ana)
+        XCTAssertEqual(held.reason, .granted)
+        XCTAssertEqual(held.permissions.map { "\($0.name)@\($0.scope)" }, ["gmail.messages.read@tenant", "gmail.messages.send@self"])
+        let users = try await client.permissionUsers(tenant: a.t, permission: "gmail.messages.read", scope: .self).users
         XCTAssertEqual(Set(users), [a.ana, a.bob])
-        guard case .list(let roles, "") = try await client.call(.list(.role, tenantId: a.t, pageSize: 0, after: nil, includeSecrets: false)) else { return XCTFail() }
+        let (roles, nextRoles) = try await client.list(.role, tenant: a.t)
+        XCTAssertNil(nextRoles)
         XCTAssertEqual(Set(roles.map(\.id)), [a.viewer, a.editor])
         // Soft delete then re-activation.
         try await client.write([.deactivate(RecordRef(kind: .roleBinding, tenantId: a.t, id: a.rbAna))])
@@ -100,27 +102,27 @@ final class EndToEndTests: XCTestCase {
             XCTAssertTrue(e.message.contains("not yet reached"), e.message)
         }
         // Import / export round trip through the daemon.
-        guard case .export(var bytes, _) = try await client.call(.export(tenantId: a.t, includeSecrets: false)) else { return XCTFail() }
+        var bytes = try await client.export(tenant: a.t).jsonl
         XCTAssertEqual(String(decoding: bytes, as: UTF8.self).split(separator: "\n").count, a.ops.count)
         if admin {
             bytes = Array(String(decoding: bytes, as: UTF8.self).split(separator: "\n").filter { !$0.contains("\"kind\":\"tenant\"") }.joined(separator: "\n").utf8)
         }
-        guard case .importResult(_, let n) = try await client.call(.importJSONL(bytes)) else { return XCTFail() }
+        let n = try await client.importJSONL(bytes).records
         XCTAssertEqual(n, UInt64(a.ops.count - (admin ? 1 : 0)))
-        guard case .export(let again, _) = try await client.call(.export(tenantId: a.t, includeSecrets: false)) else { return XCTFail() }
+        let again = try await client.export(tenant: a.t).jsonl
         func strip(_ b: [UInt8]) -> [String] {
             String(decoding: b, as: UTF8.self).split(separator: "\n").map { $0.replacingOccurrences(of: #""updated_at":"[^"]*","#, with: "", options: .regularExpression) }
         }
         XCTAssertEqual(strip(again).filter { !$0.contains("\"kind\":\"tenant\"") }, strip(bytes).filter { !$0.contains("\"kind\":\"tenant\"") })
         do {
-            _ = try await client.call(.importJSONL(Array("{\"kind\":\"user\"}\n".utf8)))
+            _ = try await client.importJSONL(Array("{\"kind\":\"user\"}\n".utf8))
             XCTFail()
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .invalidArgument)
             XCTAssertTrue(e.message.hasPrefix("line 1: user.id is required"), e.message)
         }
         if !admin {
-            guard case .serverInfo(let info) = try await client.call(.serverInfo) else { return XCTFail() }
+            let info = try await client.serverInfo()
             XCTAssertEqual(info.counts[.user], 2)
         }
     }
@@ -141,15 +143,14 @@ final class EndToEndTests: XCTestCase {
         let local = daemon.client()
         defer { local.close() }
         try await local.write([a.ops[0]])
-        guard case .createKey(_, let secret) = try await local.call(.createKey(tenantId: a.t, role: .admin, name: "e2e", expiresAt: 0)) else { return XCTFail() }
+        let (_, secret) = try await local.createKey(tenant: a.t, role: .admin, name: "e2e")
         let anonymous = daemon.client(tcp: true)
         defer { anonymous.close() }
         do {
             _ = try await anonymous.check(tenant: a.t, user: a.ana, permission: "gmail.messages.read", scope: .self)
             XCTFail("TCP without a key was served")
         } catch let e as AuthzError { XCTAssertEqual(e.code, .unauthenticated) }
-        let client = daemon.client(tcp: true)
-        client.apiKey = secret
+        let client = daemon.client(tcp: true, apiKey: secret)
         defer { client.close() }
         try await exercise(client, a: a, admin: true)
     }

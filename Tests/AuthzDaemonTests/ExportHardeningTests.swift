@@ -21,17 +21,12 @@ final class ExportHardeningTests: XCTestCase {
     }
 
     func adminClient(_ daemon: DaemonProcess, _ local: AuthzClient, tenant: ID) async throws -> AuthzClient {
-        guard case .createKey(_, let secret) = try await local.call(.createKey(tenantId: tenant, role: .admin, name: "admin", expiresAt: 0)) else {
-            throw AuthzError(.internal, "no key")
-        }
-        let c = daemon.client(tcp: true)
-        c.apiKey = secret
-        return c
+        let (_, secret) = try await local.createKey(tenant: tenant, role: .admin, name: "admin")
+        return daemon.client(tcp: true, apiKey: secret)
     }
 
     func export(_ c: AuthzClient, tenant: ID?, secrets: Bool = false) async throws -> [UInt8] {
-        guard case .export(let bytes, _) = try await c.call(.export(tenantId: tenant, includeSecrets: secrets)) else { throw AuthzError(.internal, "no export") }
-        return bytes
+        try await c.export(tenant: tenant, includeSecrets: secrets).jsonl
     }
 
     func lines(_ bytes: [UInt8]) -> [String] {
@@ -70,14 +65,14 @@ final class ExportHardeningTests: XCTestCase {
         }
         XCTAssertFalse(String(decoding: full, as: UTF8.self).contains("\u{2028}"))
         // The full export re-imports (it could not before) and changes nothing.
-        _ = try await local.call(.importJSONL(full))
+        _ = try await local.importJSONL(full)
         let again = try await export(local, tenant: nil)
         XCTAssertEqual(strip(again), strip(full))
         // ...and into a fresh daemon, exactly.
         let other = try start()
         let fresh = other.client()
         defer { fresh.close() }
-        _ = try await fresh.call(.importJSONL(full))
+        _ = try await fresh.importJSONL(full)
         let imported = try await export(fresh, tenant: nil)
         XCTAssertEqual(strip(imported), strip(full))
         let missing = await failure { _ = try await fresh.get(RecordRef(kind: .role, tenantId: tb, id: forgedId)) }
@@ -99,20 +94,20 @@ final class ExportHardeningTests: XCTestCase {
         defer { admin.close() }
         let mine = try await export(admin, tenant: nil)
         XCTAssertTrue(lines(mine)[0].contains(#""kind":"tenant""#))
-        guard case .importResult(_, let n) = try await admin.call(.importJSONL(mine)) else { return XCTFail() }
+        let n = try await admin.importJSONL(mine).records
         XCTAssertEqual(n, 3)
         let again = try await export(admin, tenant: t)
         XCTAssertEqual(strip(again), strip(mine))
 
         let renamed = lines(mine).map { $0.replacingOccurrences(of: #""name":"alpha""#, with: #""name":"omega""#) }
         XCTAssertNotEqual(renamed, lines(mine))
-        let denied = await failure { _ = try await admin.call(.importJSONL(Array(renamed.joined(separator: "\n").utf8))) }
+        let denied = await failure { _ = try await admin.importJSONL(Array(renamed.joined(separator: "\n").utf8)) }
         XCTAssertEqual(denied?.code, .permissionDenied, "\(String(describing: denied))")
         XCTAssertTrue(denied?.message.hasPrefix("line 1: ") ?? false, "\(String(describing: denied))")
 
         let userLine = lines(mine).first { $0.contains(#""kind":"user""#) }!
         let changed = userLine.replacingOccurrences(of: "ana@alpha.test", with: "eve@alpha.test")
-        let dup = await failure { _ = try await admin.call(.importJSONL(Array((lines(mine) + [changed]).joined(separator: "\n").utf8))) }
+        let dup = await failure { _ = try await admin.importJSONL(Array((lines(mine) + [changed]).joined(separator: "\n").utf8)) }
         XCTAssertEqual(dup?.code, .invalidArgument, "\(String(describing: dup))")
         XCTAssertTrue(dup?.message.hasPrefix("line 4: ") ?? false, "\(String(describing: dup))")
         XCTAssertTrue(dup?.message.contains("line 2 ") ?? false, "\(String(describing: dup))")
@@ -153,7 +148,7 @@ final class ExportHardeningTests: XCTestCase {
             guard case .platformCredential(let cred) = try await c.get(badRef) else { return XCTFail() }
             XCTAssertTrue(cred.secretUnreadable)
             XCTAssertTrue(cred.secretsRedacted)
-            guard case .list(let items, _) = try await c.call(.list(.platformCredential, tenantId: t, pageSize: 10, after: nil, includeSecrets: false)) else { return XCTFail() }
+            let items = try await c.list(.platformCredential, tenant: t, pageSize: 10).items
             XCTAssertEqual(items.count, 2)
             let tenantExport = String(decoding: try await export(c, tenant: t), as: UTF8.self)
             XCTAssertTrue(tenantExport.contains(#""secret_unreadable":true"#), tenantExport)
@@ -169,7 +164,7 @@ final class ExportHardeningTests: XCTestCase {
         let fullExport = try await export(local, tenant: nil)
         XCTAssertEqual(lines(fullExport).count, 4)
         // The admin's redacted export imports back; the admin deactivates, then overwrites it.
-        _ = try await admin.call(.importJSONL(try await export(admin, tenant: nil)))
+        _ = try await admin.importJSONL(try await export(admin, tenant: nil))
         try await admin.write([.deactivate(badRef)])
         let deactivated = try await admin.get(badRef)
         XCTAssertFalse(deactivated.fields.isActive)

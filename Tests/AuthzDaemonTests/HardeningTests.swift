@@ -107,7 +107,7 @@ final class HardeningTests: XCTestCase {
         let c = daemon.client()
         defer { c.close() }
         do {
-            _ = try await c.call(.check(CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read\0core.admin", scope: .self, minRevision: 0)))
+            _ = try await c.check(tenant: t, user: u, permission: "gmail.messages.read\0core.admin", scope: .self)
             XCTFail("the client sent a question with a NUL in it")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .invalidArgument)
@@ -127,7 +127,7 @@ final class HardeningTests: XCTestCase {
                                       accessToken: "tok\u{0}en", refreshToken: "")
         let line = BulkFormat.encode(.platformCredential(cred), includeSecrets: true) + "\n"
         do {
-            _ = try await c.call(.importJSONL(Array(line.utf8)))
+            _ = try await c.importJSONL(Array(line.utf8))
             XCTFail("a token with a NUL was imported")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .invalidArgument)
@@ -271,7 +271,7 @@ final class HardeningTests: XCTestCase {
         let c = daemon.client()
         defer { c.close() }
         do {
-            _ = try await c.call(.get(RecordRef(kind: .user, tenantId: t, id: late), includeSecrets: false))
+            _ = try await c.get(RecordRef(kind: .user, tenantId: t, id: late))
             XCTFail("a write answered DEADLINE_EXCEEDED was applied")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .notFound)
@@ -285,13 +285,11 @@ final class HardeningTests: XCTestCase {
         let (t, u) = try await seed()
         let c = daemon.client()
         defer { c.close() }
-        let now = try await c.call(.serverInfo)
-        guard case .serverInfo(let info) = now else { return XCTFail() }
-        let want = info.revision + 1
-        async let waited = c.call(.check(CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .self, minRevision: want)))
+        let want = try await c.serverInfo().revision + 1
+        async let waited = c.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .self, minRevision: want)
         try await Task.sleep(nanoseconds: 200_000_000)
         try await c.write([.upsert(.user(User(id: .random(), tenantId: t)))])
-        guard case .check(let d) = try await waited else { return XCTFail() }
+        let d = try await waited
         XCTAssertGreaterThanOrEqual(d.revision, want)
         XCTAssertEqual(d.reason, .granted)
     }

@@ -149,12 +149,12 @@ final class KafkaEventsTests: XCTestCase {
     }
 
     func user(_ c: AuthzClient, _ t: ID, _ u: ID) async -> User? {
-        guard case .get(.user(let x))? = try? await c.call(.get(RecordRef(kind: .user, tenantId: t, id: u), includeSecrets: false)) else { return nil }
+        guard case .user(let x)? = try? await c.get(RecordRef(kind: .user, tenantId: t, id: u)) else { return nil }
         return x
     }
 
     func users(_ c: AuthzClient, _ t: ID) async -> [User] {
-        guard case .list(let page, _)? = try? await c.call(.list(.user, tenantId: t, pageSize: 1000, after: nil, includeSecrets: false)) else { return [] }
+        guard let page = try? await c.list(.user, tenant: t, pageSize: 1000).items else { return [] }
         return page.compactMap { if case .user(let u) = $0 { return u } else { return nil } }
     }
 
@@ -310,7 +310,7 @@ final class KafkaEventsTests: XCTestCase {
         }
         // One revision per write: the tenant, then each of the 200 events exactly once (a
         // redelivered event is a duplicate and writes nothing).
-        guard case .serverInfo(let info) = try await c.call(.serverInfo) else { return XCTFail("no server info") }
+        let info = try await c.serverInfo()
         XCTAssertEqual(info.revision, 201, "events applied twice or lost (\(seen) users before the kill)")
         // It resumed at the committed offset: what was applied before the kill (all but at most
         // the one in hand, whose write may have been durable before its commit) is not consumed again.

@@ -29,8 +29,7 @@ final class KeyHardeningTests: XCTestCase {
     }
 
     func tcpClient(_ key: String) -> AuthzClient {
-        let c = daemon.client(tcp: true)
-        c.apiKey = key
+        let c = daemon.client(tcp: true, apiKey: key)
         return c
     }
 
@@ -65,7 +64,7 @@ final class KeyHardeningTests: XCTestCase {
             // Redacted reads still work.
             guard case .platformCredential(let redacted) = try await admin.get(ref) else { return XCTFail("not a credential") }
             XCTAssertFalse(redacted.accessToken.contains("SECRET"), when)
-            guard case .export(let bytes, _) = try await admin.call(.export(tenantId: t, includeSecrets: false)) else { return XCTFail() }
+            let (bytes, _) = try await admin.export(tenant: t)
             XCTAssertFalse(String(decoding: bytes, as: UTF8.self).contains("SECRET"), when)
         }
 
@@ -74,7 +73,7 @@ final class KeyHardeningTests: XCTestCase {
             defer { owner.close() }
             guard case .platformCredential(let c) = try await owner.get(ref, includeSecrets: true) else { return XCTFail("not a credential") }
             XCTAssertEqual(c.accessToken, "tok-ACCESS-op-SECRET", when)
-            guard case .export(let bytes, _) = try await owner.call(.export(tenantId: t, includeSecrets: true)) else { return XCTFail() }
+            let (bytes, _) = try await owner.export(tenant: t, includeSecrets: true)
             XCTAssertTrue(String(decoding: bytes, as: UTF8.self).contains("tok-REFRESH-op-SECRET"), when)
         }
 

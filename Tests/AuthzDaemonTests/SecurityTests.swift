@@ -33,7 +33,7 @@ final class SecurityTests: XCTestCase {
     }
 
     func key(_ local: AuthzClient, _ tenant: ID?, _ role: KeyRole, expiresAt: Int64 = 0) async throws -> (ID, String) {
-        guard case .createKey(let k, let secret) = try await local.call(.createKey(tenantId: tenant, role: role, name: "\(role)", expiresAt: expiresAt)) else { throw AuthzError(.internal, "no key") }
+        let (k, secret) = try await local.createKey(tenant: tenant, role: role, name: "\(role)", expiresAt: expiresAt)
         return (k.id, secret)
     }
 
@@ -57,7 +57,7 @@ final class SecurityTests: XCTestCase {
         let (_, checkerA) = try await key(local, a.t, .checker)
         let (_, adminA) = try await key(local, a.t, .admin)
         let (revokedId, revokedA) = try await key(local, a.t, .admin)
-        _ = try await local.call(.revokeKey(id: revokedId, expiresAt: 0))
+        _ = try await local.revokeKey(revokedId)
         let bCheck = CheckCall(tenantId: b.t, userId: b.user, permission: "core.users.manage", scope: .self)
         let calls: [Call] = [
             .check(bCheck), .batchCheck([.success(bCheck)], minRevision: 0), .explain(bCheck),
@@ -73,8 +73,7 @@ final class SecurityTests: XCTestCase {
         ]
         for (name, secret) in [("checker", checkerA), ("admin", adminA), ("revoked", revokedA)] {
             for transport in [false, true] {
-                let client = daemon.client(tcp: transport)
-                client.apiKey = secret
+                let client = daemon.client(tcp: transport, apiKey: secret)
                 defer { client.close() }
                 for call in calls {
                     let c = await code(client, call)
@@ -83,13 +82,11 @@ final class SecurityTests: XCTestCase {
             }
         }
         // The admin key still works on its own tenant; the checker key may not write.
-        let admin = daemon.client(tcp: true)
-        admin.apiKey = adminA
+        let admin = daemon.client(tcp: true, apiKey: adminA)
         defer { admin.close() }
         let d = try await admin.check(tenant: a.t, user: a.user, permission: "core.users.manage", scope: .global)
         XCTAssertTrue(d.allowed)
-        let checker = daemon.client(tcp: true)
-        checker.apiKey = checkerA
+        let checker = daemon.client(tcp: true, apiKey: checkerA)
         defer { checker.close() }
         let w = await code(checker, .write([.upsert(.user(User(id: .random(), tenantId: a.t)))]))
         XCTAssertEqual(w, .permissionDenied)
@@ -103,7 +100,7 @@ final class SecurityTests: XCTestCase {
                 }
             }
         }
-        guard case .userPermissions(_, let perms, _) = try await local.call(.listUserPermissions(tenantId: b.t, userId: b.canary, minRevision: 0)) else { return XCTFail() }
+        let perms = try await local.userPermissions(tenant: b.t, user: b.canary).permissions
         XCTAssertTrue(perms.isEmpty)
     }
 
@@ -122,29 +119,26 @@ final class SecurityTests: XCTestCase {
         XCTAssertNil(health, "health needs no key")
         // Wrong.
         let (_, good) = try await key(local, a.t, .checker)
-        let wrong = daemon.client(tcp: true)
-        wrong.apiKey = String(good.dropLast(2)) + (good.hasSuffix("00") ? "11" : "00")
+        let wrong = daemon.client(tcp: true, apiKey: String(good.dropLast(2)) + (good.hasSuffix("00") ? "11" : "00"))
         defer { wrong.close() }
         let w = await code(wrong, check)
         XCTAssertEqual(w, .unauthenticated)
         // Expired.
         let (_, expired) = try await key(local, a.t, .checker, expiresAt: Timestamp.now() - 1_000_000)
-        let exp = daemon.client(tcp: true)
-        exp.apiKey = expired
+        let exp = daemon.client(tcp: true, apiKey: expired)
         defer { exp.close() }
         let e = await code(exp, check)
         XCTAssertEqual(e, .unauthenticated)
         // Revoked while the connection is open: the next request on it fails.
         let (id, live) = try await key(local, a.t, .checker)
-        let open = daemon.client(tcp: true)
-        open.apiKey = live
+        let open = daemon.client(tcp: true, apiKey: live)
         defer { open.close() }
         let before = await code(open, check)
         XCTAssertNil(before)
-        _ = try await local.call(.revokeKey(id: id, expiresAt: 0))
+        _ = try await local.revokeKey(id)
         let after = await code(open, check)
         XCTAssertEqual(after, .unauthenticated)
-        guard case .listKeys(let keys) = try await local.call(.listKeys(tenantId: a.t)) else { return XCTFail() }
+        let keys = try await local.listKeys(tenant: a.t)
         XCTAssertTrue(keys.contains { $0.id == id && $0.revokedAt != 0 })
         XCTAssertTrue(keys.allSatisfy { $0.secretHash.isEmpty }, "listings never carry secrets or hashes")
     }
@@ -172,7 +166,7 @@ final class SecurityTests: XCTestCase {
         try await local.write(a.ops("alpha"))
         _ = try await local.get(RecordRef(kind: .platformCredential, tenantId: a.t, id: a.cred), includeSecrets: true)
         _ = try await local.get(RecordRef(kind: .platformCredential, tenantId: a.t, id: a.cred))
-        _ = try await local.call(.export(tenantId: nil, includeSecrets: false))
+        _ = try await local.export(tenant: nil)
         // A malformed write carrying secrets: the error must not echo them.
         var bad = PlatformCredential(id: .random(), tenantId: a.t, ownerUserId: ID.random(), platform: "gmail", externalAccountId: "x",
                                      accessToken: "tok-ACCESS-bad-SECRET", refreshToken: "tok-REFRESH-bad-SECRET")

@@ -96,27 +96,23 @@ final class TLSTests: XCTestCase {
         return d
     }
 
-    func tlsClient(_ d: DaemonProcess, ca: String? = nil, cert: (cert: String, key: String)? = nil) throws -> AuthzClient {
-        let c = try AuthzClient(endpoint: .tcp(host: "127.0.0.1", port: d.tcpPort!),
-                                tls: ClientTLS(caPath: ca ?? pki.caPath, certPath: cert?.cert, keyPath: cert?.key, serverName: "localhost"))
-        c.defaultTimeout = .seconds(5)
-        return c
+    func tlsClient(_ d: DaemonProcess, ca: String? = nil, cert: (cert: String, key: String)? = nil, apiKey: String? = nil) throws -> AuthzClient {
+        try AuthzClient(configuration: .init(endpoint: .tcp(host: "127.0.0.1", port: d.tcpPort!), apiKey: apiKey,
+                                             tls: ClientTLS(caPath: ca ?? pki.caPath, certPath: cert?.cert, keyPath: cert?.key, serverName: "localhost"),
+                                             defaultTimeout: .seconds(5)))
     }
 
     func testTLSServesChecksAndPlainTextIsRefusedOnItsPort() async throws {
         let d = try await start()
         let (_, key) = try await createKey(d.client(), t, .checker)
-        let c = try tlsClient(d)
+        let c = try tlsClient(d, apiKey: key)
         defer { c.close() }
-        c.apiKey = key
         let decision = try await c.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
         XCTAssertTrue(decision.allowed)
 
         // A plain-text client on the TLS port gets no answer: the handshake fails, the
         // connection closes.
-        let plain = AuthzClient(endpoint: .tcp(host: "127.0.0.1", port: d.tcpPort!))
-        plain.defaultTimeout = .seconds(5)
-        plain.apiKey = key
+        let plain = try AuthzClient(configuration: .init(endpoint: .tcp(host: "127.0.0.1", port: d.tcpPort!), apiKey: key, defaultTimeout: .seconds(5)))
         defer { plain.close() }
         do {
             _ = try await plain.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
@@ -125,8 +121,7 @@ final class TLSTests: XCTestCase {
 
         // A client that does not trust the daemon's CA refuses it.
         let stranger = try TestPKI(dir: dir, name: "stranger")
-        let wrong = try tlsClient(d, ca: stranger.caPath)
-        wrong.apiKey = key
+        let wrong = try tlsClient(d, ca: stranger.caPath, apiKey: key)
         defer { wrong.close() }
         do {
             _ = try await wrong.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
@@ -216,9 +211,8 @@ final class TLSTests: XCTestCase {
     func testCertificateReloadOnSIGHUPKeepsOpenConnections() async throws {
         let d = try await start()
         let (_, key) = try await createKey(d.client(), t, .checker)
-        let old = try tlsClient(d)
+        let old = try tlsClient(d, apiKey: key)
         defer { old.close() }
-        old.apiKey = key
         _ = try await old.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
 
         // Checks keep flowing on the open connection while the certificate is replaced.
@@ -248,14 +242,12 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(failures, 0, "no check failed on the connection opened before the reload (\(done) checks)")
 
         // New connections get the new certificate: trusted under the new CA, not the old.
-        let renewed = try tlsClient(d, ca: next.caPath)
+        let renewed = try tlsClient(d, ca: next.caPath, apiKey: key)
         defer { renewed.close() }
-        renewed.apiKey = key
         let after = try await renewed.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
         XCTAssertTrue(after.allowed)
-        let stale = try tlsClient(d)
+        let stale = try tlsClient(d, apiKey: key)
         defer { stale.close() }
-        stale.apiKey = key
         do {
             _ = try await stale.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
             XCTFail("a new connection still got the old certificate")
@@ -266,9 +258,8 @@ final class TLSTests: XCTestCase {
         kill(d.process.processIdentifier, SIGHUP)
         let until = Date().addingTimeInterval(10)
         while !d.log.contains("reload refused"), Date() < until { try await Task.sleep(nanoseconds: 50_000_000) }
-        let again = try tlsClient(d, ca: next.caPath)
+        let again = try tlsClient(d, ca: next.caPath, apiKey: key)
         defer { again.close() }
-        again.apiKey = key
         let still = try await again.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
         XCTAssertTrue(still.allowed)
     }

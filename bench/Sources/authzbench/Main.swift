@@ -112,8 +112,7 @@ final class Harness {
     func importDataset(_ tenants: [TenantData], seed: UInt64) throws {
         insecure = tenants.count > 1
         try startAuthzd()
-        let client = AuthzClient(endpoint: .unix(authzdSocket), group: group, maxFrameSize: 64 << 20)
-        client.defaultTimeout = .seconds(600)
+        let client = try AuthzClient(configuration: .init(endpoint: .unix(authzdSocket), defaultTimeout: .seconds(600), maxFrameSize: 64 << 20), group: group)
         if tenants.count == 1 {
             // One tenant: load connections authenticate with a checker key, as a sidecar would.
             guard case .importResult = try client.send(.importJSONL(Dataset.jsonlChunks([tenants[0]], seed: seed, chunk: 1)[0])).wait(),
