@@ -164,6 +164,7 @@ let package = Package(
             name: "AuthzDaemonTests",
             dependencies: [
                 "AuthzWire", "AuthzFraming", "AuthzServer", "AuthzClient", "AuthzEngine", "AuthzLog", "AuthzStore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -173,8 +174,7 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            exclude: ["python", "golden"],
-            swiftSettings: swift5
+            exclude: ["python", "golden"]
         ),
     ]
 )

@@ -350,7 +350,7 @@ final class AuditTrailTests: XCTestCase {
         let dir = temporaryDirectory("authzd-audit-unit")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/audit.log"
-        FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o666])
+        _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o666])
         chmod(path, 0o666)
         XCTAssertThrowsError(try AuditLog(settings: AuditLog.Settings(path: path), logger: Logger(label: "test"))) { e in
             XCTAssertTrue("\(e)".contains("chmod 600"), "\(e)")

@@ -3,6 +3,7 @@ import AuthzEngine
 import AuthzModel
 import AuthzWire
 import Foundation
+import NIOConcurrencyHelpers
 import XCTest
 
 final class BackupTests: XCTestCase {
@@ -19,8 +20,7 @@ final class BackupTests: XCTestCase {
         defer { client.close() }
         let t = ID.random()
         _ = try client.send(.write([.upsert(.tenant(Tenant(id: t, name: "b")))])).wait()
-        var acked: [(UInt64, ID)] = []
-        let lock = NSLock()
+        let acked = NIOLockedValueBox<[(UInt64, ID)]>([])
         let stop = Date().addingTimeInterval(1.5)
         let group = DispatchGroup()
         for _ in 0..<2 {
@@ -28,7 +28,7 @@ final class BackupTests: XCTestCase {
                 while Date() < stop {
                     let u = ID.random()
                     guard case .write(let rev)? = try? client.send(.write([.upsert(.user(User(id: u, tenantId: t)))])).wait() else { continue }
-                    lock.lock(); acked.append((rev, u)); lock.unlock()
+                    acked.withLockedValue { $0.append((rev, u)) }
                 }
             }
         }
@@ -42,7 +42,7 @@ final class BackupTests: XCTestCase {
         XCTAssertEqual(rc2, 0, out2)
         let engine = try Engine(directory: restored)
         let r = engine.revision
-        lock.lock(); let all = acked; lock.unlock()
+        let all = acked.withLockedValue { $0 }
         XCTAssertTrue(all.contains { $0.0 == r } || r == 1, "restored revision \(r) was never acknowledged")
         XCTAssertTrue(all.contains { $0.0 > r }, "the backup should have been taken mid-load")
         for (rev, u) in all {

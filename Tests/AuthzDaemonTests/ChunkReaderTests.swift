@@ -17,7 +17,7 @@ final class ChunkReaderTests: XCTestCase {
                 bytes += [UInt8](repeating: UInt8(ascii: "a"), count: n) + [0x0A]
             }
             if round % 3 == 0 { bytes += Array("{\"tail\":1}".utf8) }
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
             let chunkBytes = [1, 7, 64, 512, 4096, 1 << 20][round % 6]
             let skip = round % 4 == 0 ? Int.random(in: 0...20, using: &rng) : 0
             // The expected cut: skip whole lines, then split in memory, line numbers shifted.

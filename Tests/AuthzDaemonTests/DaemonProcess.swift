@@ -1,6 +1,7 @@
 import AuthzClient
 import AuthzModel
 import Foundation
+import NIOConcurrencyHelpers
 import XCTest
 
 /// Directory holding the built executables (beside the test bundle).
@@ -25,7 +26,9 @@ final class DaemonProcess {
     let socketPath: String
     let process = Process()
     private let stderrPipe = Pipe()
-    private(set) var log = ""
+    /// The daemon's stderr so far (appended by the pipe's reader thread).
+    private let output = NIOLockedValueBox("")
+    var log: String { output.withLockedValue { $0 } }
     private(set) var tcpPort: Int?
 
     /// Starts the daemon and waits until it listens. `extra` are additional flags; `environment`
@@ -48,7 +51,8 @@ final class DaemonProcess {
             let chunk = handle.availableData
             if chunk.isEmpty { break }
             buffer.append(chunk)
-            log = String(decoding: buffer, as: UTF8.self)
+            let log = String(decoding: buffer, as: UTF8.self)
+            output.withLockedValue { $0 = log }
             let listeningLines = log.components(separatedBy: "\n").filter { $0.hasSuffix("listening") && ($0.contains("listen.unix=") || $0.contains("listen.tcp=")) }
             if let line = listeningLines.first(where: { $0.contains("listen.tcp=") }),
                let r = line.range(of: #"listen\.tcp=[^ ]*:(\d+)"#, options: .regularExpression) {
@@ -61,9 +65,10 @@ final class DaemonProcess {
             throw AuthzError(.unavailable, "daemon did not start: \(log)")
         }
         // Keep draining stderr so the child never blocks on a full pipe.
-        handle.readabilityHandler = { [weak self] h in
+        let output = self.output
+        handle.readabilityHandler = { h in
             let d = h.availableData
-            if !d.isEmpty { self?.log += String(decoding: d, as: UTF8.self) }
+            if !d.isEmpty { output.withLockedValue { $0 += String(decoding: d, as: UTF8.self) } }
         }
     }
 

@@ -228,7 +228,7 @@ final class HardeningTests: XCTestCase {
         let local = try RawConnection(unixPath: daemon.socketPath)
         XCTAssertNil(failure(try local.roundTrip(PB.request(id: 1, call: 20, []))))
         // Unauthenticated TCP connections are closed after auth-timeout.
-        Thread.sleep(forTimeInterval: 3)
+        try await Task.sleep(nanoseconds: 3000000000)
         XCTAssertTrue(idle[0].isClosedByPeer())
         // The daemon's own (authenticated) Unix connection is not.
         XCTAssertNil(failure(try local.roundTrip(PB.request(id: 2, call: 20, []))))
@@ -236,7 +236,7 @@ final class HardeningTests: XCTestCase {
         guard let port = metricsPort() else { return XCTFail("no metrics port in log") }
         let m = try RawConnection(tcpPort: port)
         m.send(Array("GET /metr".utf8))
-        Thread.sleep(forTimeInterval: 3)
+        try await Task.sleep(nanoseconds: 3000000000)
         XCTAssertTrue(m.isClosedByPeer())
     }
 
@@ -250,7 +250,7 @@ final class HardeningTests: XCTestCase {
         for _ in 0..<40_000 { big += BulkFormat.encode(.user(User(id: .random(), tenantId: t))) + "\n" }
         let raw = try RawConnection(unixPath: daemon.socketPath)
         raw.sendFrame(PB.request(id: 1, call: 18, PB.field(1, Array(big.utf8))))
-        Thread.sleep(forTimeInterval: 0.5)  // decoded off the event loop, then on the writer
+        try await Task.sleep(nanoseconds: 500000000)  // decoded off the event loop, then on the writer
         // Queued behind it, with a 50 ms deadline.
         let late = ID.random()
         let user = PB.field(1, late.description) + PB.field(2, t.description)

@@ -44,8 +44,8 @@ final class KeyFileOptionTests: XCTestCase {
         let (_, checker) = try await createKey(local, t, .checker)
         let (_, operatorKey) = try await createKey(local, nil, .operator)
         let checkerFile = daemon.dir + "/checker.key", operatorFile = daemon.dir + "/operator.key"
-        FileManager.default.createFile(atPath: checkerFile, contents: Data((checker + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        FileManager.default.createFile(atPath: operatorFile, contents: Data((operatorKey + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: checkerFile, contents: Data((checker + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: operatorFile, contents: Data((operatorKey + "\n").utf8), attributes: [.posixPermissions: 0o600])
         let tcp = ["--address", "127.0.0.1:\(daemon.tcpPort!)"]
         let check = ["check"] + tcp + [t.description, u.description, "a.b", "self"]
 
@@ -94,9 +94,9 @@ final class KeyFileOptionTests: XCTestCase {
         _ = try await local.write([.upsert(.tenant(Tenant(id: t, name: "acme"))), .upsert(.user(User(id: u, tenantId: t)))])
         let (_, checker) = try await createKey(local, t, .checker)
         let keyFile = daemon.dir + "/checker.key"
-        FileManager.default.createFile(atPath: keyFile, contents: Data((checker + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: keyFile, contents: Data((checker + "\n").utf8), attributes: [.posixPermissions: 0o600])
         let config = daemon.dir + "/authzctl.conf"
-        func write(_ text: String) { FileManager.default.createFile(atPath: config, contents: Data(text.utf8)) }
+        func write(_ text: String) { _ = FileManager.default.createFile(atPath: config, contents: Data(text.utf8)) }
         let check = ["check", t.description, u.description, "a.b", "self"]
         let env = ["AUTHZCTL_CONFIG": config, "HOME": daemon.dir]
 
@@ -110,7 +110,7 @@ final class KeyFileOptionTests: XCTestCase {
         XCTAssertTrue(out2.contains("UNAVAILABLE"), out2)
         // The default path under HOME, with a socket.
         try FileManager.default.createDirectory(atPath: daemon.dir + "/.config/authzctl", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: daemon.dir + "/.config/authzctl/config", contents: Data("socket = \(daemon.socketPath)\n".utf8))
+        _ = FileManager.default.createFile(atPath: daemon.dir + "/.config/authzctl/config", contents: Data("socket = \(daemon.socketPath)\n".utf8))
         let (viaHome, out3) = try run("authzctl", check, environment: ["HOME": daemon.dir, "XDG_CONFIG_HOME": ""])
         XCTAssertEqual(viaHome, 1, out3)
 

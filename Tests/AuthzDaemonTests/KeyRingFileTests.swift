@@ -46,7 +46,7 @@ final class KeyRingFileTests: XCTestCase {
     /// Writes a key ring file (mode 0600) with one active key named `id`.
     func writeRing(_ path: String, id: String) {
         let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        FileManager.default.createFile(atPath: path, contents: Data("\(id) \(key) active\n".utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data("\(id) \(key) active\n".utf8), attributes: [.posixPermissions: 0o600])
     }
 
     /// A tenant, a user and a credential with sealed tokens.

@@ -102,7 +102,7 @@ final class NatsCluster {
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["-c", nodes[i].configPath]
         let logPath = "\(dir)/\(nodes[i].name).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)
         log?.seekToEndOfFile()
         p.standardOutput = log

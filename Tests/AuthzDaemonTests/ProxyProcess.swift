@@ -1,5 +1,6 @@
 import AuthzModel
 import Foundation
+import NIOConcurrencyHelpers
 import XCTest
 
 /// The repository's root (this file is `Tests/AuthzDaemonTests/ProxyProcess.swift`).
@@ -142,17 +143,17 @@ final class ProxyProcess {
     /// itself, would then ignore the SIGTERM that stops it.
     static func runWithNoBlockedSignals(_ process: Process) throws {
         let done = DispatchSemaphore(value: 0)
-        var failure: Error?
+        let failure = NIOLockedValueBox<Error?>(nil)
         let thread = Thread {
             var none = sigset_t()
             sigemptyset(&none)
             pthread_sigmask(SIG_SETMASK, &none, nil)
-            do { try process.run() } catch { failure = error }
+            do { try process.run() } catch { failure.withLockedValue { $0 = error } }
             done.signal()
         }
         thread.start()
         done.wait()
-        if let failure { throw failure }
+        if let failure = failure.withLockedValue({ $0 }) { throw failure }
     }
 
     /// nginx with `-p DIR/` (the config's relative paths land there), in the foreground.

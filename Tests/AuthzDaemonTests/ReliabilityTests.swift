@@ -4,6 +4,7 @@ import AuthzIndex
 import AuthzModel
 import AuthzWire
 import Foundation
+import NIOConcurrencyHelpers
 import XCTest
 
 /// Garbage, slow clients, too many connections, and SIGKILL under load.
@@ -181,10 +182,8 @@ final class ReliabilityTests: XCTestCase {
         let dir = temporaryDirectory("authzd-kill")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let k = Known()
-        var acknowledged: [(UInt64, ID)] = []
+        let acknowledged = NIOLockedValueBox<[(UInt64, ID)]>([])
         var lastRevision: UInt64 = 0
-        var lock = pthread_mutex_t()
-        pthread_mutex_init(&lock, nil)
         for cycle in 0..<cycles {
             let daemon = try DaemonProcess(dir: dir, tcp: false)
             let client = daemon.client(connections: 3)
@@ -198,9 +197,7 @@ final class ReliabilityTests: XCTestCase {
                         let u = ID.random()
                         guard case .write(let rev)? = try? client.send(.write([.upsert(.user(User(id: u, tenantId: k.t))),
                                                                              .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: k.t, userId: u, roleId: k.r, scope: .self)))])).wait() else { return }
-                        pthread_mutex_lock(&lock)
-                        acknowledged.append((rev, u))
-                        pthread_mutex_unlock(&lock)
+                        acknowledged.withLockedValue { $0.append((rev, u)) }
                     }
                 }
             }
@@ -216,9 +213,7 @@ final class ReliabilityTests: XCTestCase {
             client.close()
             // Verify offline.
             let engine = try Engine(directory: dir + "/data")
-            pthread_mutex_lock(&lock)
-            let acked = acknowledged
-            pthread_mutex_unlock(&lock)
+            let acked = acknowledged.withLockedValue { $0 }
             let maxAcked = acked.map(\.0).max() ?? 0
             XCTAssertGreaterThanOrEqual(engine.revision, maxAcked, "cycle \(cycle): an acknowledged revision is missing")
             XCTAssertGreaterThanOrEqual(engine.revision, lastRevision, "cycle \(cycle): the revision went backwards")
@@ -229,6 +224,6 @@ final class ReliabilityTests: XCTestCase {
             }
             XCTAssertEqual(try engine.verifyIndex(), [], "cycle \(cycle)")
         }
-        XCTAssertGreaterThan(acknowledged.count, cycles, "writers should have been acknowledged")
+        XCTAssertGreaterThan(acknowledged.withLockedValue { $0.count }, cycles, "writers should have been acknowledged")
     }
 }

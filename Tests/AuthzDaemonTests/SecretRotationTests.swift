@@ -25,7 +25,7 @@ final class SecretRotationTests: XCTestCase {
     /// Writes the key ring with `keys` (id → 32 bytes); `active` marked.
     func writeRing(_ keys: [(String, [UInt8])], active: String) throws {
         let text = keys.map { "\($0.0) \(Data($0.1).base64EncodedString())\($0.0 == active ? " active" : "")" }.joined(separator: "\n") + "\n"
-        FileManager.default.createFile(atPath: ringPath, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: ringPath, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
         chmod(ringPath, 0o600)
     }
 

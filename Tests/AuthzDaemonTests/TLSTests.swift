@@ -217,6 +217,7 @@ final class TLSTests: XCTestCase {
 
         // Checks keep flowing on the open connection while the certificate is replaced.
         let reloaded = StopFlag()
+        let t = self.t, u = self.u
         let load = Task { () -> (Int, Int) in
             var failures = 0, done = 0, afterReload = 0
             while afterReload < 200 {
@@ -267,7 +268,6 @@ final class TLSTests: XCTestCase {
     /// Whether a TLS handshake with `configuration` completes against 127.0.0.1:`port`.
     func handshake(port: Int, _ configuration: TLSConfiguration) async throws -> Bool {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
         let context = try NIOSSLContext(configuration: configuration)
         let promise = group.next().makePromise(of: Bool.self)
         let channel = try await ClientBootstrap(group: group).channelInitializer { ch in
@@ -278,6 +278,7 @@ final class TLSTests: XCTestCase {
         }.connect(host: "127.0.0.1", port: port).get()
         let ok = try await promise.futureResult.get()
         try? await channel.close().get()
+        try? await group.shutdownGracefully()
         return ok
     }
 }

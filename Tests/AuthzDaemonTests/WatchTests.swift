@@ -17,8 +17,8 @@ final class WatchTests: XCTestCase {
     let t1 = ID.random(), t2 = ID.random()
 
     /// Collects changes from `stream` until `until` holds for what was collected (or `seconds`).
-    func collect(_ stream: AsyncThrowingStream<WatchBatch, Error>, seconds: Double = 10,
-                 until: @escaping ([Change], WatchBatch) -> Bool) async throws -> (changes: [Change], last: WatchBatch?) {
+    static func collect(_ stream: AsyncThrowingStream<WatchBatch, Error>, seconds: Double = 10,
+                        until: @escaping @Sendable ([Change], WatchBatch) -> Bool) async throws -> (changes: [Change], last: WatchBatch?) {
         try await withThrowingTaskGroup(of: ([Change], WatchBatch?).self) { group in
             group.addTask {
                 var got: [Change] = []
@@ -49,7 +49,7 @@ final class WatchTests: XCTestCase {
         let r1 = try await c.write(users(100, t1))
 
         // History from 0: both writes, in order, then caught up.
-        let (history, last) = try await collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
+        let (history, last) = try await Self.collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
         XCTAssertEqual(history.count, 102)
         XCTAssertEqual(history.prefix(2).map(\.revision), [r0, r0])
         XCTAssertTrue(history.dropFirst(2).allSatisfy { $0.revision == r1 && $0.entity.kind == .user })
@@ -57,7 +57,7 @@ final class WatchTests: XCTestCase {
 
         // Live: a watcher from now sees writes made after it started, and only those.
         let live = c.watch(WatchCall(fromRevision: nil, tenantId: nil, kinds: [.user]))
-        let watching = Task { try await self.collect(live) { got, _ in got.count >= 30 } }
+        let watching = Task { try await WatchTests.collect(live) { got, _ in got.count >= 30 } }
         try await Task.sleep(nanoseconds: 300_000_000)
         var written: [ID] = []
         for _ in 0..<3 {
@@ -70,12 +70,12 @@ final class WatchTests: XCTestCase {
 
         // Resume: a watcher cut after some frames resumes from the last revision it got and
         // misses nothing (a revision may come twice, never a gap).
-        let (part, partLast) = try await collect(c.watch(WatchCall(fromRevision: 0))) { got, _ in got.count >= 64 }
+        let (part, partLast) = try await Self.collect(c.watch(WatchCall(fromRevision: 0))) { got, _ in got.count >= 64 }
         let resumedFrom = partLast!.revision
         for _ in 0..<5 { _ = try await c.write(users(7, t1)) }
         let head = try await c.write(users(1, t1))
-        let (rest, _) = try await collect(c.watch(WatchCall(fromRevision: resumedFrom))) { _, b in b.caughtUp && b.revision >= head }
-        let everything = try await collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp && b.revision >= head }.changes
+        let (rest, _) = try await Self.collect(c.watch(WatchCall(fromRevision: resumedFrom))) { _, b in b.caughtUp && b.revision >= head }
+        let everything = try await Self.collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp && b.revision >= head }.changes
         let joined = part.filter { $0.revision <= resumedFrom } + rest
         XCTAssertEqual(joined.map(\.entity.id), everything.map(\.entity.id))
         XCTAssertEqual(joined.map(\.revision), everything.map(\.revision))
@@ -98,27 +98,27 @@ final class WatchTests: XCTestCase {
         let admin = client(adminKey), checker = client(checkerKey), op = client(operatorKey), gateway = client(gatewayKey)
         defer { admin.close(); checker.close(); op.close(); gateway.close() }
 
-        let mine = try await collect(admin.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
+        let mine = try await Self.collect(admin.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
         XCTAssertEqual(mine.count, 4, "its tenant record and its 3 users")
         XCTAssertTrue(mine.allSatisfy { $0.entity.tenantId == t1 })
         do {
-            _ = try await collect(admin.watch(WatchCall(fromRevision: 0, tenantId: t2))) { _, b in b.caughtUp }
+            _ = try await Self.collect(admin.watch(WatchCall(fromRevision: 0, tenantId: t2))) { _, b in b.caughtUp }
             XCTFail("an admin watched another tenant")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .permissionDenied)
             XCTAssertEqual(e.field, "watch.tenant_id")
         }
         do {
-            _ = try await collect(checker.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
+            _ = try await Self.collect(checker.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
             XCTFail("a checker watched records")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .permissionDenied)
         }
-        let tenants = try await collect(op.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
+        let tenants = try await Self.collect(op.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
         XCTAssertEqual(Set(tenants.map(\.entity.id)), [t1, t2])
         XCTAssertTrue(tenants.allSatisfy { $0.entity.kind == .tenant })
         do {
-            _ = try await collect(op.watch(WatchCall(fromRevision: 0, kinds: [.user]))) { _, b in b.caughtUp }
+            _ = try await Self.collect(op.watch(WatchCall(fromRevision: 0, kinds: [.user]))) { _, b in b.caughtUp }
             XCTFail("an operator watched users")
         } catch let e as AuthzError {
             XCTAssertEqual(e.field, "watch.kinds")
@@ -128,15 +128,15 @@ final class WatchTests: XCTestCase {
         _ = try await root.write([.upsert(.platformCredential(PlatformCredential(id: .random(), tenantId: t1, ownerUserId: owner, platform: "gmail",
                                                                              externalAccountId: "x@gmail.test", accessToken: "at-secret", refreshToken: "rt-secret",
                                                                              tokenExpiresAt: 0, oauthScopes: [])))])
-        let mineNow = try await collect(admin.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
+        let mineNow = try await Self.collect(admin.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
         guard case .platformCredential(let cred)? = mineNow.last?.entity else { return XCTFail("the admin does not see the credential") }
         XCTAssertEqual(cred.accessToken, "")
         XCTAssertTrue(cred.secretsRedacted)
-        let every = try await collect(gateway.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
+        let every = try await Self.collect(gateway.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }.changes
         XCTAssertEqual(every.count, 9, "every record but the credential")
         XCTAssertFalse(every.contains { $0.entity.kind == .platformCredential })
         do {
-            _ = try await collect(gateway.watch(WatchCall(fromRevision: 0, kinds: [.platformCredential]))) { _, b in b.caughtUp }
+            _ = try await Self.collect(gateway.watch(WatchCall(fromRevision: 0, kinds: [.platformCredential]))) { _, b in b.caughtUp }
             XCTFail("a gateway watched credentials")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .permissionDenied)
@@ -169,7 +169,7 @@ final class WatchTests: XCTestCase {
         _ = try await c.write([.upsert(.tenant(Tenant(id: t1, name: "one")))])
         for _ in 0..<3 { _ = try await c.write(users(400, t1)) }
         do {
-            _ = try await collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
+            _ = try await Self.collect(c.watch(WatchCall(fromRevision: 0))) { _, b in b.caughtUp }
             XCTFail("trimmed history was served")
         } catch let e as AuthzError {
             XCTAssertEqual(e.code, .outOfRange)
