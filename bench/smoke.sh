@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # CI smoke run of the benchmark harness: small dataset, a few seconds, asserts that every
 # answer of authzd and Redis was correct. Asserts no speed: the two guards below count.
+#
+# One release build of the bench package (bench/Package.swift, in bench/.build): authzbench,
+# then authzd (a product of the root package, which bench depends on by path) into the same
+# folder, beside authzbench, where the harness starts it from; the modules both use compile once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build --product authzbench
-swift build --product authzd
-"$(swift build --show-bin-path)/authzbench" smoke
+build() { # swift build in bench/, release: its last line, or the whole log when it fails
+  local log
+  log="$(mktemp)"
+  if swift build --package-path bench -c release "$@" >"$log" 2>&1; then tail -1 "$log"; rm -f "$log"
+  else cat "$log"; rm -f "$log"; return 1; fi
+}
+build --product authzbench
+build --product authzd
+bin="$(swift build --package-path bench -c release --show-bin-path)"
+"$bin/authzbench" smoke
 # The check path must allocate nothing (a release build: debug builds allocate by design).
-swift build -c release --product authzbench 2>&1 | tail -1
-"$(swift build -c release --show-bin-path)/authzbench" alloc-guard
-# Nor grow in instructions: a release authzd under callgrind (valgrind, installed by
+"$bin/authzbench" alloc-guard
+# Nor grow in instructions: the release authzd under callgrind (valgrind, installed by
 # scripts/install-deps.sh), instructions per batch-1 check against bench/callgrind-threshold.
-swift build -c release --product authzd 2>&1 | tail -1
-"$(swift build -c release --show-bin-path)/authzbench" callgrind-guard --threshold-file bench/callgrind-threshold
+"$bin/authzbench" callgrind-guard --threshold-file bench/callgrind-threshold

@@ -60,8 +60,10 @@ final class Harness {
     var insecure = false
     /// Metrics listener and a 1% decision log on (to measure their cost).
     var observability = false
-    /// The authzd binary started (default: the one next to authzbench).
-    lazy var authzdExecutable = binDir + "/authzd"
+    /// The authzd binary started: `$AUTHZD` when set (as bench/replication.sh and
+    /// bench/gateways.sh take it), else the one beside authzbench, where
+    /// `swift build -c release --product authzd` in bench/ puts it.
+    lazy var authzdExecutable = ProcessInfo.processInfo.environment["AUTHZD"] ?? (binDir + "/authzd")
     /// A command that runs authzd (`valgrind --tool=callgrind …`): its first word is executed,
     /// authzd's path and arguments follow the rest. Empty: authzd itself.
     var authzdLauncher: [String] = []
@@ -72,6 +74,9 @@ final class Harness {
     var redisStartTimeout = 60.0
 
     func startAuthzd() throws {
+        guard FileManager.default.isExecutableFile(atPath: authzdExecutable) else {
+            throw HarnessError("no authzd at \(authzdExecutable): build it beside authzbench (in bench/: swift build -c release --product authzd) or name one in AUTHZD")
+        }
         let started = Date()
         facts["authzd_auth"] = insecure ? "insecure-no-auth (multi-tenant load)" : "checker key via Hello"
         let executable = authzdLauncher.first ?? authzdExecutable
