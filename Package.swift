@@ -17,7 +17,7 @@ let package = Package(
     products: [
         .executable(name: "authzd", targets: ["authzd"]),
         .executable(name: "authzctl", targets: ["authzctl"]),
-        // Libraries for the bench/ package (it depends on this one by path).
+        // Libraries for the bench/ and Fuzz/ packages (they depend on this one by path).
         // No target behind a library product may carry unsafe flags.
         .library(name: "AuthzModel", targets: ["AuthzModel"]),
         .library(name: "AuthzIndex", targets: ["AuthzIndex"]),
@@ -129,16 +129,6 @@ let package = Package(
                 "AuthzClient", "AuthzModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
-        ),
-        .executableTarget(
-            name: "authzfuzz",
-            dependencies: [
-                "AuthzWire", "AuthzFraming", "AuthzModel",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-            ],
-            path: "Fuzz/authzfuzz",
-            swiftSettings: swift5 + [.unsafeFlags(["-parse-as-library"])]
         ),
         // Test helper, not a product: the writer CrashTests SIGKILLs (built by `swift build`,
         // found beside the test bundle).

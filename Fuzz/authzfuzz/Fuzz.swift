@@ -1,9 +1,10 @@
 // libFuzzer target for the frame decoder and message decoding.
 //
-// Build and run (see docs/operations.md, "Fuzzing"):
-//   swift build --product authzfuzz --scratch-path .build-fuzz \
-//     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
-//   .build-fuzz/debug/authzfuzz -max_total_time=60 Fuzz/corpus
+// Build and run (see docs/operations.md, "Fuzzing"): `bash scripts/fuzz.sh SECONDS`, which runs
+//   swift build --package-path Fuzz --scratch-path Fuzz/.build-fuzz \
+//     -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+//   Fuzz/.build-fuzz/debug/authzfuzz -max_total_time=60 Fuzz/corpus
+// Without the two flags (`swift build` in Fuzz/), the same target replays the files it is given.
 //
 // Each input is split into chunks (its first byte seeds the chunk sizes) and fed to the
 // daemon's FrameDecoder on an EmbeddedChannel; every frame is decoded by both the fast path and
