@@ -9,7 +9,8 @@ import PackageDescription
 //   AuthzServer (engine, wire, framing, log; never the store) · AuthzClient (wire, framing)
 //   authzd, authzctl
 // CKafka (librdkafka) is used by one file only: AuthzServer/Events/KafkaEventSource.swift.
-let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+// The benchmark harness and the fuzzer are packages of their own (bench/, Fuzz/), on top of the
+// library products below.
 
 let package = Package(
     name: "authzd",
