@@ -147,7 +147,8 @@ public struct JSONParser {
             if pos < bytes.count, bytes[pos] == UInt8(ascii: "+") || bytes[pos] == UInt8(ascii: "-") { pos += 1 }
             guard digits(&pos, bytes) > 0 else { throw fail("invalid number") }
         }
-        return String(decoding: bytes[start..<pos], as: UTF8.self)
+        let end = pos
+        return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
     }
 
     private mutating func hex4() throws -> UInt32 {
@@ -172,16 +173,22 @@ public struct JSONParser {
         pos += 1  // opening quote
         var out: [UInt8] = []
         let start = pos
-        // Fast path: no escapes.
+        // Fast path: no escapes. Plain ASCII (the usual case: ids, names, kinds) needs no
+        // UTF-8 validation, and is turned into a String from a buffer pointer, not generically.
+        var bits: UInt8 = 0
         while pos < bytes.count {
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
-                let s = bytes[start..<pos]
+                let end = pos
                 pos += 1
-                guard let str = String(validating: s, as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
+                if bits < 0x80 {
+                    return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
+                }
+                guard let str = String(validating: bytes[start..<end], as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
                 return str
             }
             if b == UInt8(ascii: "\\") || b < 0x20 { break }
+            bits |= b
             pos += 1
         }
         out.append(contentsOf: bytes[start..<pos])

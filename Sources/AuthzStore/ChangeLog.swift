@@ -31,12 +31,12 @@ extension Store {
         }
     }
 
-    /// Records `entities` (in order) as the changes of `revision`, then drops the oldest
-    /// entries beyond the retention. Inside the write's transaction. Each entity may come with
-    /// the bytes the records database got for it (reused unless it holds secrets), and with
-    /// the record it replaced: a binding re-pointed elsewhere is also logged as it was (a
+    /// Records the `count` changes `change(0..<count)` (in order) as the changes of `revision`,
+    /// then drops the oldest entries beyond the retention. Inside the write's transaction. Each
+    /// record may come with the bytes the records database got for it (reused unless it holds
+    /// secrets), and with the record it replaced: a binding re-pointed elsewhere is also logged as it was (a
     /// before-image, after the revision's changes), so that `--push` names who lost a grant.
-    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, _ entities: [(Entity, [UInt8]?)], before: [Entity?] = []) throws {
+    func recordChanges(_ txn: LMDBTransaction, revision: UInt64, count: Int, _ change: (Int) -> (after: Entity, stored: [UInt8]?, before: Entity?)) throws {
         let retention = options.changeRetention
         guard retention > 0 else {
             // No log: a reader could resume from nowhere but here.
@@ -44,7 +44,8 @@ extension Store {
             try txn.put(meta, Array("changes.floor".utf8), withUnsafeBytes(of: &v) { Array($0) })
             return
         }
-        for (i, (e, stored)) in entities.enumerated() {
+        for i in 0..<count {
+            let (e, stored, _) = change(i)
             let bytes: [UInt8]
             if case .platformCredential(var c) = e {
                 c.accessToken = ""
@@ -66,8 +67,9 @@ extension Store {
             }
         }
         var images = 0
-        for (i, (e, _)) in entities.enumerated() where i < before.count {
-            guard let old = Store.beforeImage(before[i], e) else { continue }
+        for i in 0..<count {
+            let (e, _, before) = change(i)
+            guard let old = Store.beforeImage(before, e) else { continue }
             let key = Store.changeKey(revision, Store.beforeImageIndex + UInt32(truncatingIfNeeded: images))
             images += 1
             let bytes = try RecordCodec.encode(old, sealer: nil)

@@ -225,10 +225,37 @@ final class LMDBTransaction {
         return Array(UnsafeRawBufferPointer(start: kv.mv_data, count: kv.mv_size))
     }
 
+    /// Runs `body` with one write cursor on `dbi` (`mdb_cursor_open`, closed on return): many
+    /// puts into one database without setting up a cursor for each (`mdb_put` does).
+    func withCursor<T>(_ dbi: UInt32, _ body: (LMDBCursor) throws -> T) throws -> T {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, dbi, &cursor))
+        defer { mdb_cursor_close(cursor) }
+        return try body(LMDBCursor(cursor: cursor))
+    }
+
     /// Number of entries in a database (`mdb_stat`).
     func count(_ dbi: UInt32) throws -> Int {
         var st = MDB_stat()
         try LMDBError.check(mdb_stat(txn, dbi, &st))
         return st.ms_entries
+    }
+}
+
+/// A write cursor lent by `LMDBTransaction.withCursor`; valid only inside that call.
+struct LMDBCursor {
+    let cursor: OpaquePointer?
+
+    /// `mdb_cursor_put`: with `append`, `MDB_APPEND` (`key` must sort after every key of the
+    /// database; `LMDBError` keyExist otherwise), else a plain put. Throws `LMDBError.mapFull`
+    /// when the map is full.
+    func put(_ key: [UInt8], _ value: [UInt8], append: Bool) throws {
+        try key.withUnsafeBytes { k in
+            try value.withUnsafeBytes { v in
+                var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+                var dv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+                try LMDBError.check(mdb_cursor_put(cursor, &kv, &dv, append ? UInt32(MDB_APPEND) : 0))
+            }
+        }
     }
 }

@@ -261,13 +261,22 @@ public final class Store: @unchecked Sendable {
             case .upsert(let x), .upsertIfNewer(let x): e = x
             default: continue
             }
-            do {
-                e.fields.metadata = try Validate.canonicalMetadata(e.fields.metadata, field: "\(e.kind.name).metadata")
-            } catch var err as AuthzError {
-                if ops.count > 1 { err.message = label(i) + ": " + err.message }
-                throw err
+            // Only a changed record is written back: an import's ops are mostly copied as they are.
+            var changed = false
+            if !e.fields.metadata.isEmpty {
+                do {
+                    let canonical = try Validate.canonicalMetadata(e.fields.metadata, field: "\(e.kind.name).metadata")
+                    if canonical != e.fields.metadata {
+                        e.fields.metadata = canonical
+                        changed = true
+                    }
+                } catch var err as AuthzError {
+                    if ops.count > 1 { err.message = label(i) + ": " + err.message }
+                    throw err
+                }
             }
             if case .platformCredential(var c) = e {
+                changed = true
                 c.secretUnreadable = false
                 c.unreadableSecret = nil
                 if c.secretsRedacted,
@@ -278,6 +287,7 @@ public final class Store: @unchecked Sendable {
                 }
                 e = .platformCredential(c)
             }
+            if !changed { continue }
             if case .upsertIfNewer = op { out[i] = .upsertIfNewer(e) } else { out[i] = .upsert(e) }
         }
         return out

@@ -1,4 +1,5 @@
 import AuthzModel
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,6 +41,8 @@ final class WriteBatch {
     /// pending is written, so the op sees LMDB exactly as without deferral.
     var deferPuts = false
     private var pending: [UInt32: [(key: [UInt8], value: [UInt8])]] = [:]
+    /// The room each database's pending list starts with (the batch's op count for imports).
+    private var pendingCapacity = 0
     /// Names the pending puts claim (uniqueness is checked against them and LMDB).
     private var pendingNames: [[UInt8]: ID] = [:]
 
@@ -62,6 +65,13 @@ final class WriteBatch {
     /// Applies `ops`; an error's message is prefixed with `label(i)` of the op it concerns
     /// (when the batch has more than one op).
     func apply(_ ops: [WriteOp], label: (Int) -> String) throws -> WriteOutcome {
+        if deferPuts {
+            // An import touches about one record per op: size the tables once rather than
+            // growing (and copying) them a dozen times.
+            slots.reserveCapacity(ops.count)
+            slotOf.reserveCapacity(ops.count)
+            pendingCapacity = ops.count
+        }
         for (i, op) in ops.enumerated() {
             currentOp = i
             do {
@@ -86,7 +96,7 @@ final class WriteBatch {
         let roleBindings = try roleBindingsOfTouchedUsers()
         let revision = try self.revision ?? (reader.revision() + 1)
         try putCounter("revision", revision)
-        try store.recordChanges(txn, revision: revision, slots.map { ($0.current, Optional($0.encoded)) }, before: changes.map(\.before))
+        try store.recordChanges(txn, revision: revision, count: slots.count) { i in (slots[i].current, slots[i].encoded, slots[i].before) }
         for (kind, n) in created {
             try putCounter("count." + kind.name, try reader.counter("count." + kind.name) + UInt64(n))
         }
@@ -150,6 +160,11 @@ final class WriteBatch {
     /// Puts `key` now, or collects it for `writePending` when puts are deferred.
     private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
         if deferPuts {
+            if pending[dbi] == nil {
+                var list: [(key: [UInt8], value: [UInt8])] = []
+                list.reserveCapacity(pendingCapacity)
+                pending[dbi] = list
+            }
             pending[dbi, default: []].append((key, value))
         } else {
             try txn.put(dbi, key, value)
@@ -159,16 +174,20 @@ final class WriteBatch {
     /// Writes every deferred put, each database's keys in order: appended (`MDB_APPEND`) while
     /// they sort after the database's last key, plain puts before that.
     private func writePending() throws {
-        for (dbi, entries) in pending {
-            let order = Self.sortedOrder(entries)
+        let lists = Array(pending)
+        let orders = Self.sortedOrders(lists.map(\.value))
+        for (n, (dbi, entries)) in lists.enumerated() {
+            let order = orders[n]
             var last = try txn.lastKey(dbi)
-            for i in order {
-                let (k, v) = entries[Int(i)]
-                if let l = last, !l.lexicographicallyPrecedes(k) {
-                    try txn.put(dbi, k, v)
-                } else {
-                    try txn.append(dbi, k, v)
-                    last = nil  // every later key sorts after this one
+            try txn.withCursor(dbi) { cursor in
+                for i in order {
+                    let (k, v) = entries[Int(i)]
+                    if let l = last, !l.lexicographicallyPrecedes(k) {
+                        try cursor.put(k, v, append: false)
+                    } else {
+                        try cursor.put(k, v, append: true)
+                        last = nil  // every later key sorts after this one
+                    }
                 }
             }
         }
@@ -245,11 +264,26 @@ final class WriteBatch {
         return try reader.entity(kind, tenant: tenant, id: id)
     }
 
-    /// The positions of `entries` in ascending key order. Sorts plain values (the first 32
-    /// bytes of each key as four big-endian words, then the position), comparing whole keys
-    /// only where 32 bytes do not decide: far cheaper than sorting the arrays themselves.
+    /// `sortedOrder` of each list; large batches sort on two threads (the lists are
+    /// independent: one per database).
+    static func sortedOrders(_ lists: [[(key: [UInt8], value: [UInt8])]]) -> [[Int32]] {
+        if lists.count < 2 || lists.reduce(0, { $0 + $1.count }) < 50_000 { return lists.map(sortedOrder) }
+        var orders = [[Int32]](repeating: [], count: lists.count)
+        orders.withUnsafeMutableBufferPointer { buffer in
+            // Each iteration writes its own element.
+            nonisolated(unsafe) let b = buffer
+            DispatchQueue.concurrentPerform(iterations: lists.count) { i in b[i] = sortedOrder(lists[i]) }
+        }
+        return orders
+    }
+
+    /// The positions of `entries` in ascending key order. Sorts plain values (the first 40
+    /// bytes of each key as five big-endian words, then the position), comparing whole keys
+    /// only where 40 bytes do not decide: far cheaper than sorting the arrays themselves. Forty
+    /// bytes reach into the last id of a reference key (tenant, kind, parent, child), so
+    /// references under one parent rarely tie.
     static func sortedOrder(_ entries: [(key: [UInt8], value: [UInt8])]) -> [Int32] {
-        struct Item { var w0, w1, w2, w3: UInt64; var index: Int32 }
+        struct Item { var w0, w1, w2, w3, w4: UInt64; var index: Int32 }
         func word(_ k: [UInt8], _ at: Int) -> UInt64 {
             var w: UInt64 = 0
             for j in at..<(at + 8) { w = w << 8 | UInt64(j < k.count ? k[j] : 0) }
@@ -257,21 +291,33 @@ final class WriteBatch {
         }
         var items = entries.indices.map { i in
             let k = entries[i].key
-            return Item(w0: word(k, 0), w1: word(k, 8), w2: word(k, 16), w3: word(k, 24), index: Int32(i))
+            return Item(w0: word(k, 0), w1: word(k, 8), w2: word(k, 16), w3: word(k, 24), w4: word(k, 32), index: Int32(i))
         }
         items.sort { a, b in
             if a.w0 != b.w0 { return a.w0 < b.w0 }
             if a.w1 != b.w1 { return a.w1 < b.w1 }
             if a.w2 != b.w2 { return a.w2 < b.w2 }
-            return a.w3 < b.w3
+            if a.w3 != b.w3 { return a.w3 < b.w3 }
+            return a.w4 < b.w4
         }
-        // Runs that tie on 32 bytes (references under one parent, long names) by whole key.
+        // Runs that tie on 40 bytes (long names) by whole key, as LMDB orders them (memcmp,
+        // then the shorter first).
+        func precedes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+            a.withUnsafeBufferPointer { x in
+                b.withUnsafeBufferPointer { y in
+                    let n = min(x.count, y.count)
+                    let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
+                    return c != 0 ? c < 0 : x.count < y.count
+                }
+            }
+        }
         var i = 0
         while i < items.count {
             var j = i + 1
-            while j < items.count, items[j].w0 == items[i].w0, items[j].w1 == items[i].w1, items[j].w2 == items[i].w2, items[j].w3 == items[i].w3 { j += 1 }
+            while j < items.count, items[j].w0 == items[i].w0, items[j].w1 == items[i].w1, items[j].w2 == items[i].w2,
+                  items[j].w3 == items[i].w3, items[j].w4 == items[i].w4 { j += 1 }
             if j - i > 1 {
-                items[i..<j].sort { entries[Int($0.index)].key.lexicographicallyPrecedes(entries[Int($1.index)].key) }
+                items[i..<j].sort { precedes(entries[Int($0.index)].key, entries[Int($1.index)].key) }
             }
             i = j
         }
@@ -346,16 +392,19 @@ final class WriteBatch {
     // MARK: validation against the resulting state
 
     /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`.
-    private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws -> Entity {
+    private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field fieldName: @autoclosure () -> String) throws -> Entity {
         if let e = current(id) ?? referenceCache[id], e.kind == kind, e.tenantId == tenant { return e }
         guard let (t, k) = try reader.locate(id) else {
+            let field = fieldName()
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if t != tenant {
+            let field = fieldName()
             // The same answer as for a missing id: another tenant's ids are not disclosed.
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if k != kind {
+            let field = fieldName()
             throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
         }
         guard let e = try reader.entity(kind, tenant: tenant, id: id) else {
@@ -367,20 +416,27 @@ final class WriteBatch {
 
     /// Like `referenced`, when only existence, kind and tenant matter: no record is decoded.
     private var existing: Set<ID> = []
-    private func mustExist(_ kind: EntityKind, _ id: ID, tenant: ID, field: String) throws {
+    private func mustExist(_ kind: EntityKind, _ id: ID, tenant: ID, field fieldName: @autoclosure () -> String) throws {
         if existing.contains(id) { return }
-        if let e = current(id) ?? referenceCache[id], e.kind == kind, e.tenantId == tenant {
+        if let i = slotOf[id], slots[i].current.kind == kind, slots[i].current.tenantId == tenant {
+            existing.insert(id)
+            return
+        }
+        if let e = referenceCache[id], e.kind == kind, e.tenantId == tenant {
             existing.insert(id)
             return
         }
         guard let (t, k) = try reader.locate(id) else {
+            let field = fieldName()
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if t != tenant {
+            let field = fieldName()
             // The same answer as for a missing id: another tenant's ids are not disclosed.
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if k != kind {
+            let field = fieldName()
             throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
         }
         existing.insert(id)

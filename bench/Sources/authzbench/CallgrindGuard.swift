@@ -28,7 +28,7 @@ enum CallgrindGuard {
     /// plain authzd (fast), restarts it under callgrind holding the data, then measures.
     /// Verifies every answer; throws on a wrong answer, an error, a missing tool or a timeout.
     /// Stops every process it started, also when it throws.
-    static func measureAuthzd(checks: Int, warmup: Int, seed: UInt64, keepDump: String?, noPtrace: Bool = false) throws -> Measurement {
+    static func measureAuthzd(checks: Int, warmup: Int, seed: UInt64, keepDump: String?, noPtrace: Bool = false, inFlight: Int = 16) throws -> Measurement {
         let tenants = Dataset.generate(size: DatasetSize.named("small")!, seed: seed)
         let queries = Queries.make(tenants, count: 65_536, skewed: false, allowShare: 0.5, seed: seed)
         let encoded = Encoded(target: .authzd, tenants: tenants, queries: queries)
@@ -44,7 +44,7 @@ enum CallgrindGuard {
             h.authzdStartTimeout = 300
             try h.startAuthzd()
             return try measure(server: "authzd", pid: h.authzd!.pid, socket: h.authzdSocket, valgrind: vg, checks: checks, warmup: warmup, keepDump: keepDump) { n in
-                var o = LoadOptions(target: .authzd, endpoint: h.authzdSocket, connections: 1, inFlight: 16, batch: 1, duration: 0, maxRequests: n)
+                var o = LoadOptions(target: .authzd, endpoint: h.authzdSocket, connections: 1, inFlight: inFlight, batch: 1, duration: 0, maxRequests: n)
                 o.apiKey = h.checkerKey
                 return try LoadRunner.run(o, encoded: encoded, group: h.group)
             }
@@ -55,7 +55,7 @@ enum CallgrindGuard {
 
     /// Measures redis-server the same way, `GETBIT` for a check (the dataset loaded under
     /// callgrind: Redis keeps it in memory only). For the README's comparison; never asserted.
-    static func measureRedis(checks: Int, warmup: Int, seed: UInt64, keepDump: String?, noPtrace: Bool = false) throws -> Measurement {
+    static func measureRedis(checks: Int, warmup: Int, seed: UInt64, keepDump: String?, noPtrace: Bool = false, inFlight: Int = 16) throws -> Measurement {
         let tenants = Dataset.generate(size: DatasetSize.named("small")!, seed: seed)
         let queries = Queries.make(tenants, count: 65_536, skewed: false, allowShare: 0.5, seed: seed)
         let encoded = Encoded(target: .redis, tenants: tenants, queries: queries)
@@ -68,7 +68,7 @@ enum CallgrindGuard {
             h.redisStartTimeout = 300
             try h.loadRedis(tenants)
             return try measure(server: "redis", pid: h.redis!.pid, socket: h.redisSocket, valgrind: vg, checks: checks, warmup: warmup, keepDump: keepDump) { n in
-                let o = LoadOptions(target: .redis, endpoint: h.redisSocket, connections: 1, inFlight: 16, batch: 1, duration: 0, maxRequests: n)
+                let o = LoadOptions(target: .redis, endpoint: h.redisSocket, connections: 1, inFlight: inFlight, batch: 1, duration: 0, maxRequests: n)
                 return try LoadRunner.run(o, encoded: encoded, group: h.group)
             }
         } catch {
@@ -265,8 +265,10 @@ struct CallgrindGuardCommand: ParsableCommand {
     @Flag(help: "Measure redis-server's instructions per GETBIT the same way too (reported, never asserted).") var redis = false
     @Flag(help: "Print the figure without reading or enforcing the threshold.") var noThreshold = false
     @Flag(help: "Never let vgdb wake the daemon through ptrace (as where ptrace is not permitted); a connection wakes it instead.") var noPtrace = false
+    @Option(help: "Requests in flight on the measured connection (the threshold is for 16; 1 shows the per-wake-up cost).") var inFlight = 16
 
     func validate() throws {
+        if inFlight < 1 { throw ValidationError("--in-flight must be at least 1") }
         if checks < 1 { throw ValidationError("--checks must be at least 1") }
         if warmup < 0 { throw ValidationError("--warmup must not be negative") }
     }
@@ -277,13 +279,13 @@ struct CallgrindGuardCommand: ParsableCommand {
         #else
         let threshold = noThreshold ? nil : try CallgrindGuard.readThreshold(thresholdFile)
         let started = Date()
-        let m = try CallgrindGuard.measureAuthzd(checks: checks, warmup: warmup, seed: seed, keepDump: keepDump, noPtrace: noPtrace)
+        let m = try CallgrindGuard.measureAuthzd(checks: checks, warmup: warmup, seed: seed, keepDump: keepDump, noPtrace: noPtrace, inFlight: inFlight)
         var line: [String: Any] = ["guard": "callgrind", "server": m.server, "checks": m.checks, "instructions": m.instructions,
                                    "instructions_per_check": (m.perCheck * 10).rounded() / 10, "measured_seconds": (m.seconds * 10).rounded() / 10]
         if let threshold { line["threshold"] = threshold }
         if let keepDump { line["dump"] = keepDump }
         if redis {
-            let r = try CallgrindGuard.measureRedis(checks: checks, warmup: warmup, seed: seed, keepDump: keepDump.map { $0 + ".redis" }, noPtrace: noPtrace)
+            let r = try CallgrindGuard.measureRedis(checks: checks, warmup: warmup, seed: seed, keepDump: keepDump.map { $0 + ".redis" }, noPtrace: noPtrace, inFlight: inFlight)
             line["redis_instructions_per_getbit"] = (r.perCheck * 10).rounded() / 10
         }
         line["total_seconds"] = (Date().timeIntervalSince(started) * 10).rounded() / 10
