@@ -2,6 +2,11 @@ import AuthzModel
 import AuthzWire
 import NIOConcurrencyHelpers
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The typed API: one method per call of the protocol (docs/protocol.md), each returning the
 /// call's result as Swift values. Each takes an optional `timeout`, the call's deadline (nil:
@@ -140,22 +145,30 @@ extension AuthzClient {
     /// of its first line. Pure: sends nothing.
     public static func chunks(of jsonl: [UInt8], chunkBytes: Int) -> [(range: Range<Int>, firstLine: Int)] {
         var out: [(Range<Int>, Int)] = []
-        var start = 0, line = 1
-        while start < jsonl.count {
-            var end = min(jsonl.count, start + chunkBytes)
-            if end < jsonl.count {
-                // Back up to just after the last newline in the window, or run to the next one.
-                var cut = end
-                while cut > start, jsonl[cut - 1] != 0x0A { cut -= 1 }
-                if cut == start {
-                    while end < jsonl.count, jsonl[end - 1] != 0x0A { end += 1 }
-                } else {
-                    end = cut
-                }
+        jsonl.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            // The position just after the next newline at or after `from` (the end if none).
+            func afterNewline(from: Int) -> Int {
+                guard from < b.count, let p = memchr(base + from, 0x0A, b.count - from) else { return b.count }
+                return UnsafePointer(p.assumingMemoryBound(to: UInt8.self)) - base + 1
             }
-            out.append((start..<end, line))
-            for b in jsonl[start..<end] where b == 0x0A { line += 1 }
-            start = end
+            var start = 0, line = 1
+            while start < b.count {
+                var end = min(b.count, start + chunkBytes)
+                if end < b.count {
+                    // Back up to just after the last newline in the window, or run to the next one.
+                    var cut = end
+                    while cut > start, b[cut - 1] != 0x0A { cut -= 1 }
+                    end = cut > start ? cut : afterNewline(from: end)
+                }
+                out.append((start..<end, line))
+                var at = start
+                while at < end {
+                    at = afterNewline(from: at)
+                    if at <= end && b[at - 1] == 0x0A { line += 1 }
+                }
+                start = end
+            }
         }
         return out
     }

@@ -710,17 +710,40 @@ public final class Engine: @unchecked Sendable {
         // The lines that hold something, with their numbers (counted over blank lines too).
         var lines: [(number: Int, range: Range<Int>)] = []
         var lineNo = staging.lastLine
-        var start = 0
-        while start < bytes.count {
-            var end = start
-            while end < bytes.count, bytes[end] != 0x0A { end += 1 }
-            lineNo += 1
-            var stop = end
-            if stop > start, bytes[stop - 1] == 0x0D { stop -= 1 }
-            if bytes[start..<stop].contains(where: { $0 != 0x20 && $0 != 0x09 }) { lines.append((lineNo, start..<stop)) }
-            start = end + 1
+        bytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            var start = 0
+            while start < b.count {
+                let end = memchr(base + start, 0x0A, b.count - start).map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? b.count
+                lineNo += 1
+                var stop = end
+                if stop > start, b[stop - 1] == 0x0D { stop -= 1 }
+                var blank = true
+                for i in start..<stop where b[i] != 0x20 && b[i] != 0x09 { blank = false; break }
+                if !blank { lines.append((lineNo, start..<stop)) }
+                start = end + 1
+            }
         }
-        let decoded = Engine.decodeLines(bytes, lines)
+        // Room for the chunk, growing geometrically (an exact reservation per chunk would copy
+        // everything staged so far on every chunk).
+        let needed = staging.entities.count + lines.count
+        if staging.entities.capacity < needed {
+            staging.entities.reserveCapacity(max(needed, 2 * staging.entities.capacity))
+            staging.lines.reserveCapacity(max(needed, 2 * staging.lines.capacity))
+        }
+        // Decoded a block at a time (each on two threads): the decoded records of a whole large
+        // chunk would be one more full copy of the import in memory.
+        let block = 32_768
+        for blockStart in stride(from: 0, to: lines.count, by: block) {
+            let blockLines = Array(lines[blockStart..<min(blockStart + block, lines.count)])
+            try stage(Engine.decodeLines(bytes, blockLines), lines: blockLines, into: &staging)
+        }
+        // A chunk that does not end with a newline still ends its last line.
+        staging.lastLine = lineNo
+    }
+
+    /// Adds decoded lines to `staging` in order (the duplicate and tenant rules of `stage`).
+    private func stage(_ decoded: [Result<Entity, AuthzError>], lines: [(number: Int, range: Range<Int>)], into staging: inout ImportStaging) throws {
         for (i, result) in decoded.enumerated() {
             let number = lines[i].number
             do {
@@ -747,8 +770,6 @@ public final class Engine: @unchecked Sendable {
                 throw e
             }
         }
-        // A chunk that does not end with a newline still ends its last line.
-        staging.lastLine = lineNo
     }
 
     /// Decodes `lines` of `bytes` (`BulkFormat.decode`), in order; a large chunk is split in
@@ -784,6 +805,8 @@ public final class Engine: @unchecked Sendable {
         // An admin's own, unchanged tenant line is checked, not written.
         var writeLines: [Int] = []
         var ops: [WriteOp] = []
+        writeLines.reserveCapacity(staging.entities.count)
+        ops.reserveCapacity(staging.entities.count)
         for (i, e) in staging.entities.enumerated() where !(staging.onlyTenant != nil && e.kind == .tenant) {
             ops.append(.upsert(e))
             writeLines.append(staging.lines[i])

@@ -160,4 +160,21 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
         hasher.combine(hi)
         hasher.combine(lo)
     }
+
+    /// What a `Dictionary` or `Set` of ids hashes with: a seeded multiply-mix of the two words
+    /// (as the index's tables), not a full SipHash run (an import hashes each id several
+    /// times). `seed` is the table's, derived from the process's random hashing seed, so ids
+    /// that collide cannot be chosen in advance; the mix is applied twice so that the words
+    /// cannot be traded against each other without knowing it.
+    public func _rawHashValue(seed: Int) -> Int {
+        @inline(__always) func mix(_ x: UInt64) -> UInt64 {
+            var z = x &* 0x9E37_79B9_7F4A_7C15
+            z ^= z >> 32
+            z = z &* 0xD6E8_FEB8_6659_FD93
+            z ^= z >> 32
+            return z
+        }
+        let s = UInt64(bitPattern: Int64(seed))
+        return Int(truncatingIfNeeded: mix(hi ^ s ^ mix(lo ^ (s << 1 | 1))))
+    }
 }

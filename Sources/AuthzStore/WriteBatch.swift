@@ -178,16 +178,20 @@ final class WriteBatch {
         let orders = Self.sortedOrders(lists.map(\.value))
         for (n, (dbi, entries)) in lists.enumerated() {
             let order = orders[n]
-            var last = try txn.lastKey(dbi)
+            // Keys up to the database's last key go in with plain puts; every later one (all of
+            // them, into an empty database) is appended. The split is found by binary search.
+            var split = 0
+            if let last = try txn.lastKey(dbi) {
+                var hi = order.count
+                while split < hi {
+                    let mid = (split + hi) / 2
+                    if Self.precedes(last, entries[Int(order[mid])].key) { hi = mid } else { split = mid + 1 }
+                }
+            }
             try txn.withCursor(dbi) { cursor in
-                for i in order {
+                for (j, i) in order.enumerated() {
                     let (k, v) = entries[Int(i)]
-                    if let l = last, !l.lexicographicallyPrecedes(k) {
-                        try cursor.put(k, v, append: false)
-                    } else {
-                        try cursor.put(k, v, append: true)
-                        last = nil  // every later key sorts after this one
-                    }
+                    try cursor.put(k, v, append: j >= split)
                 }
             }
         }
@@ -264,6 +268,18 @@ final class WriteBatch {
         return try reader.entity(kind, tenant: tenant, id: id)
     }
 
+    /// Whether `a` sorts before `b` as LMDB orders keys: bytes compared unsigned (memcmp), a
+    /// prefix before its extensions.
+    static func precedes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBufferPointer { x in
+            b.withUnsafeBufferPointer { y in
+                let n = min(x.count, y.count)
+                let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
+                return c != 0 ? c < 0 : x.count < y.count
+            }
+        }
+    }
+
     /// `sortedOrder` of each list; large batches sort on two threads (the lists are
     /// independent: one per database).
     static func sortedOrders(_ lists: [[(key: [UInt8], value: [UInt8])]]) -> [[Int32]] {
@@ -300,17 +316,7 @@ final class WriteBatch {
             if a.w3 != b.w3 { return a.w3 < b.w3 }
             return a.w4 < b.w4
         }
-        // Runs that tie on 40 bytes (long names) by whole key, as LMDB orders them (memcmp,
-        // then the shorter first).
-        func precedes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-            a.withUnsafeBufferPointer { x in
-                b.withUnsafeBufferPointer { y in
-                    let n = min(x.count, y.count)
-                    let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
-                    return c != 0 ? c < 0 : x.count < y.count
-                }
-            }
-        }
+        // Runs that tie on 40 bytes (long names) by whole key.
         var i = 0
         while i < items.count {
             var j = i + 1

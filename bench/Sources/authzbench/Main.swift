@@ -126,12 +126,25 @@ final class Harness {
             }
             checkerKey = secret
         }
-        let chunks = Dataset.jsonlChunks(tenants, seed: seed)
+        // The dataset as `authzctl import FILE` sends a file: one atomic import, in 4 MiB chunks
+        // under one session (AuthzClient.importChunked), applied with the last; a new file
+        // (import) wherever the next part would take one past 200 MB (max-import-bytes is 256).
+        var files: [[UInt8]] = [[]]
+        for part in Dataset.jsonlChunks(tenants, seed: seed, chunk: 1 << 30) {
+            if !files[files.count - 1].isEmpty && files[files.count - 1].count + part.count > 200 << 20 { files.append([]) }
+            files[files.count - 1] += part
+        }
         let t0 = Date()
         var records: UInt64 = 0
-        for c in chunks {
-            guard case .importResult(_, let n) = try client.send(.importJSONL(c)).wait() else { throw HarnessError("import failed") }
-            records += n
+        for file in files {
+            let parts = AuthzClient.chunks(of: file, chunkBytes: 4 << 20)
+            let session = ID.random()
+            for (i, part) in parts.enumerated() {
+                let more = i < parts.count - 1
+                let call = Call.importChunk(session: session, jsonl: Array(file[part.range]), firstLine: UInt64(part.firstLine), more: more)
+                guard case .importResult(_, let n) = try client.send(call).wait() else { throw HarnessError("import failed") }
+                if !more { records += n }
+            }
         }
         let secs = Date().timeIntervalSince(t0)
         facts["import_records"] = records
