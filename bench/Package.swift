@@ -6,8 +6,6 @@ import PackageDescription
 // Built and run from here: `swift build -c release && .build/release/authzbench …`
 // (bench/README.md); `swift build -c release --product authzd` builds the daemon it starts into
 // the same folder, beside it, sharing the modules both use.
-let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
-
 let package = Package(
     name: "authzbench",
     platforms: [.macOS(.v13)],
@@ -41,7 +39,6 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: swift5
         ),
     ]
 )

@@ -14,7 +14,7 @@ final class ServerProcess {
         self.logPath = logPath
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)  // a missing log only loses the daemon's messages
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardOutput = log
         process.standardError = log
@@ -140,7 +140,9 @@ func runEchoServer(socketPath: String, port: Int, threads: Int) throws -> Never 
     let bootstrap = ServerBootstrap(group: group)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        .childChannelInitializer { $0.pipeline.addHandler(EchoHandler()) }
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+        }
     unlink(socketPath)
     _ = try bootstrap.bind(unixDomainSocketPath: socketPath).wait()
     _ = try bootstrap.bind(host: "127.0.0.1", port: port).wait()

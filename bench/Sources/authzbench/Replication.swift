@@ -4,6 +4,7 @@ import AuthzModel
 import AuthzWire
 import Foundation
 import Histogram
+import NIOConcurrencyHelpers
 import NIOPosix
 
 /// Log mode (docs/scale-out.md) between two running daemons on one stream: replication lag
@@ -47,10 +48,11 @@ struct ReplicationBench: ParsableCommand {
         _ = try r.send(.check(CheckCall(tenantId: t.id, userId: t.users[0], permission: "x", scope: .self, minRevision: revision)), timeout: .seconds(600)).wait()
         let catchUp = Date().timeIntervalSince(started)
 
-        func userWrite() -> [WriteOp] {
+        let tenantId = t.id, firstRole = t.roles[0]
+        @Sendable func userWrite() -> [WriteOp] {
             let u = ID.random()
-            return [.upsert(.user(User(id: u, tenantId: t.id))),
-                    .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: t.id, userId: u, roleId: t.roles[0], scope: .tenant)))]
+            return [.upsert(.user(User(id: u, tenantId: tenantId))),
+                    .upsert(.roleBinding(RoleBinding(id: .random(), tenantId: tenantId, userId: u, roleId: firstRole, scope: .tenant)))]
         }
 
         // Lag: one write at a time; the replica is asked at the write's revision right after the
@@ -68,30 +70,24 @@ struct ReplicationBench: ParsableCommand {
         }
 
         // Writers for a set time: counts acknowledged writes.
-        func writeFor(_ duration: Double) -> (writes: Int, seconds: Double) {
+        let writerCount = writers
+        @Sendable func writeFor(_ duration: Double) -> (writes: Int, seconds: Double) {
             let stop = Date().addingTimeInterval(duration)
-            let lock = NSLock()
-            var count = 0
+            let count = NIOLockedValueBox(0)
             let begin = Date()
-            let threads = (0..<writers).map { _ in
+            let threads = (0..<writerCount).map { _ in
                 Thread {
                     var mine = 0
                     while Date() < stop {
                         if (try? w.send(.write(userWrite())).wait()) != nil { mine += 1 }
                     }
-                    lock.lock(); count += mine; lock.unlock()
+                    count.withLockedValue { $0 += mine }
                 }
             }
             threads.forEach { $0.start() }
-            while true {
-                lock.lock(); let done = count; lock.unlock()
-                _ = done
-                if Date() >= stop { break }
-                Thread.sleep(forTimeInterval: 0.05)
-            }
+            while Date() < stop { Thread.sleep(forTimeInterval: 0.05) }
             Thread.sleep(forTimeInterval: 0.5)  // writes in flight at the stop finish
-            lock.lock(); defer { lock.unlock() }
-            return (count, Date().timeIntervalSince(begin))
+            return (count.withLockedValue { $0 }, Date().timeIntervalSince(begin))
         }
         let writeOnly = writeFor(seconds)
 
@@ -106,12 +102,14 @@ struct ReplicationBench: ParsableCommand {
         let idle = try checks()
         var during = LoadResult(checks: 0, requests: 0, wrong: 0, errors: 0, seconds: 1,
                                 histogram: Histogram<UInt64>(highestTrackableValue: 1_000_000, numberOfSignificantValueDigits: .two))
-        var writesDuring = (writes: 0, seconds: 1.0)
-        let loader = Thread { writesDuring = writeFor(seconds + 0.3) }
+        let writesDuringBox = NIOLockedValueBox((writes: 0, seconds: 1.0))
+        let loadSeconds2 = seconds + 0.3
+        let loader = Thread { let r = writeFor(loadSeconds2); writesDuringBox.withLockedValue { $0 = r } }
         loader.start()
         during = try checks()
-        while writesDuring.writes == 0 && loader.isExecuting { Thread.sleep(forTimeInterval: 0.1) }
+        while writesDuringBox.withLockedValue({ $0.writes }) == 0 && loader.isExecuting { Thread.sleep(forTimeInterval: 0.1) }
         Thread.sleep(forTimeInterval: 1)
+        let writesDuring = writesDuringBox.withLockedValue { $0 }
 
         func ms(_ h: Histogram<UInt64>, _ p: Double) -> String { String(format: "%.2f", Double(h.valueAtPercentile(p)) / 1_000_000) }
         print("| measure | value |")

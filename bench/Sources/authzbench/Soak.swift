@@ -3,6 +3,7 @@ import AuthzClient
 import AuthzModel
 import AuthzWire
 import Foundation
+import NIOConcurrencyHelpers
 import NIOPosix
 
 /// Mixed checks and writes for a set time; every interval prints check throughput, p99, write
@@ -34,17 +35,17 @@ struct Soak: ParsableCommand {
         let idleRole = ID.random()
         _ = try writer.send(.write([.upsert(.role(Role(id: idleRole, tenantId: t.id, name: "soak-idle")))])).wait()
         let stop = Date().addingTimeInterval(minutes * 60)
-        var writes = 0
-        let lock = NSLock()
+        let writes = NIOLockedValueBox(0)
+        let users = t.users, tenantId = t.id
         let writerThread = Thread {
             var i = 0
             while Date() < stop {
                 let rb = ID.random()
-                let u = t.users[i % t.users.count]
-                _ = try? writer.send(.write([.upsert(.roleBinding(RoleBinding(id: rb, tenantId: t.id, userId: u, roleId: idleRole, scope: .self)))])).wait()
-                _ = try? writer.send(.write([.deactivate(RecordRef(kind: .roleBinding, tenantId: t.id, id: rb))])).wait()
+                let u = users[i % users.count]
+                _ = try? writer.send(.write([.upsert(.roleBinding(RoleBinding(id: rb, tenantId: tenantId, userId: u, roleId: idleRole, scope: .self)))])).wait()
+                _ = try? writer.send(.write([.deactivate(RecordRef(kind: .roleBinding, tenantId: tenantId, id: rb))])).wait()
                 i += 1
-                lock.lock(); writes += 2; lock.unlock()
+                writes.withLockedValue { $0 += 2 }
             }
         }
         writerThread.start()
@@ -52,16 +53,16 @@ struct Soak: ParsableCommand {
         print("|---|---|---|---|---|---|---|---|")
         let began = Date()
         while Date() < stop {
-            lock.lock(); let w0 = writes; lock.unlock()
+            let w0 = writes.withLockedValue { $0 }
             var o = LoadOptions(target: .authzd, endpoint: h.authzdSocket, connections: connections, inFlight: inFlight, batch: 1,
                                 duration: min(interval, max(1, stop.timeIntervalSinceNow)), maxRequests: nil)
             o.warmup = 0.2
             o.apiKey = h.checkerKey
             let r = try LoadRunner.run(o, encoded: encoded, group: group)
-            lock.lock(); let w1 = writes; lock.unlock()
+            let w1 = writes.withLockedValue { $0 }
             print(String(format: "| %.1f | %.0f | %.1f | %.1f | %.0f | %.1f | %.1f | %llu |", Date().timeIntervalSince(began) / 60, r.checksPerSecond, r.percentile(50),
                          r.percentile(99), Double(w1 - w0) / r.seconds, Double(h.authzd!.residentKiB()) / 1024, Double(h.authzd!.anonymousKiB()) / 1024, r.wrong))
-            fflush(stdout)
+            fflush(nil)  // every output stream: the line shows as soon as it is printed
         }
         writerThread.cancel()
         writer.close()
