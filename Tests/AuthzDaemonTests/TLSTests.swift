@@ -156,6 +156,35 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(text.contains("--insecure-plaintext") && text.contains("--tls-cert"), text)
     }
 
+    /// Exact `tls-identity` mappings (URI=ROLE[:TENANT]) against a real daemon: a checker bound
+    /// to a tenant and a gateway, the mappings a `case .checker, .admin where …` pattern once
+    /// refused at startup. They replace the default template.
+    func testExactIdentityMappings() async throws {
+        let mappings = "spiffe://test.example/svc/mailer=checker:\(t),spiffe://test.example/svc/edge=gateway"
+        let d = try await start(["--tls-client-ca", pki.caPath, "--set", "tls-identity=\(mappings)"])
+        let mailer = try tlsClient(d, cert: try pki.issue("mailer", uris: ["spiffe://test.example/svc/mailer"]))
+        defer { mailer.close() }
+        let allowed = try await mailer.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
+        XCTAssertTrue(allowed.allowed)
+        do {
+            _ = try await mailer.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
+            XCTFail("a checker mapped to one tenant checked in another")
+        } catch let e as AuthzError { XCTAssertEqual(e.code, .permissionDenied, "\(e)") }
+
+        let edge = try tlsClient(d, cert: try pki.issue("edge", uris: ["spiffe://test.example/svc/edge"]))
+        defer { edge.close() }
+        let denied = try await edge.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
+        XCTAssertEqual(denied.reason, .unknownUser, "a gateway mapping checks in every tenant")
+
+        // The default template no longer maps anything.
+        let templated = try tlsClient(d, cert: try pki.issue("templated", uris: ["spiffe://test.example/tenant/\(t)/role/checker"]))
+        defer { templated.close() }
+        do {
+            _ = try await templated.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
+            XCTFail("a certificate only the replaced default template would map was accepted")
+        } catch let e as AuthzError { XCTAssertNotEqual(e.code, .permissionDenied, "refused at the handshake: \(e)") }
+    }
+
     func testClientCertificatesAreIdentities() async throws {
         let audit = dir + "/audit.log"
         let d = try await start(["--tls-client-ca", pki.caPath, "--audit-log", audit])
