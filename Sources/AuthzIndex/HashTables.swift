@@ -7,13 +7,6 @@ let hashSeed: UInt64 = {
     return g.next() | 1
 }()
 
-@inline(__always) func mix(_ x: UInt64) -> UInt64 {
-    var z = x &* 0x9E3779B97F4A7C15
-    z ^= z >> 32
-    z = z &* 0xD6E8FEB86659FD93
-    z ^= z >> 32
-    return z
-}
 
 /// Hashes bytes 8 at a time (seeded multiply-mix). Not cryptographic; fast and unpredictable
 /// without the process's seed.
@@ -22,7 +15,7 @@ let hashSeed: UInt64 = {
     var i = 0
     let n = p.count
     while i + 8 <= n {
-        h = mix(h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        h = hashMix(h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
         i += 8
     }
     if i < n {
@@ -33,7 +26,7 @@ let hashSeed: UInt64 = {
             shift += 8
             i += 1
         }
-        h = mix(h ^ tail)
+        h = hashMix(h ^ tail)
     }
     return h
 }
@@ -98,7 +91,7 @@ public final class IDTable: @unchecked Sendable {
     }
 
     @inline(__always) func slot(_ key: ID) -> Int {
-        Int(truncatingIfNeeded: mix(key.hi ^ seed ^ mix(key.lo ^ (seed << 1)))) & mask
+        Int(truncatingIfNeeded: key.seededHash(seed)) & mask
     }
 
     @inline(__always) public func find(_ key: ID) -> UInt32? {

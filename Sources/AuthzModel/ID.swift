@@ -161,20 +161,30 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
         hasher.combine(lo)
     }
 
-    /// What a `Dictionary` or `Set` of ids hashes with: a seeded multiply-mix of the two words
-    /// (as the index's tables), not a full SipHash run (an import hashes each id several
-    /// times). `seed` is the table's, derived from the process's random hashing seed, so ids
-    /// that collide cannot be chosen in advance; the mix is applied twice so that the words
-    /// cannot be traded against each other without knowing it.
-    public func _rawHashValue(seed: Int) -> Int {
-        @inline(__always) func mix(_ x: UInt64) -> UInt64 {
-            var z = x &* 0x9E37_79B9_7F4A_7C15
-            z ^= z >> 32
-            z = z &* 0xD6E8_FEB8_6659_FD93
-            z ^= z >> 32
-            return z
-        }
-        let s = UInt64(bitPattern: Int64(seed))
-        return Int(truncatingIfNeeded: mix(hi ^ s ^ mix(lo ^ (s << 1 | 1))))
+    /// The id's hash under `seed`: a multiply-mix of the two words, the mix applied twice so
+    /// that the words cannot be traded against each other without knowing the seed. Not
+    /// cryptographic; with a secret random seed, ids that collide cannot be chosen in advance.
+    /// The index's id tables (seeded per process) and `_rawHashValue` use it.
+    @inlinable @inline(__always)
+    public func seededHash(_ seed: UInt64) -> UInt64 {
+        hashMix(hi ^ seed ^ hashMix(lo ^ (seed << 1)))
     }
+
+    /// What a `Dictionary` or `Set` of ids hashes with: `seededHash` under the table's seed
+    /// (derived from the process's random hashing seed), not a full SipHash run (an import
+    /// hashes each id several times).
+    public func _rawHashValue(seed: Int) -> Int {
+        Int(truncatingIfNeeded: seededHash(UInt64(bitPattern: Int64(seed))))
+    }
+}
+
+/// A bijective 64-bit multiply-xorshift finaliser: every input bit reaches every output bit.
+/// The building block of the seeded hashes (`ID.seededHash`, the index's byte hash).
+@inlinable @inline(__always)
+public func hashMix(_ x: UInt64) -> UInt64 {
+    var z = x &* 0x9E37_79B9_7F4A_7C15
+    z ^= z >> 32
+    z = z &* 0xD6E8_FEB8_6659_FD93
+    z ^= z >> 32
+    return z
 }

@@ -147,8 +147,13 @@ public struct JSONParser {
             if pos < bytes.count, bytes[pos] == UInt8(ascii: "+") || bytes[pos] == UInt8(ascii: "-") { pos += 1 }
             guard digits(&pos, bytes) > 0 else { throw fail("invalid number") }
         }
-        let end = pos
-        return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
+        return text(start..<pos)
+    }
+
+    /// `bytes[range]` as a String, from a buffer pointer (not through the generic collection
+    /// path). Invalid UTF-8 is repaired: callers pass ranges known to be ASCII.
+    private func text(_ range: Range<Int>) -> String {
+        bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
     private mutating func hex4() throws -> UInt32 {
@@ -181,9 +186,7 @@ public struct JSONParser {
             if b == UInt8(ascii: "\"") {
                 let end = pos
                 pos += 1
-                if bits < 0x80 {
-                    return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
-                }
+                if bits < 0x80 { return text(start..<end) }
                 guard let str = String(validating: bytes[start..<end], as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
                 return str
             }

@@ -160,15 +160,17 @@ final class WriteBatch {
     /// Puts `key` now, or collects it for `writePending` when puts are deferred.
     private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
         if deferPuts {
-            if pending[dbi] == nil {
-                var list: [(key: [UInt8], value: [UInt8])] = []
-                list.reserveCapacity(pendingCapacity)
-                pending[dbi] = list
-            }
-            pending[dbi, default: []].append((key, value))
+            pending[dbi, default: Self.emptyList(reserving: pendingCapacity)].append((key, value))
         } else {
             try txn.put(dbi, key, value)
         }
+    }
+
+    /// An empty pending list with room for `capacity` puts.
+    private static func emptyList(reserving capacity: Int) -> [(key: [UInt8], value: [UInt8])] {
+        var list: [(key: [UInt8], value: [UInt8])] = []
+        list.reserveCapacity(capacity)
+        return list
     }
 
     /// Writes every deferred put, each database's keys in order: appended (`MDB_APPEND`) while

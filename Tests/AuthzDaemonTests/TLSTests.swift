@@ -156,6 +156,22 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(text.contains("--insecure-plaintext") && text.contains("--tls-cert"), text)
     }
 
+    /// `client`, a checker bound to tenant `t`, is answered there and refused in `other`.
+    func assertChecksOnlyInTenant(_ client: AuthzClient, file: StaticString = #filePath, line: UInt = #line) async throws {
+        let allowed = try await client.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
+        XCTAssertTrue(allowed.allowed, file: file, line: line)
+        do {
+            _ = try await client.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
+            XCTFail("a tenant-bound checker checked in another tenant", file: file, line: line)
+        } catch let e as AuthzError { XCTAssertEqual(e.code, .permissionDenied, "\(e)", file: file, line: line) }
+    }
+
+    /// `client`, a gateway, is answered in a tenant it has no binding to (`other`).
+    func assertChecksInEveryTenant(_ client: AuthzClient, file: StaticString = #filePath, line: UInt = #line) async throws {
+        let denied = try await client.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
+        XCTAssertEqual(denied.reason, .unknownUser, "a gateway checks in every tenant", file: file, line: line)
+    }
+
     /// Exact `tls-identity` mappings (URI=ROLE[:TENANT]) against a real daemon: a checker bound
     /// to a tenant and a gateway, the mappings a `case .checker, .admin where …` pattern once
     /// refused at startup. They replace the default template.
@@ -164,17 +180,11 @@ final class TLSTests: XCTestCase {
         let d = try await start(["--tls-client-ca", pki.caPath, "--set", "tls-identity=\(mappings)"])
         let mailer = try tlsClient(d, cert: try pki.issue("mailer", uris: ["spiffe://test.example/svc/mailer"]))
         defer { mailer.close() }
-        let allowed = try await mailer.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
-        XCTAssertTrue(allowed.allowed)
-        do {
-            _ = try await mailer.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
-            XCTFail("a checker mapped to one tenant checked in another")
-        } catch let e as AuthzError { XCTAssertEqual(e.code, .permissionDenied, "\(e)") }
+        try await assertChecksOnlyInTenant(mailer)
 
         let edge = try tlsClient(d, cert: try pki.issue("edge", uris: ["spiffe://test.example/svc/edge"]))
         defer { edge.close() }
-        let denied = try await edge.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
-        XCTAssertEqual(denied.reason, .unknownUser, "a gateway mapping checks in every tenant")
+        try await assertChecksInEveryTenant(edge)
 
         // The default template no longer maps anything.
         let templated = try tlsClient(d, cert: try pki.issue("templated", uris: ["spiffe://test.example/tenant/\(t)/role/checker"]))
@@ -191,12 +201,7 @@ final class TLSTests: XCTestCase {
         // Mapped by the default pattern spiffe://*/tenant/{tenant}/role/{role}: no API key.
         let checker = try tlsClient(d, cert: try pki.issue("checker", uris: ["spiffe://test.example/tenant/\(t)/role/checker"]))
         defer { checker.close() }
-        let allowed = try await checker.check(tenant: t, user: u, permission: "gmail.messages.read", scope: .tenant)
-        XCTAssertTrue(allowed.allowed)
-        do {
-            _ = try await checker.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
-            XCTFail("a tenant-bound certificate checked in another tenant")
-        } catch let e as AuthzError { XCTAssertEqual(e.code, .permissionDenied, "\(e)") }
+        try await assertChecksOnlyInTenant(checker)
         do {
             _ = try await checker.write([.upsert(.user(User(id: .random(), tenantId: t)))])
             XCTFail("a checker certificate wrote")
@@ -204,8 +209,7 @@ final class TLSTests: XCTestCase {
 
         let gateway = try tlsClient(d, cert: try pki.issue("gateway", uris: ["spiffe://test.example/role/gateway"]))
         defer { gateway.close() }
-        let denied = try await gateway.check(tenant: other, user: u, permission: "gmail.messages.read", scope: .tenant)
-        XCTAssertEqual(denied.reason, .unknownUser, "a gateway certificate checks in every tenant")
+        try await assertChecksInEveryTenant(gateway)
 
         // Refused: a certificate that maps to nothing, one from another CA, an expired one.
         let stranger = try TestPKI(dir: dir, name: "stranger")
