@@ -369,7 +369,9 @@ public final class AuthzServer: Service, Sendable {
             let sync = channel.pipeline.syncOperations
             if !isUnix, let tls { try tls.addHandlers(to: channel, logger: logger) }
             // The read-idle timeout is ConnectionHandler's own state (no extra handler per hop).
-            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix))
+            // Answers bypass NIO's write path on plaintext sockets only (never under TLS).
+            let plaintext = isUnix || tls == nil
+            try sync.addHandler(ConnectionHandler(dispatcher: dispatcher, logger: logger, isUnix: isUnix, directWrites: plaintext && config.directWrites))
         }
     }
 

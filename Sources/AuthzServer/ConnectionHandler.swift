@@ -23,6 +23,10 @@ struct CheckPathState {
     /// Check-path state refreshed once per read burst.
     var fastPath = false
     var fastPathTenant: ID?
+    /// Writes answers straight to the socket (plaintext connections; see `SocketWriter`).
+    var writer: SocketWriter?
+    /// Writes handed to NIO and not yet complete: direct writes wait until there are none.
+    var writesInNIO = 0
 }
 
 /// Asks a connection to finish what it has in flight and close (graceful shutdown).
@@ -61,6 +65,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Reading, backpressure, the frame timer and draining (`ConnectionFlow`'s rules).
     private var flow: ConnectionFlow
     private let isUnix: Bool
+    /// The connection carries plaintext on a socket: answers may bypass NIO's write path.
+    private let directWrites: Bool
     /// The other end, for the audit trail (address at activation, uid once read).
     private var peer = PeerInfo.unknown
     /// Who the connection is, before any per-request key.
@@ -97,10 +103,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var lastRead = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
 
-    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool) {
+    /// `directWrites`: the channel is a plaintext socket (no TLS handler before this one), so
+    /// answers may be sent on its descriptor directly (`SocketWriter`); false writes every
+    /// byte through the pipeline.
+    init(dispatcher: Dispatcher, logger: Logger, isUnix: Bool, directWrites: Bool = false) {
         self.dispatcher = dispatcher
         self.logger = logger
         self.isUnix = isUnix
+        self.directWrites = directWrites
         self.frameLimit = dispatcher.config.preAuthMaxFrameSize
         self.limits = dispatcher.config.wireLimits
         self.flow = ConnectionFlow(maxInFlight: dispatcher.config.maxInFlight)
@@ -124,6 +134,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         lastRead = context.eventLoop.now
         armIdleTimer(context: context, at: lastRead)
         peer = PeerInfo(remote: context.channel.remoteAddress, isUnix: isUnix)
+        if directWrites {
+            // Complete at once (on the event loop); nil keeps NIO's write path.
+            SocketWriter.find(context.channel).assumeIsolated().whenSuccess { writer in
+                if context.channel.isActive { self.hot.pointee.writer = writer }
+            }
+        }
         if config.insecureNoAuth {
             principal = .superuser
             trust(full: true)
@@ -185,6 +201,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // NIO has closed the descriptor; its number may already belong to another connection.
+        hot.pointee.writer = nil
         _ = flow.close()
         idleTimer?.cancel()
         idleTimer = nil
@@ -761,12 +779,33 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Writes and flushes what the output buffer holds. The buffer is reused: once the socket
-    /// has taken the bytes (the usual case, synchronously) clearing it allocates nothing.
+    /// Writes and flushes what the output buffer holds: on a plaintext socket with no write of
+    /// NIO's pending, with one `send` (`SocketWriter`); what the socket does not take, and
+    /// everything on other connections, through the pipeline. The buffer is reused: once the
+    /// socket has taken the bytes (the usual case, synchronously) clearing it allocates nothing.
     private func flushOut(context: ChannelHandlerContext) {
         hot.pointee.needsFlush = false
         guard hot.pointee.out.readableBytes > 0 else { return }
-        context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: nil)
+        guard hot.pointee.writer != nil else {
+            context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: nil)
+            hot.pointee.out.clear()
+            return
+        }
+        if hot.pointee.writesInNIO == 0, let writer = hot.pointee.writer {
+            switch hot.pointee.out.withUnsafeReadableBytes({ writer.write($0) }) {
+            case .all:
+                hot.pointee.out.clear()
+                return
+            case .partial(let sent):
+                hot.pointee.out.moveReaderIndex(forwardBy: sent)
+            }
+        }
+        // The socket is full (or failing): NIO writes the rest, and everything after it until
+        // its writes complete, so that bytes keep their order.
+        hot.pointee.writesInNIO += 1
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenComplete { _ in self.hot.pointee.writesInNIO -= 1 }
+        context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: written)
         hot.pointee.out.clear()
     }
 

@@ -79,6 +79,10 @@ public struct ServerConfig: Sendable {
     /// Serve every caller as superuser, TCP included. For benchmarks and local development only;
     /// logged loudly at start.
     public var insecureNoAuth = false
+    /// Plaintext connections send their answers on the socket directly, bypassing swift-nio's
+    /// write path while it holds nothing of theirs (`SocketWriter`; docs/architecture.md).
+    /// false writes every answer through NIO.
+    public var directWrites = true
     /// A Unix peer running as the daemon's own uid or as root is a superuser (it can read the
     /// data directory anyway).
     public var localSuperuser = true
@@ -235,6 +239,9 @@ public struct ServerConfig: Sendable {
             auditKeep = v
         case "audit-sync-ms": auditSyncMillis = min(60_000, max(1, try int()))
         case "insecure-no-auth": insecureNoAuth = value == "true"
+        case "direct-writes":
+            guard value == "true" || value == "false" else { throw ConfigError("\(origin): direct-writes is true or false (got \"\(value)\")") }
+            directWrites = value == "true"
         case "local-superuser": localSuperuser = value != "false"
         case "allow-uid":
             // UID:ROLE:TENANT_ID, comma-separated for several.
