@@ -39,9 +39,40 @@ public enum CheckFrame {
         public var isBatch: Bool
     }
 
+    /// The last tenant id read on a connection, by its text: a sidecar's checks name one tenant,
+    /// and comparing 36 bytes is cheaper than parsing them (`ID(bytes:)`).
+    public struct TenantCache: Sendable {
+        /// The text's five words (bytes 0-31 as four, 32-35 as the fifth); valid when `id` is set.
+        var words: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
+        var id: ID?
+
+        public init() {}
+
+        /// The id `text` (36 bytes or not) names, or nil when it is not a UUID in 8-4-4-4-12 form;
+        /// remembers the last one parsed.
+        @inline(__always)
+        mutating func id(_ text: UnsafeRawBufferPointer) -> ID? {
+            guard text.count == 36, let base = text.baseAddress else { return nil }
+            let w = (base.loadUnaligned(as: UInt64.self), base.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                     base.loadUnaligned(fromByteOffset: 16, as: UInt64.self), base.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
+                     UInt64(base.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
+            if let known = id, w.0 == words.0, w.1 == words.1, w.2 == words.2, w.3 == words.3, w.4 == words.4 { return known }
+            guard let parsed = ID(bytes: text) else { return nil }
+            words = w
+            id = parsed
+            return parsed
+        }
+    }
+
     /// Parses `p` (one frame's payload). On success `items` holds the checks, in order.
     public static func parse(_ p: UnsafeRawBufferPointer, maxItems: Int, into items: inout [CheckQuery]) -> Parsed? {
-        items.removeAll(keepingCapacity: true)
+        var cache = TenantCache()
+        return parse(p, maxItems: maxItems, into: &items, tenants: &cache)
+    }
+
+    /// `parse(_:maxItems:into:)`, reading tenant ids through `tenants` (kept per connection).
+    public static func parse(_ p: UnsafeRawBufferPointer, maxItems: Int, into items: inout [CheckQuery], tenants: inout TenantCache) -> Parsed? {
+        if !items.isEmpty { items.removeAll(keepingCapacity: true) }
         var r = FastPath.Reader(p)
         var requestId: UInt64 = 0, deadline: UInt64 = 0
         var call = 0
@@ -51,7 +82,7 @@ public enum CheckFrame {
             case 1 << 3: guard let v = r.varint() else { return nil }; requestId = v
             case 2 << 3: guard let v = r.varint(), v <= UInt64(UInt32.max) else { return nil }; deadline = v
             case 10 << 3 | 2:
-                guard call == 0, let range = r.bytes(), let q = check(p, range) else { return nil }
+                guard call == 0, let range = r.bytes(), let q = check(p, range, &tenants) else { return nil }
                 items.append(q)
                 call = 10
             case 11 << 3 | 2:
@@ -59,7 +90,7 @@ public enum CheckFrame {
                 var b = FastPath.Reader(p, from: range.lowerBound, to: range.upperBound)
                 while !b.atEnd {
                     // Only items; a batch-wide min_revision (field 2) goes to the general path.
-                    guard b.varint() == 1 << 3 | 2, let sub = b.bytes(), items.count < maxItems, let q = check(p, sub) else { return nil }
+                    guard b.varint() == 1 << 3 | 2, let sub = b.bytes(), items.count < maxItems, let q = check(p, sub, &tenants) else { return nil }
                     items.append(q)
                 }
                 call = 11
@@ -72,7 +103,7 @@ public enum CheckFrame {
     }
 
     @inline(__always)
-    static func check(_ p: UnsafeRawBufferPointer, _ range: Range<Int>) -> CheckQuery? {
+    static func check(_ p: UnsafeRawBufferPointer, _ range: Range<Int>, _ tenants: inout TenantCache) -> CheckQuery? {
         var r = FastPath.Reader(p, from: range.lowerBound, to: range.upperBound)
         var tenant: ID?, user: ID?
         var permission = 0..<0
@@ -81,7 +112,7 @@ public enum CheckFrame {
             guard let key = r.varint() else { return nil }
             switch key {
             case 1 << 3 | 2:
-                guard tenant == nil, let b = r.bytes(), let v = ID(bytes: UnsafeRawBufferPointer(rebasing: p[b])) else { return nil }
+                guard tenant == nil, let b = r.bytes(), let v = tenants.id(UnsafeRawBufferPointer(rebasing: p[b])) else { return nil }
                 tenant = v
             case 2 << 3 | 2:
                 guard user == nil, let b = r.bytes(), let v = ID(bytes: UnsafeRawBufferPointer(rebasing: p[b])) else { return nil }
@@ -97,9 +128,30 @@ public enum CheckFrame {
             }
         }
         guard let tenant, let user, scope != 0, !permission.isEmpty, permission.count <= FieldLimits.maxNameBytes else { return nil }
-        for k in permission where p[k] < 0x21 || p[k] > 0x7E { return nil }
+        guard printable(UnsafeRawBufferPointer(rebasing: p[permission])) else { return nil }
         return CheckQuery(tenant: tenant, user: user, permissionStart: permission.lowerBound, permissionEnd: permission.upperBound,
                           scope: Scope(rawValue: UInt8(scope - 1))!)
+    }
+
+    /// Every byte of `bytes` is printable ASCII without space (0x21...0x7E); eight at a time.
+    @inline(__always)
+    static func printable(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let high: UInt64 = 0x8080_8080_8080_8080
+        var i = 0
+        while i + 8 <= bytes.count {
+            let x = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            // Per byte (each < 0x80, so no carry crosses a byte): b >= 0x21 and b <= 0x7E.
+            guard x & high == 0, (x &+ ones &* (0x80 - 0x21)) & ~(x &+ ones &* (0x7F - 0x7E)) & high == high else { return false }
+            i += 8
+        }
+        while i < bytes.count {
+            let b = bytes[i]
+            if b < 0x21 || b > 0x7E { return false }
+            i += 1
+        }
+        return true
     }
 
     // MARK: answers

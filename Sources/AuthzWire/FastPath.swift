@@ -20,6 +20,16 @@ enum FastPath {
         var atEnd: Bool { i >= end }
 
         @inline(__always) mutating func varint() -> UInt64? {
+            // Tags and short lengths are one byte: no loop.
+            if i < end, p[i] < 0x80 {
+                defer { i += 1 }
+                return UInt64(p[i])
+            }
+            return longVarint()
+        }
+
+        /// A varint of two bytes or more (or a truncated one: nil).
+        mutating func longVarint() -> UInt64? {
             var v: UInt64 = 0
             var shift: UInt64 = 0
             while i < end {

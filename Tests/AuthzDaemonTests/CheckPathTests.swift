@@ -75,6 +75,43 @@ final class CheckPathTests: XCTestCase {
         }
     }
 
+    /// The tenant cache kept per connection gives exactly what parsing the text gives: the
+    /// same text the same id, another text (another tenant, upper case, not a UUID) its own.
+    func testTheConnectionsTenantCacheAnswersAsParsingDoes() {
+        let tenants = [ID.random(), ID.random(), ID.random()]
+        let texts = tenants.map(\.description) + tenants.map { $0.description.uppercased() }
+            + ["not-a-uuid", String(tenants[0].description.dropLast()) + "g", String(tenants[1].description.prefix(35))]
+        var cache = CheckFrame.TenantCache()
+        for _ in 0..<5000 {
+            let text = texts.randomElement()!
+            let viaCache = Array(text.utf8).withUnsafeBytes { cache.id($0) }
+            XCTAssertEqual(viaCache, ID(text), "\(text)")
+        }
+        // Whole frames: a cache shared across requests decides as a fresh one does.
+        var items: [CheckQuery] = [], fresh: [CheckQuery] = []
+        for _ in 0..<2000 {
+            let c = CheckCall(tenantId: tenants.randomElement()!, userId: .random(), permission: "gmail.messages.read", scope: .global)
+            let bytes = WireCodec.encodeRequest(WireRequest(requestId: 1, call: .success(Bool.random() ? .check(c) : .batchCheck([.success(c), .success(c)], minRevision: 0))))
+            XCTAssertNotNil(bytes.withUnsafeBytes { CheckFrame.parse($0, maxItems: 10, into: &items, tenants: &cache) })
+            XCTAssertNotNil(bytes.withUnsafeBytes { CheckFrame.parse($0, maxItems: 10, into: &fresh) })
+            XCTAssertEqual(items.map(\.tenant), fresh.map(\.tenant))
+            XCTAssertEqual(items.first?.tenant, c.tenantId)
+        }
+    }
+
+    /// The eight-at-a-time permission byte check agrees with a byte loop, at every length and
+    /// at the edges of the range (0x20, 0x21, 0x7E, 0x7F, 0x80, 0xFF).
+    func testPrintableAgreesWithAByteLoop() {
+        let edges: [UInt8] = [0x00, 0x20, 0x21, 0x22, 0x41, 0x7D, 0x7E, 0x7F, 0x80, 0xA1, 0xFF]
+        for _ in 0..<20_000 {
+            let n = Int.random(in: 0...40)
+            var bytes = (0..<n).map { _ in UInt8.random(in: 0x21...0x7E) }
+            if n > 0, Bool.random() { bytes[Int.random(in: 0..<n)] = edges.randomElement()! }
+            let expected = bytes.allSatisfy { $0 >= 0x21 && $0 <= 0x7E }
+            XCTAssertEqual(bytes.withUnsafeBytes { CheckFrame.printable($0) }, expected, "\(bytes)")
+        }
+    }
+
     // MARK: the handler on an EmbeddedChannel
 
     var dir: String!
