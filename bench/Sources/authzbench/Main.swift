@@ -205,8 +205,12 @@ func machineInfo() -> [String: Any] {
             "memory_bytes": ProcessInfo.processInfo.physicalMemory, "date": ISO8601DateFormatter().string(from: Date())]
 }
 
+/// Runs `rows` against authzd (and Redis and the echo server). With a `duration`, each row's
+/// time per server is cut into `rounds` slices that alternate between the servers (authzd,
+/// Redis, …, then Redis, authzd, …), and a server's slices are added up: a slow spell of the
+/// shared machine then falls on both servers, not on whichever ran during it.
 func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, requests: Int?, withRedis: Bool, withEcho: Bool,
-               skewed: Bool, allowShare: Double, jsonOut: String?, authzdThreads: Int = 1, observability: Bool = false) throws -> Bool {
+               skewed: Bool, allowShare: Double, jsonOut: String?, authzdThreads: Int = 1, observability: Bool = false, rounds: Int = 1) throws -> Bool {
     let tenants = Dataset.generate(size: size, seed: seed)
     let queries = Queries.make(tenants, count: 200_000, skewed: skewed, allowShare: allowShare, seed: seed)
     let h = Harness()
@@ -224,14 +228,34 @@ func runMatrix(size: DatasetSize, seed: UInt64, rows: [Row], duration: Double?, 
     defer { try? group.syncShutdownGracefully() }
     var measured: [Measured] = []
     var allCorrect = true
+    let slices = duration == nil ? 1 : max(1, rounds)
     for (i, row) in rows.enumerated() {
-        var targets: [TargetKind] = withRedis ? (i % 2 == 0 ? [.authzd, .redis] : [.redis, .authzd]) : [.authzd]
-        if withEcho && row.batch == 1 { targets.append(.echo) }
-        for target in targets {
-            var o = LoadOptions(target: target, endpoint: h.endpoint(target, row.transport), connections: row.connections, inFlight: row.inFlight,
-                                batch: row.batch, duration: duration ?? 0, maxRequests: requests)
-            o.apiKey = h.checkerKey
-            let r = try LoadRunner.run(o, encoded: encoded[target]!, group: group)
+        var sums: [TargetKind: LoadResult] = [:]
+        var order: [TargetKind] = []
+        for round in 0..<slices {
+            var targets: [TargetKind] = withRedis ? ((i + round) % 2 == 0 ? [.authzd, .redis] : [.redis, .authzd]) : [.authzd]
+            if withEcho && row.batch == 1 { targets.append(.echo) }
+            for target in targets {
+                var o = LoadOptions(target: target, endpoint: h.endpoint(target, row.transport), connections: row.connections, inFlight: row.inFlight,
+                                    batch: row.batch, duration: (duration ?? 0) / Double(slices), maxRequests: requests)
+                o.apiKey = h.checkerKey
+                let r = try LoadRunner.run(o, encoded: encoded[target]!, group: group)
+                if var sum = sums[target] {
+                    sum.checks += r.checks
+                    sum.requests += r.requests
+                    sum.wrong += r.wrong
+                    sum.errors += r.errors
+                    sum.seconds += r.seconds
+                    sum.histogram.add(r.histogram)
+                    sums[target] = sum
+                } else {
+                    sums[target] = r
+                    order.append(target)
+                }
+            }
+        }
+        for target in order {
+            let r = sums[target]!
             if r.wrong > 0 || r.errors > 0 || r.checks == 0 { allCorrect = false }
             measured.append(Measured(row: row, target: target, result: r))
             FileHandle.standardError.write(Data(String(format: "%@ %@ c=%d f=%d b=%d: %.0f checks/s p50 %.1f µs p99 %.1f µs wrong %llu errors %llu\n",
@@ -280,6 +304,7 @@ struct Matrix: ParsableCommand {
     @Option var size = "reference"
     @Option var seed: UInt64 = 1
     @Option(help: "Seconds measured per row and server.") var duration = 3.0
+    @Option(help: "Slices each row's time per server is cut into, alternating between the servers (1: one run each).") var rounds = 3
     @Option var connections = "1,16,64"
     @Option var inFlight = "1,16"
     @Option var batch = "1,100"
@@ -303,7 +328,8 @@ struct Matrix: ParsableCommand {
         }
         try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
         let ok = try runMatrix(size: s, seed: seed, rows: rows, duration: duration, requests: nil, withRedis: !noRedis, withEcho: !noRedis,
-                               skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads, observability: observability)
+                               skewed: skewed, allowShare: allowShare, jsonOut: json, authzdThreads: authzdThreads, observability: observability,
+                               rounds: rounds)
         if !ok { throw HarnessError("some answers were wrong or failed") }
     }
 }
