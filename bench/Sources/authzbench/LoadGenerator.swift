@@ -85,6 +85,15 @@ final class Encoded: @unchecked Sendable {
     out.append(UInt8(v))
 }
 
+@inline(__always) func writeVarint(_ v: UInt64, _ out: inout ByteBuffer) {
+    var v = v
+    while v >= 0x80 {
+        out.writeInteger(UInt8(v & 0x7F) | 0x80)
+        v >>= 7
+    }
+    out.writeInteger(UInt8(v))
+}
+
 @inline(__always) func varintSize(_ v: UInt64) -> Int {
     var n = 1
     var v = v
@@ -131,8 +140,14 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     let state: RunState
     var cursor: Int
     var nextId: UInt64 = 1
-    /// authzd: by request id. redis/echo: FIFO.
-    var pending: [UInt64: (UInt64, Int)] = [:]
+    /// authzd: by request id, in a ring indexed by the id's low bits (ids are sequential), with
+    /// a dictionary for the rare id whose slot is still taken. redis/echo: FIFO. Neither path
+    /// allocates or hashes per request, so that the client costs the same for every server.
+    var ring = [(id: UInt64, start: UInt64, first: Int)](repeating: (0, 0, 0), count: LoadHandler.ringSize)
+    var overflow: [UInt64: (UInt64, Int)] = [:]
+    static let ringSize = 4096
+    /// The answers of the response being read (reused).
+    var answers: [Bool] = []
     var fifo: [(UInt64, Int, UInt64)] = []
     var fifoHead = 0
     var buffer: ByteBuffer?
@@ -182,31 +197,34 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
             for i in first..<first + n { out.writeBytes(encoded.pieces[i]) }
             fifo.append((id, first, DispatchTime.now().uptimeNanoseconds))
         case .authzd, .echo:
-            // Request{request_id=1, check=10 | batch_check=11{checks=1}}
-            var body: [UInt8] = [0x08]
-            appendVarint(id, &body)
+            // Request{request_id=1, check=10 | batch_check=11{checks=1}}, written in place.
+            let lengthAt = out.writerIndex
+            out.writeInteger(UInt32(0))
+            out.writeInteger(UInt8(0x08))
+            writeVarint(id, &out)
             if n == 1 {
                 let c = encoded.pieces[first]
-                body.append(10 << 3 | 2)
-                appendVarint(UInt64(c.count), &body)
-                body += c
+                out.writeInteger(UInt8(10 << 3 | 2))
+                writeVarint(UInt64(c.count), &out)
+                out.writeBytes(c)
             } else {
                 var inner = 0
                 for i in first..<first + n { inner += 1 + varintSize(UInt64(encoded.pieces[i].count)) + encoded.pieces[i].count }
-                body.append(11 << 3 | 2)
-                appendVarint(UInt64(inner), &body)
+                out.writeInteger(UInt8(11 << 3 | 2))
+                writeVarint(UInt64(inner), &out)
                 for i in first..<first + n {
-                    body.append(0x0A)
-                    appendVarint(UInt64(encoded.pieces[i].count), &body)
-                    body += encoded.pieces[i]
+                    out.writeInteger(UInt8(0x0A))
+                    writeVarint(UInt64(encoded.pieces[i].count), &out)
+                    out.writeBytes(encoded.pieces[i])
                 }
             }
-            out.writeInteger(UInt32(body.count))
-            out.writeBytes(body)
+            out.setInteger(UInt32(out.writerIndex - lengthAt - 4), at: lengthAt)
+            let now = DispatchTime.now().uptimeNanoseconds
             if options.target == .echo {
-                fifo.append((id, first, DispatchTime.now().uptimeNanoseconds))
+                fifo.append((id, first, now))
             } else {
-                pending[id] = (DispatchTime.now().uptimeNanoseconds, first)
+                let slot = Int(id % UInt64(LoadHandler.ringSize))
+                if ring[slot].id == 0 { ring[slot] = (id, now, first) } else { overflow[id] = (now, first) }
             }
         }
         outstanding += 1
@@ -242,14 +260,14 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
                 // `batch` integer replies ":0\r\n" / ":1\r\n".
                 let need = 4 * options.batch
                 guard buffer!.readableBytes >= need else { break parse }
-                var answers: [Bool] = []
-                answers.reserveCapacity(options.batch)
+                answers.removeAll(keepingCapacity: true)
                 var ok = true
-                for _ in 0..<options.batch {
-                    let b = buffer!.readBytes(length: 4)!
-                    if b[0] != UInt8(ascii: ":") { ok = false }
-                    answers.append(b[1] == UInt8(ascii: "1"))
+                let at = buffer!.readerIndex
+                for k in 0..<options.batch {
+                    if buffer!.getInteger(at: at + 4 * k, as: UInt8.self) != UInt8(ascii: ":") { ok = false }
+                    answers.append(buffer!.getInteger(at: at + 4 * k + 1, as: UInt8.self) == UInt8(ascii: "1"))
                 }
+                buffer!.moveReaderIndex(forwardBy: need)
                 if !ok { localErrors += 1 }
                 fifoHead += 1
                 complete(context: context, start: start, first: first, answers: answers)
@@ -264,7 +282,7 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
                     complete(context: context, start: start, first: first, answers: nil)
                 } else {
                     if ResponseParser.requestId(frame) == 0 { continue }  // the Hello's answer
-                    guard let (id, answers) = ResponseParser.parse(frame, batch: options.batch), let (start, first) = pending.removeValue(forKey: id) else {
+                    guard let id = ResponseParser.parse(frame, batch: options.batch, into: &answers), let (start, first) = takePending(id) else {
                         localErrors += 1
                         outstanding -= 1
                         continue
@@ -281,6 +299,16 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
         for _ in 0..<completed { issue(context: context, flush: false) }
         context.flush()
         if outstanding == 0 { flushStats(); done.succeed(()) }
+    }
+
+    /// The start time and first query of request `id`, removed from the pending requests.
+    func takePending(_ id: UInt64) -> (UInt64, Int)? {
+        let slot = Int(id % UInt64(LoadHandler.ringSize))
+        if ring[slot].id == id {
+            defer { ring[slot] = (0, 0, 0) }
+            return (ring[slot].start, ring[slot].first)
+        }
+        return overflow.removeValue(forKey: id)
     }
 
     func flushStats() {
@@ -351,12 +379,13 @@ enum ResponseParser {
         }
     }
 
-    static func parse(_ frame: ByteBuffer, batch: Int) -> (UInt64, [Bool])? {
-        frame.withUnsafeReadableBytes { b -> (UInt64, [Bool])? in
+    /// The request id of a response holding `batch` decisions, which land in `answers`; nil for
+    /// anything else.
+    static func parse(_ frame: ByteBuffer, batch: Int, into answers: inout [Bool]) -> UInt64? {
+        answers.removeAll(keepingCapacity: true)
+        return frame.withUnsafeReadableBytes { b -> UInt64? in
             var i = 0
             var id: UInt64 = 0
-            var answers: [Bool] = []
-            answers.reserveCapacity(batch)
             while i < b.count {
                 guard let key = varint(b, &i) else { return nil }
                 let field = key >> 3
@@ -388,7 +417,7 @@ enum ResponseParser {
                 default: return nil
                 }
             }
-            return answers.count == batch ? (id, answers) : nil
+            return answers.count == batch ? id : nil
         }
     }
 }
