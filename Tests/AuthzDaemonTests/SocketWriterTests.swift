@@ -69,8 +69,9 @@ final class SocketWriterTests: XCTestCase {
     /// socket, NIO queues the rest (and, past the high-water mark, the daemon stops reading),
     /// then the client reads. Every answer arrives once, in request order, and right.
     func testAnswersStayWholeAndInOrderWhenTheSocketFills() async throws {
-        for transport in ["unix", "tcp"] {
-            let daemon = try DaemonProcess(extra: ["--set", "write-buffer-high-water=262144", "--set", "insecure-no-auth=true"])
+        // NIO's write path alone (direct-writes=false) must give the same bytes.
+        for (transport, direct) in [("unix", true), ("tcp", true), ("unix", false)] {
+            let daemon = try DaemonProcess(extra: ["--set", "write-buffer-high-water=262144", "--set", "insecure-no-auth=true", "--set", "direct-writes=\(direct)"])
             defer { daemon.stop(); daemon.remove() }
             let t = ID.random(), allowed = ID.random(), denied = ID.random(), r = ID.random(), p = ID.random()
             let c = daemon.client()

@@ -272,23 +272,30 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
                 fifoHead += 1
                 complete(context: context, start: start, first: first, answers: answers)
                 completed += 1
-            case .echo, .authzd:
-                guard case .frame(let len) = Framing.next(in: buffer!, maxFrameSize: .max) else { break parse }
-                buffer!.moveReaderIndex(forwardBy: 4)
-                let frame = buffer!.readSlice(length: len)!
-                if options.target == .echo {
-                    let (_, first, start) = fifo[fifoHead]
-                    fifoHead += 1
-                    complete(context: context, start: start, first: first, answers: nil)
-                } else {
-                    if ResponseParser.requestId(frame) == 0 { continue }  // the Hello's answer
-                    guard let id = ResponseParser.parse(frame, batch: options.batch, into: &answers), let (start, first) = takePending(id) else {
-                        localErrors += 1
-                        outstanding -= 1
-                        continue
-                    }
-                    complete(context: context, start: start, first: first, answers: answers)
+            case .authzd:
+                // One pass over the frame, in place (as the Redis case reads its replies).
+                let read = buffer!.withUnsafeReadableBytes { b -> (length: Int, id: UInt64?)? in
+                    guard b.count >= 4 else { return nil }
+                    let n = Int(b[0]) << 24 | Int(b[1]) << 16 | Int(b[2]) << 8 | Int(b[3])
+                    guard b.count >= 4 + n else { return nil }
+                    return (4 + n, ResponseParser.parse(UnsafeRawBufferPointer(rebasing: b[4..<4 + n]), batch: options.batch, into: &answers))
                 }
+                guard let read else { break parse }
+                buffer!.moveReaderIndex(forwardBy: read.length)
+                if read.id == 0 { continue }  // the Hello's answer
+                guard let id = read.id, let (start, first) = takePending(id) else {
+                    localErrors += 1
+                    outstanding -= 1
+                    continue
+                }
+                complete(context: context, start: start, first: first, answers: answers)
+                completed += 1
+            case .echo:
+                guard case .frame(let len) = Framing.next(in: buffer!, maxFrameSize: .max) else { break parse }
+                buffer!.moveReaderIndex(forwardBy: 4 + len)
+                let (_, first, start) = fifo[fifoHead]
+                fifoHead += 1
+                complete(context: context, start: start, first: first, answers: nil)
                 completed += 1
             }
         }
@@ -369,21 +376,11 @@ enum ResponseParser {
         return d == 1 ? true : d == 2 ? false : nil
     }
 
-    /// The request id of a response frame (field 1), 0 when absent.
-    static func requestId(_ frame: ByteBuffer) -> UInt64 {
-        frame.withUnsafeReadableBytes { b -> UInt64 in
-            var i = 0
-            guard b.count > 1, b[0] == 0x08 else { return 0 }
-            i = 1
-            return varint(b, &i) ?? 0
-        }
-    }
-
-    /// The request id of a response holding `batch` decisions, which land in `answers`; nil for
-    /// anything else.
-    static func parse(_ frame: ByteBuffer, batch: Int, into answers: inout [Bool]) -> UInt64? {
+    /// The request id of a response frame holding `batch` decisions, which land in `answers`;
+    /// 0 for a response without a request id (the Hello's answer); nil for anything else.
+    static func parse(_ b: UnsafeRawBufferPointer, batch: Int, into answers: inout [Bool]) -> UInt64? {
         answers.removeAll(keepingCapacity: true)
-        return frame.withUnsafeReadableBytes { b -> UInt64? in
+        do {
             var i = 0
             var id: UInt64 = 0
             while i < b.count {
@@ -417,7 +414,7 @@ enum ResponseParser {
                 default: return nil
                 }
             }
-            return answers.count == batch ? id : nil
+            return id == 0 ? 0 : answers.count == batch ? id : nil
         }
     }
 }
