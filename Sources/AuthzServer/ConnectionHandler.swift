@@ -817,7 +817,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
         // On a plaintext socket (this handler alone in the pipeline), ask for the next read
         // now, straight from the channel: NIO then skips its own request through the pipeline
-        // (about 800 instructions a wake-up). A held read is asked for again by NIO, as before.
+        // (about 500 instructions a wake-up). A held read is asked for again by NIO, as before.
         if hot.pointee.writer != nil { requestRead(context: context, direct: true) }
     }
 
