@@ -15,6 +15,7 @@ diff -u "$root/Sources/CAuthzProto/include/events.pb-c.h" "$out/events.pb-c.h"
 echo "generated protobuf-c code is current ($(protoc-c --version | head -1))"
 # Envoy ext_authz: the pruned proto must be what extract.py derives from xds-protos now (needs
 # pip install xds-protos), and the C what protoc-c makes of it.
+source "$root/proto/envoy/xds-python.sh"  # the pinned xds-protos, whichever python3 is on PATH
 python3 "$root/proto/envoy/extract.py" "$out/ext_authz.proto" 2>/dev/null || python3 "$root/proto/envoy/extract.py" "$out/ext_authz.proto"
 diff -u "$root/proto/envoy/ext_authz.proto" "$out/ext_authz.proto"
 (cd "$root/proto/envoy" && protoc-c --c_out="$out" ext_authz.proto)

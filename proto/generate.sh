@@ -15,9 +15,11 @@ cp "$out/events.pb-c.c" "$root/Sources/CAuthzProto/events.pb-c.c"
 cp "$out/events.pb-c.h" "$root/Sources/CAuthzProto/include/events.pb-c.h"
 protoc-c --version | head -1 > "$root/Sources/CAuthzProto/protoc-c.version"
 # Envoy ext_authz (Sources/AuthzWire/ExtAuthz.swift): proto/envoy/extract.py prunes Envoy's API
-# from the descriptors in the xds-protos PyPI package (pip install xds-protos; the version used
-# is kept in proto/envoy/xds-protos.version) into proto/envoy/ext_authz.proto, then the same
+# from the descriptors in the xds-protos PyPI package (the version pinned in
+# proto/envoy/xds-protos.version; proto/envoy/xds-python.sh makes python3 import exactly that
+# one, installing it privately if need be) into proto/envoy/ext_authz.proto, then the same
 # protoc-c compiles it into Sources/CAuthzProto/envoy_ext_authz.pb-c.{c,h}.
+source "$root/proto/envoy/xds-python.sh"  # the pinned xds-protos, whichever python3 is on PATH
 python3 "$root/proto/envoy/extract.py" "$root/proto/envoy/ext_authz.proto"
 python3 -c 'import importlib.metadata as m; print("xds-protos", m.version("xds-protos"))' > "$root/proto/envoy/xds-protos.version"
 (cd "$root/proto/envoy" && protoc-c --c_out="$out" ext_authz.proto)
