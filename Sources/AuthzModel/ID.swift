@@ -79,16 +79,10 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// or nil when a byte is not a hex digit of either case.
     @inline(__always)
     static func hex8(_ x: UInt64) -> UInt32? {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let high: UInt64 = 0x8080_8080_8080_8080
-        // Per byte (each < 0x80, so no carry crosses a byte): the high bit says b >= lo, and
-        // b > hi; their difference says lo <= b <= hi.
-        @inline(__always) func inRange(_ v: UInt64, _ lo: UInt64, _ hi: UInt64) -> UInt64 {
-            (v &+ ones &* (0x80 - lo)) & ~(v &+ ones &* (0x7F - hi)) & high
-        }
+        let high = ByteWords.high
         guard x & high == 0 else { return nil }
-        let digit = inRange(x, 0x30, 0x39)
-        let letter = inRange(x | 0x2020_2020_2020_2020, 0x61, 0x66)
+        let digit = ByteWords.inRange(x, 0x30, 0x39)
+        let letter = ByteWords.inRange(x | 0x2020_2020_2020_2020, 0x61, 0x66)
         guard digit | letter == high else { return nil }
         // Nibbles: the low four bits, plus 9 for a letter ('a' = 0x61 → 1 + 9).
         let nibbles = (x & 0x0F0F_0F0F_0F0F_0F0F) &+ (letter >> 7) &* 9
@@ -187,4 +181,21 @@ public func hashMix(_ x: UInt64) -> UInt64 {
     z = z &* 0xD6E8_FEB8_6659_FD93
     z ^= z >> 32
     return z
+}
+
+/// Eight ASCII bytes at a time in one 64-bit word (the first byte in the lowest), for the
+/// parsers of the check path (`ID(bytes:)`, `CheckFrame`).
+public enum ByteWords {
+    /// The high bit of every byte.
+    @inlinable public static var high: UInt64 { 0x8080_8080_8080_8080 }
+
+    /// Per byte of `v`, its high bit set when `lo <= b <= hi`, every other bit clear. Every
+    /// byte of `v` must be below 0x80 (check `v & high == 0` first), so that no carry crosses
+    /// a byte: the high bit of `b + (0x80 - lo)` says `b >= lo`, of `b + (0x7F - hi)` that
+    /// `b > hi`.
+    @inlinable @inline(__always)
+    public static func inRange(_ v: UInt64, _ lo: UInt64, _ hi: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        return (v &+ ones &* (0x80 - lo)) & ~(v &+ ones &* (0x7F - hi)) & high
+    }
 }

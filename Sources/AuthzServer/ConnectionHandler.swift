@@ -788,25 +788,23 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func flushOut(context: ChannelHandlerContext) {
         hot.pointee.needsFlush = false
         guard hot.pointee.out.readableBytes > 0 else { return }
-        guard hot.pointee.writer != nil else {
-            context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: nil)
-            hot.pointee.out.clear()
-            return
-        }
-        if hot.pointee.writesInNIO == 0, let writer = hot.pointee.writer {
-            switch hot.pointee.out.withUnsafeReadableBytes({ writer.write($0) }) {
-            case .all:
-                hot.pointee.out.clear()
-                return
-            case .partial(let sent):
-                hot.pointee.out.moveReaderIndex(forwardBy: sent)
+        var written: EventLoopPromise<Void>?
+        if let writer = hot.pointee.writer {
+            if hot.pointee.writesInNIO == 0 {
+                switch hot.pointee.out.withUnsafeReadableBytes({ writer.write($0) }) {
+                case .all:
+                    hot.pointee.out.clear()
+                    return
+                case .partial(let sent):
+                    hot.pointee.out.moveReaderIndex(forwardBy: sent)
+                }
             }
+            // The socket is full (or failing): NIO writes the rest, and everything after it
+            // until its writes complete, so that bytes keep their order.
+            hot.pointee.writesInNIO += 1
+            written = context.eventLoop.makePromise(of: Void.self)
+            written!.futureResult.assumeIsolated().whenComplete { _ in self.hot.pointee.writesInNIO -= 1 }
         }
-        // The socket is full (or failing): NIO writes the rest, and everything after it until
-        // its writes complete, so that bytes keep their order.
-        hot.pointee.writesInNIO += 1
-        let written = context.eventLoop.makePromise(of: Void.self)
-        written.futureResult.assumeIsolated().whenComplete { _ in self.hot.pointee.writesInNIO -= 1 }
         context.writeAndFlush(wrapOutboundOut(hot.pointee.out), promise: written)
         hot.pointee.out.clear()
     }

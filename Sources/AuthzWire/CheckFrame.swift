@@ -137,13 +137,10 @@ public enum CheckFrame {
     @inline(__always)
     static func printable(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let base = bytes.baseAddress else { return true }
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let high: UInt64 = 0x8080_8080_8080_8080
         var i = 0
         while i + 8 <= bytes.count {
             let x = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            // Per byte (each < 0x80, so no carry crosses a byte): b >= 0x21 and b <= 0x7E.
-            guard x & high == 0, (x &+ ones &* (0x80 - 0x21)) & ~(x &+ ones &* (0x7F - 0x7E)) & high == high else { return false }
+            guard x & ByteWords.high == 0, ByteWords.inRange(x, 0x21, 0x7E) == ByteWords.high else { return false }
             i += 8
         }
         while i < bytes.count {
