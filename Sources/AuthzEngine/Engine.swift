@@ -464,8 +464,12 @@ public final class Engine: @unchecked Sendable {
         var touched: Set<ID> = []
         // Order matters: permissions and roles before the bindings that name them.
         let order: [EntityKind] = [.tenant, .permission, .role, .permissionBinding, .user, .roleBinding]
+        // The changes of each kind, found in one pass (a bulk import has hundreds of thousands).
+        var byKind = [[Int]](repeating: [], count: Int(EntityKind.allCases.map(\.rawValue).max()!) + 1)
+        for (i, change) in outcome.changes.enumerated() { byKind[Int(change.after.kind.rawValue)].append(i) }
         for kind in order {
-            for (before, after) in outcome.changes where after.kind == kind {
+            for i in byKind[Int(kind.rawValue)] {
+                let (before, after) = outcome.changes[i]
                 let t = after.tenantId
                 let c = compiler(t)
                 touched.insert(t)

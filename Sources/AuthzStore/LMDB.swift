@@ -147,14 +147,17 @@ final class LMDBTransaction {
     /// Reads `key`; `body` sees the value's bytes only for the duration of the call.
     /// Returns nil when the key is absent (`MDB_NOTFOUND`).
     func get<T>(_ dbi: UInt32, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
-        try key.withUnsafeBytes { k in
-            var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-            var dv = MDB_val()
-            let rc = mdb_get(txn, dbi, &kv, &dv)
-            if rc == MDB_NOTFOUND { return nil }
-            try LMDBError.check(rc)
-            return try body(UnsafeRawBufferPointer(start: dv.mv_data, count: dv.mv_size))
-        }
+        try key.withUnsafeBytes { try get(dbi, $0, body) }
+    }
+
+    /// `get` of a key given as bytes in place.
+    func get<T>(_ dbi: UInt32, _ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
+        var kv = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var dv = MDB_val()
+        let rc = mdb_get(txn, dbi, &kv, &dv)
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDBError.check(rc)
+        return try body(UnsafeRawBufferPointer(start: dv.mv_data, count: dv.mv_size))
     }
 
     /// `mdb_put` with no flags. Throws `LMDBError.mapFull` when the map is full.
@@ -170,22 +173,29 @@ final class LMDBTransaction {
 
     private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8], flags: UInt32) throws {
         try key.withUnsafeBytes { k in
-            try value.withUnsafeBytes { v in
-                var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-                var dv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-                try LMDBError.check(mdb_put(txn, dbi, &kv, &dv, flags))
-            }
+            try value.withUnsafeBytes { v in try put(dbi, k, v, flags: flags) }
         }
+    }
+
+    /// `mdb_put` of bytes in place (`flags` 0 or `MDB_APPEND`). Throws `LMDBError.mapFull`
+    /// when the map is full.
+    func put(_ dbi: UInt32, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, flags: UInt32 = 0) throws {
+        var kv = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var dv = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try LMDBError.check(mdb_put(txn, dbi, &kv, &dv, flags))
     }
 
     /// `mdb_del` of a key; absent keys are not an error.
     func delete(_ dbi: UInt32, _ key: [UInt8]) throws {
-        try key.withUnsafeBytes { k in
-            var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-            let rc = mdb_del(txn, dbi, &kv, nil)
-            if rc == MDB_NOTFOUND { return }
-            try LMDBError.check(rc)
-        }
+        try key.withUnsafeBytes { try delete(dbi, $0) }
+    }
+
+    /// `delete` of a key given as bytes in place.
+    func delete(_ dbi: UInt32, _ key: UnsafeRawBufferPointer) throws {
+        var kv = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        let rc = mdb_del(txn, dbi, &kv, nil)
+        if rc == MDB_NOTFOUND { return }
+        try LMDBError.check(rc)
     }
 
     /// Visits, in key order, every entry whose key starts with `prefix` and is ≥ `from`
@@ -246,16 +256,12 @@ final class LMDBTransaction {
 struct LMDBCursor {
     let cursor: OpaquePointer?
 
-    /// `mdb_cursor_put`: with `append`, `MDB_APPEND` (`key` must sort after every key of the
-    /// database; `LMDBError` keyExist otherwise), else a plain put. Throws `LMDBError.mapFull`
-    /// when the map is full.
-    func put(_ key: [UInt8], _ value: [UInt8], append: Bool) throws {
-        try key.withUnsafeBytes { k in
-            try value.withUnsafeBytes { v in
-                var kv = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-                var dv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-                try LMDBError.check(mdb_cursor_put(cursor, &kv, &dv, append ? UInt32(MDB_APPEND) : 0))
-            }
-        }
+    /// `mdb_cursor_put` (LMDB copies the bytes into its page): with `append`, `MDB_APPEND`
+    /// (`key` must sort after every key of the database; `LMDBError` keyExist otherwise), else
+    /// a plain put. Throws `LMDBError.mapFull` when the map is full.
+    func put(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, append: Bool) throws {
+        var kv = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var dv = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try LMDBError.check(mdb_cursor_put(cursor, &kv, &dv, append ? UInt32(MDB_APPEND) : 0))
     }
 }

@@ -22,7 +22,9 @@ public final class StoreReader {
 
     /// The record of `kind` with `id` in `tenant`, or nil.
     public func entity(_ kind: EntityKind, tenant: ID, id: ID) throws -> Entity? {
-        try txn.get(store.records, Store.recordKey(tenant, kind, id)) { try RecordCodec.decode($0, sealer: store.sealer) }
+        try FixedKey(record: tenant, kind, id).withUnsafeBytes { key in
+            try txn.get(store.records, key) { try RecordCodec.decode($0, sealer: store.sealer) }
+        }
     }
 
     public func entity(_ ref: RecordRef) throws -> Entity? {
@@ -32,10 +34,12 @@ public final class StoreReader {
     /// Where an id lives: its tenant and kind, whatever the tenant. Used to explain a
     /// cross-tenant or wrong-kind reference; never to return the record.
     public func locate(_ id: ID) throws -> (tenant: ID, kind: EntityKind)? {
-        try txn.get(store.ids, Store.idKey(id)) { raw -> (ID, EntityKind)? in
-            guard raw.count == 17, let kind = EntityKind(rawValue: raw[16]) else { return nil }
-            return (readID(raw, at: 0), kind)
-        } ?? nil
+        try FixedKey(id: id).withUnsafeBytes { key in
+            try txn.get(store.ids, key) { raw -> (ID, EntityKind)? in
+                guard raw.count == 17, let kind = EntityKind(rawValue: raw[16]) else { return nil }
+                return (readID(raw, at: 0), kind)
+            } ?? nil
+        }
     }
 
     /// The id of the record of `kind` named `name` in `tenant` (tenants: `tenant` is ignored).

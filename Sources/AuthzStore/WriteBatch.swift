@@ -40,8 +40,8 @@ final class WriteBatch {
     /// Deletes are never deferred. Before an op re-touches a record of the batch, everything
     /// pending is written, so the op sees LMDB exactly as without deferral.
     var deferPuts = false
-    private var pending: [UInt32: [(key: [UInt8], value: [UInt8])]] = [:]
-    /// The room each database's pending list starts with (the batch's op count for imports).
+    private var pending: [UInt32: PendingPuts] = [:]
+    /// The bytes each database's pending list starts with (from the batch's op count).
     private var pendingCapacity = 0
     /// Names the pending puts claim (uniqueness is checked against them and LMDB).
     private var pendingNames: [[UInt8]: ID] = [:]
@@ -70,7 +70,7 @@ final class WriteBatch {
             // growing (and copying) them a dozen times.
             slots.reserveCapacity(ops.count)
             slotOf.reserveCapacity(ops.count)
-            pendingCapacity = ops.count
+            pendingCapacity = 64 * ops.count
         }
         for (i, op) in ops.enumerated() {
             currentOp = i
@@ -158,18 +158,19 @@ final class WriteBatch {
     }
 
     /// Puts `key` now, or collects it for `writePending` when puts are deferred.
-    private func put(_ dbi: UInt32, _ key: [UInt8], _ value: [UInt8]) throws {
+    private func put(_ dbi: UInt32, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws {
         if deferPuts {
-            pending[dbi, default: Self.emptyList(reserving: pendingCapacity)].append((key, value))
+            pendingList(dbi).append(key: key, value: value)
         } else {
             try txn.put(dbi, key, value)
         }
     }
 
-    /// An empty pending list with room for `capacity` puts.
-    private static func emptyList(reserving capacity: Int) -> [(key: [UInt8], value: [UInt8])] {
-        var list: [(key: [UInt8], value: [UInt8])] = []
-        list.reserveCapacity(capacity)
+    /// The pending puts of `dbi`, created on first use.
+    private func pendingList(_ dbi: UInt32) -> PendingPuts {
+        if let list = pending[dbi] { return list }
+        let list = PendingPuts(reservingBytes: pendingCapacity)
+        pending[dbi] = list
         return list
     }
 
@@ -177,8 +178,8 @@ final class WriteBatch {
     /// they sort after the database's last key, plain puts before that.
     private func writePending() throws {
         let lists = Array(pending)
-        let orders = Self.sortedOrders(lists.map(\.value))
-        for (n, (dbi, entries)) in lists.enumerated() {
+        let orders = PendingPuts.sortedOffsets(lists.map(\.value))
+        for (n, (dbi, puts)) in lists.enumerated() {
             let order = orders[n]
             // Keys up to the database's last key go in with plain puts; every later one (all of
             // them, into an empty database) is appended. The split is found by binary search.
@@ -187,13 +188,16 @@ final class WriteBatch {
                 var hi = order.count
                 while split < hi {
                     let mid = (split + hi) / 2
-                    if Self.precedes(last, entries[Int(order[mid])].key) { hi = mid } else { split = mid + 1 }
+                    let before = last.withUnsafeBytes { PendingPuts.precedes($0, puts.key(at: order[mid])) }
+                    if before { hi = mid } else { split = mid + 1 }
                 }
             }
             try txn.withCursor(dbi) { cursor in
-                for (j, i) in order.enumerated() {
-                    let (k, v) = entries[Int(i)]
-                    try cursor.put(k, v, append: j >= split)
+                for j in order.indices {
+                    // The entry a few puts ahead starts on its way into the cache: in key order
+                    // the entries are scattered over the arena.
+                    if j + 8 < order.count { puts.prefetch(order[j + 8]) }
+                    try cursor.put(puts.key(at: order[j]), puts.value(at: order[j]), append: j >= split)
                 }
             }
         }
@@ -270,68 +274,6 @@ final class WriteBatch {
         return try reader.entity(kind, tenant: tenant, id: id)
     }
 
-    /// Whether `a` sorts before `b` as LMDB orders keys: bytes compared unsigned (memcmp), a
-    /// prefix before its extensions.
-    static func precedes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        a.withUnsafeBufferPointer { x in
-            b.withUnsafeBufferPointer { y in
-                let n = min(x.count, y.count)
-                let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
-                return c != 0 ? c < 0 : x.count < y.count
-            }
-        }
-    }
-
-    /// `sortedOrder` of each list; large batches sort on two threads (the lists are
-    /// independent: one per database).
-    static func sortedOrders(_ lists: [[(key: [UInt8], value: [UInt8])]]) -> [[Int32]] {
-        if lists.count < 2 || lists.reduce(0, { $0 + $1.count }) < 50_000 { return lists.map(sortedOrder) }
-        var orders = [[Int32]](repeating: [], count: lists.count)
-        orders.withUnsafeMutableBufferPointer { buffer in
-            // Each iteration writes its own element.
-            nonisolated(unsafe) let b = buffer
-            DispatchQueue.concurrentPerform(iterations: lists.count) { i in b[i] = sortedOrder(lists[i]) }
-        }
-        return orders
-    }
-
-    /// The positions of `entries` in ascending key order. Sorts plain values (the first 40
-    /// bytes of each key as five big-endian words, then the position), comparing whole keys
-    /// only where 40 bytes do not decide: far cheaper than sorting the arrays themselves. Forty
-    /// bytes reach into the last id of a reference key (tenant, kind, parent, child), so
-    /// references under one parent rarely tie.
-    static func sortedOrder(_ entries: [(key: [UInt8], value: [UInt8])]) -> [Int32] {
-        struct Item { var w0, w1, w2, w3, w4: UInt64; var index: Int32 }
-        func word(_ k: [UInt8], _ at: Int) -> UInt64 {
-            var w: UInt64 = 0
-            for j in at..<(at + 8) { w = w << 8 | UInt64(j < k.count ? k[j] : 0) }
-            return w
-        }
-        var items = entries.indices.map { i in
-            let k = entries[i].key
-            return Item(w0: word(k, 0), w1: word(k, 8), w2: word(k, 16), w3: word(k, 24), w4: word(k, 32), index: Int32(i))
-        }
-        items.sort { a, b in
-            if a.w0 != b.w0 { return a.w0 < b.w0 }
-            if a.w1 != b.w1 { return a.w1 < b.w1 }
-            if a.w2 != b.w2 { return a.w2 < b.w2 }
-            if a.w3 != b.w3 { return a.w3 < b.w3 }
-            return a.w4 < b.w4
-        }
-        // Runs that tie on 40 bytes (long names) by whole key.
-        var i = 0
-        while i < items.count {
-            var j = i + 1
-            while j < items.count, items[j].w0 == items[i].w0, items[j].w1 == items[i].w1, items[j].w2 == items[i].w2,
-                  items[j].w3 == items[i].w3, items[j].w4 == items[i].w4 { j += 1 }
-            if j - i > 1 {
-                items[i..<j].sort { precedes(entries[Int($0.index)].key, entries[Int($1.index)].key) }
-            }
-            i = j
-        }
-        return items.map(\.index)
-    }
-
     private func put(_ e: Entity, replacing old: Entity?) throws {
         let t = e.tenantId
         // A second op on a record of the batch works on LMDB as it stands: write what is pending.
@@ -346,21 +288,21 @@ final class WriteBatch {
                 }
                 if let oldKey { try txn.delete(store.names, oldKey) }
                 if deferPuts { pendingNames[newKey] = e.id }
-                try put(store.names, newKey, Store.idKey(e.id))
+                try FixedKey(id: e.id).withUnsafeBytes { id in try newKey.withUnsafeBytes { try put(store.names, $0, id) } }
             }
         }
         // References.
         let oldRefs = old.map(refKeys) ?? []
         let newRefs = refKeys(e)
-        for k in oldRefs where !newRefs.contains(k) { try txn.delete(store.refs, k) }
-        for k in newRefs where !oldRefs.contains(k) { try put(store.refs, k, []) }
+        for k in oldRefs where !newRefs.contains(k) { try k.withUnsafeBytes { try txn.delete(store.refs, $0) } }
+        for k in newRefs where !oldRefs.contains(k) { try k.withUnsafeBytes { try put(store.refs, $0, UnsafeRawBufferPointer(start: nil, count: 0)) } }
         if old == nil {
-            var v = Store.idKey(t)
-            v.append(e.kind.rawValue)
-            try put(store.ids, Store.idKey(e.id), v)
+            try FixedKey(id: e.id).withUnsafeBytes { key in
+                try FixedKey(location: t, e.kind).withUnsafeBytes { try put(store.ids, key, $0) }
+            }
         }
         let bytes = try RecordCodec.encode(e, sealer: store.sealer)
-        try put(store.records, Store.recordKey(t, e.kind, e.id), bytes)
+        try FixedKey(record: t, e.kind, e.id).withUnsafeBytes { key in try bytes.withUnsafeBytes { try put(store.records, key, $0) } }
         touch(e, old: old, bytes: bytes)
     }
 
@@ -384,15 +326,15 @@ final class WriteBatch {
         }
     }
 
-    private func refKeys(_ e: Entity) -> [[UInt8]] {
+    private func refKeys(_ e: Entity) -> [FixedKey] {
         let t = e.tenantId
         switch e {
-        case .tenant(let x): return [Store.refKey(.zero, .tenant, .zero, x.fields.id)]
+        case .tenant(let x): return [FixedKey(ref: .zero, .tenant, .zero, x.fields.id)]
         case .roleBinding(let b):
-            return [Store.refKey(t, .userRoleBinding, b.userId, b.fields.id), Store.refKey(t, .roleRoleBinding, b.roleId, b.fields.id)]
+            return [FixedKey(ref: t, .userRoleBinding, b.userId, b.fields.id), FixedKey(ref: t, .roleRoleBinding, b.roleId, b.fields.id)]
         case .permissionBinding(let b):
-            return [Store.refKey(t, .rolePermissionBinding, b.roleId, b.fields.id), Store.refKey(t, .permissionBinding, b.permissionId, b.fields.id)]
-        case .platformCredential(let c): return [Store.refKey(t, .userCredential, c.ownerUserId, c.fields.id)]
+            return [FixedKey(ref: t, .rolePermissionBinding, b.roleId, b.fields.id), FixedKey(ref: t, .permissionBinding, b.permissionId, b.fields.id)]
+        case .platformCredential(let c): return [FixedKey(ref: t, .userCredential, c.ownerUserId, c.fields.id)]
         default: return []
         }
     }
