@@ -1,6 +1,7 @@
 /// A parsed JSON value. Numbers keep their source text so that metadata round-trips exactly;
-/// object members keep their order.
-public indirect enum JSONValue: Hashable, Sendable {
+/// object members keep their order. Not `indirect`: arrays and members already hold their
+/// elements out of line, and a boxed case would cost an allocation per parsed value.
+public enum JSONValue: Hashable, Sendable {
     case null
     case bool(Bool)
     case number(String)
@@ -75,6 +76,9 @@ public struct JSONParser {
             guard depth < maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
             pos += 1
             var members: [(String, JSONValue)] = []
+            // A bulk line has about ten members: room for them at once rather than growing
+            // through 1, 2, 4, 8 and 16.
+            if depth == 0 { members.reserveCapacity(16) }
             skipSpace()
             if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(members) }
             while true {
