@@ -76,22 +76,22 @@ final class Encoded: @unchecked Sendable {
     }
 }
 
-@inline(__always) func appendVarint(_ v: UInt64, _ out: inout [UInt8]) {
+/// Calls `emit` with each byte of `v` as a protobuf varint, least significant group first.
+@inline(__always) func forEachVarintByte(_ v: UInt64, _ emit: (UInt8) -> Void) {
     var v = v
     while v >= 0x80 {
-        out.append(UInt8(v & 0x7F) | 0x80)
+        emit(UInt8(v & 0x7F) | 0x80)
         v >>= 7
     }
-    out.append(UInt8(v))
+    emit(UInt8(v))
+}
+
+@inline(__always) func appendVarint(_ v: UInt64, _ out: inout [UInt8]) {
+    forEachVarintByte(v) { out.append($0) }
 }
 
 @inline(__always) func writeVarint(_ v: UInt64, _ out: inout ByteBuffer) {
-    var v = v
-    while v >= 0x80 {
-        out.writeInteger(UInt8(v & 0x7F) | 0x80)
-        v >>= 7
-    }
-    out.writeInteger(UInt8(v))
+    forEachVarintByte(v) { out.writeInteger($0) }
 }
 
 @inline(__always) func varintSize(_ v: UInt64) -> Int {
