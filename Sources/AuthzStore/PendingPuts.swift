@@ -51,7 +51,7 @@ final class PendingPuts: @unchecked Sendable {  // written by its batch only; re
         key.withUnsafeBytes { k in value.withUnsafeBytes { v in append(key: k, value: v) } }
     }
 
-    /// The key of the entry at `offset` (one of `offsets()`), valid until the next append.
+    /// The key of the entry at `offset` (one of `sortedOffsets()`), valid until the next append.
     func key(at offset: Int) -> UnsafeRawBufferPointer {
         let n = Int(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
         return UnsafeRawBufferPointer(start: base + offset + 8, count: n)
