@@ -734,6 +734,7 @@ public final class Engine: @unchecked Sendable {
         if staging.entities.capacity < needed {
             staging.entities.reserveCapacity(max(needed, 2 * staging.entities.capacity))
             staging.lines.reserveCapacity(max(needed, 2 * staging.lines.capacity))
+            staging.firstSeen.reserveCapacity(staging.entities.capacity)
         }
         // Decoded a block at a time (each on two threads): the decoded records of a whole large
         // chunk would be one more full copy of the import in memory.

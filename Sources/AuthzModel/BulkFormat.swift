@@ -6,8 +6,27 @@
 /// still sets them); `schema_version` is accepted and ignored.
 public enum BulkFormat {
     /// Decodes one line. Throws `AuthzError` (`.invalidArgument`) naming the field.
+    ///
+    /// A line of the common shape (a flat object of plain ASCII strings, booleans, nulls,
+    /// arrays of such strings and empty metadata: `FlatLine`) is read in place without a
+    /// `JSONValue` tree; any other line, and any line that is not a valid record, is decoded
+    /// by the general parser, whose result (or error) is the contract. Both read the fields
+    /// through the same mapping (`entity(from:)`).
     public static func decode(line: [UInt8]) throws -> Entity {
+        if let e = line.withUnsafeBytes({ decodeFlat($0) }) { return e }
         var r = Reader(members: try object(line, field: "line"))
+        return try entity(from: &r)
+    }
+
+    /// The record of a line of the common shape, or nil to leave the line to the general
+    /// parser (another shape, or anything wrong with it: that parser reports the error).
+    static func decodeFlat(_ bytes: UnsafeRawBufferPointer) -> Entity? {
+        guard var f = FlatLine(bytes) else { return nil }
+        return try? entity(from: &f)
+    }
+
+    /// The record whose fields `r` holds (the format's field mapping, shared by both readers).
+    static func entity<R: BulkFields>(from r: inout R) throws -> Entity {
         guard let kindName = try r.string("kind") else { throw AuthzError.invalid("kind", "is required") }
         guard let kind = EntityKind(name: kindName) else {
             throw AuthzError.invalid("kind", "\"\(kindName)\" is not one of tenant, user, role, permission, role_binding, permission_binding, platform_credential")
@@ -17,7 +36,7 @@ public enum BulkFormat {
         let isActive = try r.bool("is_active") ?? true
         let metadata = try r.metadata()
         let createdAt = try r.timestamp("created_at") ?? 0, updatedAt = try r.timestamp("updated_at") ?? 0
-        _ = r.take("schema_version")
+        r.skip("schema_version")
         var entity: Entity
         switch kind {
         case .tenant:
@@ -65,8 +84,8 @@ public enum BulkFormat {
             c.secretUnreadable = try r.bool("secret_unreadable") ?? false
             entity = .platformCredential(c)
         }
-        if let extra = r.members.first {
-            throw AuthzError.invalid(r.prefix + extra.0, "is not a field of \(kind.name)")
+        if let extra = r.leftover {
+            throw AuthzError.invalid(r.prefix + extra, "is not a field of \(kind.name)")
         }
         entity.fields.createdAt = createdAt
         entity.fields.updatedAt = updatedAt
@@ -177,9 +196,14 @@ public enum BulkFormat {
         return members
     }
 
-    struct Reader {
+    /// The general reader: members of a parsed `JSONValue` object.
+    struct Reader: BulkFields {
         var members: [(String, JSONValue)]
         var prefix = ""
+
+        mutating func skip(_ key: String) { _ = take(key) }
+
+        var leftover: String? { members.first?.0 }
 
         mutating func take(_ key: String) -> JSONValue? {
             guard let i = members.firstIndex(where: { $0.0 == key }) else { return nil }
