@@ -72,15 +72,16 @@ protocol WireCall {
 /// The table of every call's codec, indexed by `CallKind`. Adding a call adds its codec to
 /// `all`; `CallKind.allCases` must each have exactly one (checked when the table is built).
 enum WireCalls {
-    /// Every call's codec, in any order.
-    static let all: [any WireCall.Type] = [
+    /// Every call's codec, in any order. (`nonisolated(unsafe)`: a constant table of stateless
+    /// codec types, which Swift 6 does not count as Sendable.)
+    nonisolated(unsafe) static let all: [any WireCall.Type] = [
         CheckWire.self, BatchCheckWire.self, ExplainWire.self, ListUserPermissionsWire.self, ListPermissionUsersWire.self,
         WriteWire.self, GetWire.self, ListWire.self, ImportWire.self, ExportWire.self, ServerInfoWire.self, HealthWire.self,
         HelloWire.self, CreateKeyWire.self, ListKeysWire.self, RevokeKeyWire.self, RotateSecretsWire.self, WatchWire.self,
     ]
 
     /// `all`, at index `kind.rawValue - first`.
-    private static let byKind: [any WireCall.Type] = {
+    nonisolated(unsafe) private static let byKind: [any WireCall.Type] = {
         let table = CallKind.allCases.map { kind -> any WireCall.Type in
             let codecs = all.filter { $0.kind == kind }
             precondition(codecs.count == 1, "WireCalls.all must hold exactly one codec for \(kind) (it holds \(codecs.count))")
