@@ -28,7 +28,7 @@ else
   authzd=$root/.build/debug/authzd
   echo "note: debug authzd (swift build -c release for meaningful figures)" >&2
 fi
-if ! "$authzd" serve --help 2>&1 | grep -q -- --http-address; then
+if ! "$authzd" serve --help 2>&1 | grep -- --http-address >/dev/null; then  # not grep -q: under pipefail its early exit can fail the pipe
   echo "$authzd has no gateway listener (older than it): rebuild it (swift build -c release) or set AUTHZD" >&2
   exit 1
 fi

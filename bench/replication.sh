@@ -51,7 +51,7 @@ CONF
   urls="${urls:+$urls,}nats://127.0.0.1:${ports[$i]}"
 done
 for _ in $(seq 300); do
-  curl -s "127.0.0.1:${mports[0]}/jsz" | grep -q '"leader": *"n' && break
+  curl -s "127.0.0.1:${mports[0]}/jsz" | grep '"leader": *"n' >/dev/null && break
   sleep 0.1
 done
 

@@ -12,7 +12,7 @@ diff -u "$root/Sources/CAuthzProto/include/authz.pb-c.h" "$out/authz.pb-c.h"
 sed -i 's|#include "events.pb-c.h"|#include "include/events.pb-c.h"|' "$out/events.pb-c.c"
 diff -u "$root/Sources/CAuthzProto/events.pb-c.c" "$out/events.pb-c.c"
 diff -u "$root/Sources/CAuthzProto/include/events.pb-c.h" "$out/events.pb-c.h"
-echo "generated protobuf-c code is current ($(protoc-c --version | head -1))"
+echo "generated protobuf-c code is current ($(protoc-c --version | sed -n 1p))"
 # Envoy ext_authz: the pruned proto must be what extract.py derives from xds-protos now (needs
 # pip install xds-protos), and the C what protoc-c makes of it.
 source "$root/proto/envoy/xds-python.sh"  # the pinned xds-protos, whichever python3 is on PATH

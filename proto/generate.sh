@@ -13,7 +13,7 @@ cp "$out/authz.pb-c.h" "$root/Sources/CAuthzProto/include/authz.pb-c.h"
 sed -i 's|#include "events.pb-c.h"|#include "include/events.pb-c.h"|' "$out/events.pb-c.c"
 cp "$out/events.pb-c.c" "$root/Sources/CAuthzProto/events.pb-c.c"
 cp "$out/events.pb-c.h" "$root/Sources/CAuthzProto/include/events.pb-c.h"
-protoc-c --version | head -1 > "$root/Sources/CAuthzProto/protoc-c.version"
+protoc-c --version | sed -n 1p > "$root/Sources/CAuthzProto/protoc-c.version"  # sed reads every line: head -1 could exit first and, under pipefail, fail the script by SIGPIPE
 # Envoy ext_authz (Sources/AuthzWire/ExtAuthz.swift): proto/envoy/extract.py prunes Envoy's API
 # from the descriptors in the xds-protos PyPI package (the version pinned in
 # proto/envoy/xds-protos.version; proto/envoy/xds-python.sh makes python3 import exactly that
