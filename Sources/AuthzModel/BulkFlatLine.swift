@@ -82,13 +82,8 @@ struct FlatLine: BulkFields {
                         i += 1
                     } else {
                         while true {
-                            guard FlatLine.plainString(bytes, &i) != nil else { return nil }
-                            i = FlatLine.skipSpace(bytes, i)
-                            guard i < bytes.count else { return nil }
-                            if bytes[i] == UInt8(ascii: ",") { i = FlatLine.skipSpace(bytes, i + 1); continue }
-                            guard bytes[i] == UInt8(ascii: "]") else { return nil }
-                            i += 1
-                            break
+                            guard FlatLine.plainString(bytes, &i) != nil, let more = FlatLine.separator(bytes, &i, close: UInt8(ascii: "]")) else { return nil }
+                            if !more { break }
                         }
                     }
                     member = Member(key: key, kind: .stringArray, value: start..<(i - 1))
@@ -105,15 +100,25 @@ struct FlatLine: BulkFields {
                     return nil  // objects with members: the general parser
                 }
                 members.append(member)
-                i = FlatLine.skipSpace(bytes, i)
-                guard i < bytes.count else { return nil }
-                if bytes[i] == UInt8(ascii: ",") { i = FlatLine.skipSpace(bytes, i + 1); continue }
-                guard bytes[i] == UInt8(ascii: "}") else { return nil }
-                i += 1
-                break
+                guard let more = FlatLine.separator(bytes, &i, close: UInt8(ascii: "}")) else { return nil }
+                if !more { break }
             }
         }
         guard FlatLine.skipSpace(bytes, i) == bytes.count else { return nil }
+    }
+
+    /// After an element of an object or array: true past a comma (another element follows),
+    /// false past `close` (the last one), nil for anything else.
+    private static func separator(_ b: UnsafeRawBufferPointer, _ i: inout Int, close: UInt8) -> Bool? {
+        i = skipSpace(b, i)
+        guard i < b.count else { return nil }
+        if b[i] == UInt8(ascii: ",") {
+            i = skipSpace(b, i + 1)
+            return true
+        }
+        guard b[i] == close else { return nil }
+        i += 1
+        return false
     }
 
     private static func skipSpace(_ b: UnsafeRawBufferPointer, _ from: Int) -> Int {
@@ -177,20 +182,12 @@ struct FlatLine: BulkFields {
     private mutating func take(_ key: String) -> Member? {
         var key = key
         return key.withUTF8 { k -> Member? in
-            for n in members.indices where !members[n].taken {
-                let r = members[n].key
-                guard r.count == k.count, memcmpEqual(bytes.baseAddress! + r.lowerBound, k.baseAddress, k.count) else { continue }
+            for n in members.indices where !members[n].taken && bytes[members[n].key].elementsEqual(k) {
                 members[n].taken = true
                 return members[n].kind == .null ? nil : members[n]
             }
             return nil
         }
-    }
-
-    private func memcmpEqual(_ a: UnsafeRawPointer, _ b: UnsafePointer<UInt8>?, _ n: Int) -> Bool {
-        guard n > 0, let b else { return true }
-        for k in 0..<n where a.load(fromByteOffset: k, as: UInt8.self) != b[k] { return false }
-        return true
     }
 
     private func text(_ r: Range<Int>) -> String {
