@@ -196,8 +196,9 @@ public final class Store: @unchecked Sendable {
     /// unique per tenant (tenant names in the daemon), references to existing records of the
     /// same tenant, scopes allowed by the referenced role or permission, an acyclic inheritance
     /// graph. Any failure changes nothing and throws: INVALID_ARGUMENT (format), NOT_FOUND
-    /// (a missing reference or record), ALREADY_EXISTS (a name or an id taken),
-    /// FAILED_PRECONDITION (cycle, cross-tenant reference, scope not allowed),
+    /// (a missing reference or record, or a reference into another tenant), ALREADY_EXISTS
+    /// (a name or an id taken), FAILED_PRECONDITION (cycle, a reference to a record of
+    /// another kind, scope not allowed),
     /// RESOURCE_EXHAUSTED (map at its ceiling or disk full).
     ///
     /// The map grows when full. Blocks until the commit is durable (per `SyncMode`).

@@ -282,7 +282,11 @@ final class WriteBatch {
         if let (newKey, field) = uniqueKey(e) {
             let oldKey = old.flatMap { uniqueKey($0)?.0 }
             if oldKey != newKey {
-                let holder = try pendingNames[newKey] ?? txn.get(store.names, newKey, { raw in readID(raw, at: 0) })
+                let holder = try pendingNames[newKey] ?? txn.get(store.names, newKey) { raw -> ID in
+                    // A damaged value is never read past its end, nor overwritten as if free.
+                    guard raw.count == 16 else { throw AuthzError(.dataLoss, "the name index entry for \(field) \(uniqueLabel(e)) is not an id (\(raw.count) bytes)") }
+                    return readID(raw, at: 0)
+                }
                 if let holder, holder != e.id {
                     throw AuthzError(.alreadyExists, "\(field) \(uniqueLabel(e)) is already used by \(e.kind.name) \(holder)", field: field)
                 }
@@ -341,22 +345,11 @@ final class WriteBatch {
 
     // MARK: validation against the resulting state
 
-    /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`.
+    /// Looks up a referenced record: it must exist, be of `kind` and live in `tenant`
+    /// (`mustExist`'s rules and answers).
     private func referenced(_ kind: EntityKind, _ id: ID, tenant: ID, field fieldName: @autoclosure () -> String) throws -> Entity {
-        if let e = current(id) ?? referenceCache[id], e.kind == kind, e.tenantId == tenant { return e }
-        guard let (t, k) = try reader.locate(id) else {
-            let field = fieldName()
-            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
-        }
-        if t != tenant {
-            let field = fieldName()
-            // The same answer as for a missing id: another tenant's ids are not disclosed.
-            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
-        }
-        if k != kind {
-            let field = fieldName()
-            throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
-        }
+        try mustExist(kind, id, tenant: tenant, field: fieldName())
+        if let e = current(id) ?? referenceCache[id] { return e }
         guard let e = try reader.entity(kind, tenant: tenant, id: id) else {
             throw AuthzError.internalError("index names \(id) but the record is missing")
         }
@@ -364,32 +357,33 @@ final class WriteBatch {
         return e
     }
 
-    /// Like `referenced`, when only existence, kind and tenant matter: no record is decoded.
-    private var existing: Set<ID> = []
+    /// The tenant and kind of every id found in LMDB during validation. An id never changes
+    /// either (an upsert that would is refused), and records outside the batch cannot change
+    /// while the batch holds the write transaction: a lookup is valid for the whole batch.
+    private var located: [ID: (tenant: ID, kind: EntityKind)] = [:]
+
+    /// The tenant and kind of the record `id` as the batch leaves it (the batch's own records
+    /// first, so that a record an import has not yet written counts), nil when no record has it.
+    private func place(of id: ID) throws -> (tenant: ID, kind: EntityKind)? {
+        if let i = slotOf[id] { return (slots[i].current.tenantId, slots[i].current.kind) }
+        if let p = located[id] { return p }
+        guard let p = try reader.locate(id) else { return nil }
+        located[id] = p
+        return p
+    }
+
+    /// Requires a reference to name a record of `kind` in `tenant`, without decoding it.
+    /// NOT_FOUND for an id no record has and for another tenant's id (the same answer: another
+    /// tenant's ids are not disclosed); FAILED_PRECONDITION for a record of another kind.
     private func mustExist(_ kind: EntityKind, _ id: ID, tenant: ID, field fieldName: @autoclosure () -> String) throws {
-        if existing.contains(id) { return }
-        if let i = slotOf[id], slots[i].current.kind == kind, slots[i].current.tenantId == tenant {
-            existing.insert(id)
-            return
-        }
-        if let e = referenceCache[id], e.kind == kind, e.tenantId == tenant {
-            existing.insert(id)
-            return
-        }
-        guard let (t, k) = try reader.locate(id) else {
+        guard let (t, k) = try place(of: id), t == tenant else {
             let field = fieldName()
-            throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
-        }
-        if t != tenant {
-            let field = fieldName()
-            // The same answer as for a missing id: another tenant's ids are not disclosed.
             throw AuthzError(.notFound, "\(field) \(id) does not exist", field: field)
         }
         if k != kind {
             let field = fieldName()
             throw AuthzError(.failedPrecondition, "\(field) \(id) is a \(k.name), not a \(kind.name)", field: field)
         }
-        existing.insert(id)
     }
 
     private func validateReferences(_ e: Entity) throws {
