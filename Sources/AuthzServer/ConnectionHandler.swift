@@ -97,6 +97,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Chunked imports this connection has started and not finished.
     private var importSessions: [ID: Principal] = [:]
     /// Some key verified on this connection, or the peer is trusted: requests are decoded.
+    /// Calls waiting for a revision (`waitForRevision`), withdrawn when the connection closes.
+    private var revisionWaits: [ObjectIdentifier: RevisionWaiter] = [:]
     private var authenticated = false
     private var authTimer: Scheduled<Void>?
     /// The read-idle timeout (`idleTimeoutSeconds`; nil: none) is this handler's own state: the
@@ -144,7 +146,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if config.insecureNoAuth {
             principal = .superuser
-            trust(full: true)
+            trust()
         } else {
             armAuthTimer(context: context)
             if isUnix {
@@ -153,7 +155,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     self.peer.uid = uid
                     if let p = unixPeerPrincipal(uid: uid, config: config) {
                         self.principal = p
-                        self.trust(full: true)
+                        self.trust()
                     }
                 }
             }
@@ -193,13 +195,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Marks the connection authenticated; `full` (Hello or a trusted peer) also lifts the frame
-    /// limit to `maxFrameSize`.
-    private func trust(full: Bool) {
+    /// Marks the connection authenticated (Hello or a trusted peer): its frames are decoded in
+    /// full and may be up to `maxFrameSize`.
+    private func trust() {
         authenticated = true
         authTimer?.cancel()
         authTimer = nil
-        if full { frameLimit = dispatcher.config.maxFrameSize }
+        frameLimit = dispatcher.config.maxFrameSize
+    }
+
+    /// A request carrying its own key that verified: the connection is not closed at
+    /// `auth-timeout` (its caller does authenticate), but it does not become authenticated:
+    /// that key answers for its own request only, and a keyless frame later on is refused
+    /// from its envelope and counted as a failed authentication, as before.
+    private func keyedRequestSeen() {
+        authTimer?.cancel()
+        authTimer = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -213,6 +224,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         frameTimer?.cancel()
         frameTimer = nil
         for w in Array(watches.values) { w.end(nil) }
+        // A revision wait dies with its connection: its slot in the engine's bounded waiter
+        // table is freed now, not at the request's deadline.
+        for w in Array(revisionWaits.values) { w.cancel() }
+        revisionWaits.removeAll()
         // A chunked import dies with its connection: nothing of it was applied.
         for (session, owner) in importSessions { dispatcher.dropImport(session, owner: owner) }
         importSessions.removeAll()
@@ -244,7 +259,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         // Read once and again only after the general path ran (a check changes neither): each
         // read of a class property is a run-time exclusivity check.
         var limit = frameLimit
-        var mayStart = flow.mayStartRequest
+        var mayStart = flow.mayStartRequest && !outputHeld
         frames: while mayStart {
             let n: Int
             switch Framing.next(in: input, maxFrameSize: limit) {
@@ -262,6 +277,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 if principal != before { keyEpoch = .max; refreshFastPath() }
                 limit = frameLimit
                 mayStart = flow.mayStartRequest
+                // Answers of the general path can be far larger than their frames (an error
+                // naming every call answers a 4-byte frame): past `outputFlushBytes` they are
+                // written out, and once the peer stops reading them (the channel is not
+                // writable) the remaining frames wait in the buffer until it is.
+                if hot.pointee.out.readableBytes >= ConnectionHandler.outputFlushBytes {
+                    flushOut(context: context)
+                    if !context.channel.isWritable {
+                        outputHeld = true
+                        mayStart = false
+                    }
+                }
             }
             input.moveReaderIndex(forwardBy: n)
         }
@@ -438,7 +464,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 case .success(let k):
                     principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
                     keyVerified = true
-                    trust(full: false)
+                    keyedRequestSeen()
                 case .failure(let r): return authenticationFailed(context: context, id: envelope.requestId, refusal: r)
                 }
             } else if !(envelope.callKind.map { Commands.command($0).open } ?? false) {
@@ -468,6 +494,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Frames larger than this are decoded off the event loop.
     static let offloadDecodingAbove = 256 * 1024
 
+    /// Answers of the general path buffered past this many bytes are written out before the
+    /// next frame is read from the buffer (`drain`).
+    static let outputFlushBytes = 64 * 1024
+
+    /// The general path stopped answering because the peer does not read its answers (the
+    /// channel is not writable): frames wait in the buffer until it is writable again.
+    private var outputHeld = false
+
     /// The general path once the request is decoded.
     private func proceed(context: ChannelHandlerContext, request: WireRequest, principal: Principal, keyVerified: Bool) {
         var principal = principal
@@ -477,7 +511,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             switch dispatcher.keys.authenticate(presented) {
             case .success(let k):
                 principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
-                trust(full: false)
+                keyedRequestSeen()
             case .failure(let r): return authenticationFailed(context: context, id: request.requestId, refusal: r)
             }
         } else if request.apiKey == nil, case .key(let keyId, _, _) = principal, let r = dispatcher.keys.stillValid(keyId) {
@@ -507,7 +541,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             case .success(let k):
                 self.principal = .key(id: k.id, role: k.role, tenant: k.tenantId)
                 keyEpoch = .max
-                trust(full: true)
+                trust()
                 return respond(context: context, id: request.requestId, result: .success(.hello(role: k.role, tenantId: k.tenantId, keyId: k.id)), flush: false)
             case .failure(let r):
                 return authenticationFailed(context: context, id: request.requestId, refusal: r)
@@ -698,6 +732,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let wait = RevisionWaiter(handler: self, context: context, id: id, call: call, principal: principal,
                                   until: until, pastDeadline: pastDeadline)
         let bound = NIOLoopBound(wait, eventLoop: context.eventLoop)
+        revisionWaits[ObjectIdentifier(wait)] = wait
         wait.timeout = context.eventLoop.scheduleTask(deadline: until) { bound.value.expire() }
         wait.wait(for: awaited, bound)
     }
@@ -730,12 +765,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
         /// Answers once: cancels the timeout and the engine waiter, writes the reply.
         func finish(_ result: Result<Reply, AuthzError>) {
             guard !settled else { return }
-            settled = true
-            timeout?.cancel()
-            if let t = token { handler.dispatcher.engine.cancelRevisionWait(t) }
-            token = nil
+            cancel()
+            handler.revisionWaits.removeValue(forKey: ObjectIdentifier(self))
             handler.respond(context: context, id: id, result: result, flush: true)
             handler.requestCompleted(context: context)
+        }
+
+        /// Ends the wait without an answer (the connection closed): the timeout and the engine
+        /// waiter are withdrawn; a wake-up already queued finds it settled.
+        func cancel() {
+            settled = true
+            timeout?.cancel()
+            timeout = nil
+            if let t = token { handler.dispatcher.engine.cancelRevisionWait(t) }
+            token = nil
         }
 
         /// Registers with the engine for `revision`; the wake-up hops back to the loop.
@@ -760,6 +803,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
         /// The wait bound passed: a last attempt, answered whatever it gives.
         func expire() {
+            guard !settled else { return }
             var result = handler.dispatcher.execute(call, principal: principal, peer: handler.peer)
             if pastDeadline, case .failure(let e) = result, e.awaitedRevision != nil {
                 result = .failure(AuthzError(.deadlineExceeded, "the request's deadline passed before this replica reached it: " + e.message, field: "min_revision"))
@@ -838,7 +882,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { for w in Array(watches.values) { w.writable() } }
+        if context.channel.isWritable {
+            for w in Array(watches.values) { w.writable() }
+            if outputHeld {
+                // The peer read its answers: answer the frames that waited for that.
+                outputHeld = false
+                if flow.mayStartRequest, cumulation != nil { drain(context: context) }
+                if hot.pointee.needsFlush { flushOut(context: context) }
+            }
+        }
         if flow.mayResumeReading(writable: context.channel.isWritable) { context.read() }
         context.fireChannelWritabilityChanged()
     }
@@ -848,7 +900,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             // The TLS client certificate names who this connection is (before any data).
             if principal == .unauthenticated {
                 principal = identified.principal
-                trust(full: true)
+                trust()
             }
             return
         }

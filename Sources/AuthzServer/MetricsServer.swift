@@ -101,6 +101,7 @@ public final class MetricsServer: Service, Sendable {
         let usage = engine.storageUsage
         m.mapSize.record(usage.size)
         m.mapUsed.record(usage.used)
+        m.revisionWaiters.record(engine.pendingRevisionWaiters)
         return registry.emitToBuffer()
     }
 }

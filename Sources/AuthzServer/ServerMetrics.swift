@@ -24,6 +24,9 @@ final class ServerMetrics: Sendable {
     let indexBytes: Gauge
     let users: Gauge
     let tenants: Gauge
+    /// Requests waiting for a `min_revision` this daemon has not reached (bounded by
+    /// `Engine.maxRevisionWaiters`; a closed connection's waits are withdrawn at once).
+    let revisionWaiters: Gauge
     let mapSize: Gauge
     let mapUsed: Gauge
     /// Log mode: the last stream sequence applied here, the stream's last as last seen, the
@@ -55,6 +58,7 @@ final class ServerMetrics: Sendable {
         indexBytes = Gauge(label: "authzd_index_bytes")
         users = Gauge(label: "authzd_index_users")
         tenants = Gauge(label: "authzd_index_tenants")
+        revisionWaiters = Gauge(label: "authzd_revision_waiters")
         mapSize = Gauge(label: "authzd_lmdb_map_size_bytes")
         mapUsed = Gauge(label: "authzd_lmdb_map_used_bytes")
         logApplied = Gauge(label: "authzd_log_applied_sequence")

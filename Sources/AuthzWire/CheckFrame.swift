@@ -77,7 +77,7 @@ public enum CheckFrame {
         var requestId: UInt64 = 0, deadline: UInt64 = 0
         var call = 0
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.oneByteKey() else { return nil }
             switch key {
             case 1 << 3: guard let v = r.varint() else { return nil }; requestId = v
             case 2 << 3: guard let v = r.varint(), v <= UInt64(UInt32.max) else { return nil }; deadline = v
@@ -90,7 +90,7 @@ public enum CheckFrame {
                 var b = FastPath.Reader(p, from: range.lowerBound, to: range.upperBound)
                 while !b.atEnd {
                     // Only items; a batch-wide min_revision (field 2) goes to the general path.
-                    guard b.varint() == 1 << 3 | 2, let sub = b.bytes(), items.count < maxItems, let q = check(p, sub, &tenants) else { return nil }
+                    guard b.oneByteKey() == 1 << 3 | 2, let sub = b.bytes(), items.count < maxItems, let q = check(p, sub, &tenants) else { return nil }
                     items.append(q)
                 }
                 call = 11
@@ -109,7 +109,7 @@ public enum CheckFrame {
         var permission = 0..<0
         var scope: UInt64 = 0
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.oneByteKey() else { return nil }
             switch key {
             case 1 << 3 | 2:
                 guard tenant == nil, let b = r.bytes(), let v = tenants.id(UnsafeRawBufferPointer(rebasing: p[b])) else { return nil }

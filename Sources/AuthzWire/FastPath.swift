@@ -28,7 +28,25 @@ enum FastPath {
             return longVarint()
         }
 
-        /// A varint of two bytes or more (or a truncated one: nil).
+        /// A field key, or a length prefix: as protobuf-c reads them, at most 5 bytes long (a
+        /// longer encoding of either, which protobuf-c refuses, is nil here too).
+        @inline(__always) mutating func key() -> UInt64? {
+            if i < end, p[i] < 0x80 {
+                defer { i += 1 }
+                return UInt64(p[i])
+            }
+            return longKey()
+        }
+
+        /// A field key of one byte (fields 1-15); nil for any other, which the in-place check
+        /// path leaves to the general one.
+        @inline(__always) mutating func oneByteKey() -> UInt64? {
+            guard i < end, p[i] < 0x80 else { return nil }
+            defer { i += 1 }
+            return UInt64(p[i])
+        }
+
+        /// A varint of two bytes or more, at most 10 (a truncated or longer one: nil).
         mutating func longVarint() -> UInt64? {
             var v: UInt64 = 0
             var shift: UInt64 = 0
@@ -43,9 +61,34 @@ enum FastPath {
             return nil
         }
 
+        /// A key or length of two bytes or more, at most 5 (a truncated or longer one: nil).
+        mutating func longKey() -> UInt64? {
+            var v: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < end {
+                let b = p[i]
+                i += 1
+                v |= UInt64(b & 0x7F) << shift
+                if b < 0x80 { return v }
+                shift += 7
+                if shift >= 35 { return nil }
+            }
+            return nil
+        }
+
         /// A length-delimited field's bounds.
         @inline(__always) mutating func bytes() -> Range<Int>? {
-            guard let n = varint(), n <= UInt64(end - i) else { return nil }
+            let n: UInt64
+            if i < end, p[i] < 0x80 {
+                n = UInt64(p[i])
+                i += 1
+            } else {
+                // At most 5 bytes, as protobuf-c reads a length prefix.
+                let start = i
+                guard let long = longVarint(), i - start <= 5 else { return nil }
+                n = long
+            }
+            guard n <= UInt64(end - i) else { return nil }
             let r = i..<(i + Int(n))
             i += Int(n)
             return r
@@ -71,7 +114,7 @@ enum FastPath {
         var call: Result<Call, AuthzError>?
         var apiKey: String?
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.key() else { return nil }
             let field = key >> 3, wt = key & 7
             if field == 0 { return nil }  // invalid in protobuf: protobuf-c rejects the message
             switch (field, wt) {
@@ -89,8 +132,7 @@ enum FastPath {
                 guard call == nil, let range = r.bytes() else { return nil }
                 guard let c = batch(raw, range, limits: limits) else { return nil }
                 call = .success(c)
-            case (1...25, _): return nil  // other calls, or wire-type surprises: protobuf-c decides
-            default: guard r.skip(wt) else { return nil }
+            default: return nil  // other calls, unknown fields, wire-type surprises: protobuf-c decides
             }
         }
         guard let call, deadline <= UInt64(UInt32.max) else { return nil }
@@ -102,7 +144,7 @@ enum FastPath {
         var counter = Reader(raw, from: range.lowerBound, to: range.upperBound)
         var count = 0
         while !counter.atEnd {
-            guard let key = counter.varint(), key >> 3 != 0 else { return nil }
+            guard let key = counter.key(), key >> 3 != 0 else { return nil }
             if key == (1 << 3 | 2) { count += 1 }
             guard counter.skip(key & 7) else { return nil }
         }
@@ -111,7 +153,7 @@ enum FastPath {
         var items: [Result<CheckCall, AuthzError>] = []
         var minRevision: UInt64 = 0
         while !r.atEnd {
-            guard let key = r.varint(), key >> 3 != 0 else { return nil }
+            guard let key = r.key(), key >> 3 != 0 else { return nil }
             switch (key >> 3, key & 7) {
             case (1, 2):
                 guard let sub = r.bytes(), let c = check(raw, sub, field: "batch_check.checks[\(items.count)]") else { return nil }
@@ -130,7 +172,7 @@ enum FastPath {
         var tenant = 0..<0, user = 0..<0, permission = 0..<0
         var scope: UInt64 = 0, minRevision: UInt64 = 0
         while !r.atEnd {
-            guard let key = r.varint(), key >> 3 != 0 else { return nil }
+            guard let key = r.key(), key >> 3 != 0 else { return nil }
             switch (key >> 3, key & 7) {
             case (1, 2): guard let b = r.bytes() else { return nil }; tenant = b
             case (2, 2): guard let b = r.bytes() else { return nil }; user = b

@@ -56,7 +56,7 @@ enum RequestInspector {
         var r = FastPath.Reader(bytes)
         var e = RequestEnvelope()
         while !r.atEnd {
-            guard let key = r.varint(), key >> 3 != 0 else { return nil }
+            guard let key = r.key(), key >> 3 != 0 else { return nil }
             let field = Int(key >> 3), wt = key & 7
             switch (field, wt) {
             case (1, 0):
@@ -69,8 +69,10 @@ enum RequestInspector {
                 var plain = true
                 for k in range where bytes[k] < 0x21 || bytes[k] > 0x7E { plain = false }
                 e.apiKey = plain ? String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) : "\u{FFFD}"
-            case (10...25, 2):
-                guard r.bytes() != nil else { return nil }
+            case _ where CallKind(rawValue: UInt32(truncatingIfNeeded: field)) != nil:
+                // Any call of `Request.call`, the last one winning as in protobuf-c (which
+                // refuses a call field of another wire type).
+                guard wt == 2, r.bytes() != nil else { return nil }
                 e.callField = field
             default:
                 guard r.skip(wt) else { return nil }
@@ -86,7 +88,7 @@ enum RequestInspector {
         // Occurrences of each repeated field of this message, by field index.
         var counts = [Int](repeating: 0, count: Int(d.pointee.n_fields))
         while !r.atEnd {
-            guard let key = r.varint() else { return nil }
+            guard let key = r.key() else { return nil }
             let number = UInt32(truncatingIfNeeded: key >> 3), wt = key & 7
             guard let index = fieldIndex(d, number) else {
                 guard r.skip(wt) else { return nil }

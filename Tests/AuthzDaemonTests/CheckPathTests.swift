@@ -227,6 +227,60 @@ final class CheckPathTests: XCTestCase {
         XCTAssertEqual(engine.pendingRevisionWaiters, 0, "answered waits must withdraw their waiters")
     }
 
+    func testAClosedConnectionWithdrawsItsRevisionWaits() throws {
+        let ch = try channel()
+        let far = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: 1 << 60)
+        var bytes: [UInt8] = []
+        for i in 1...30 { bytes += request(UInt64(i), .check(far)) }
+        try ch.writeInbound(ByteBuffer(bytes: bytes))
+        XCTAssertEqual(engine.pendingRevisionWaiters, 30)
+        try ch.close().wait()
+        XCTAssertEqual(engine.pendingRevisionWaiters, 0, "a closed connection's waits must not hold the engine's waiter slots")
+        // Their timeouts, had they stayed scheduled, would answer into a closed channel: none runs.
+        ch.embeddedEventLoop.advanceTime(to: .now() + .seconds(5))
+        XCTAssertEqual(engine.pendingRevisionWaiters, 0)
+    }
+
+    /// protobuf-c reads a field key or a length prefix of at most 5 bytes and refuses a longer
+    /// encoding; the in-place and fast decoders must not take such a frame either.
+    func testOverlongKeysAndLengthsAreLeftToProtobufC() {
+        let check = CheckCall(tenantId: t, userId: u, permission: "gmail.messages.read", scope: .tenant, minRevision: 0)
+        let plain = WireCodec.encodeRequest(WireRequest(requestId: 7, call: .success(.check(check))))
+        // The request's bytes: [08 07] [52 len body]. Re-encode the call's key (0x52) or its
+        // length over 5 and 6 bytes.
+        XCTAssertEqual(Array(plain.prefix(3)), [0x08, 0x07, 0x52])
+        let body = Array(plain[4...])
+        XCTAssertEqual(Int(plain[3]), body.count)
+        func padded(_ v: UInt8, to n: Int) -> [UInt8] { [v | 0x80] + [UInt8](repeating: 0x80, count: n - 2) + [0] }
+        let variants: [(String, [UInt8], Bool)] = [
+            ("5-byte key", [0x08, 0x07] + padded(0x52, to: 5) + [UInt8(body.count)] + body, true),
+            ("6-byte key", [0x08, 0x07] + padded(0x52, to: 6) + [UInt8(body.count)] + body, false),
+            ("5-byte length", [0x08, 0x07, 0x52] + padded(UInt8(body.count), to: 5) + body, true),
+            ("6-byte length", [0x08, 0x07, 0x52] + padded(UInt8(body.count), to: 6) + body, false),
+        ]
+        var items: [CheckQuery] = []
+        for (name, bytes, valid) in variants {
+            let reference = bytes.withUnsafeBytes { WireCodec.decodeRequestWithProtobufC($0) }
+            let parsed = bytes.withUnsafeBytes { CheckFrame.parse($0, maxItems: 10, into: &items) }
+            let fast = bytes.withUnsafeBytes { WireCodec.decodeRequestFastPathOnly($0) }
+            let envelope = bytes.withUnsafeBytes { WireCodec.peekEnvelope($0) }
+            if valid {
+                guard case .success(.check(let c)) = reference.call else { return XCTFail("\(name): protobuf-c refused it: \(reference)") }
+                XCTAssertEqual(c, check, name)
+                // The in-place path may leave an unusual encoding to the general path (it takes
+                // one-byte keys only); what it takes, it reads as protobuf-c does.
+                if let parsed { XCTAssertEqual(parsed.requestId, 7, name) }
+                XCTAssertNotNil(fast, name)
+                XCTAssertEqual(envelope?.callKind, .check, name)
+            } else {
+                guard case .failure = reference.call else { return XCTFail("\(name): protobuf-c took it") }
+                XCTAssertNil(parsed, "\(name): the check path took a frame protobuf-c refuses")
+                XCTAssertNil(fast, "\(name): the fast path took a frame protobuf-c refuses")
+                XCTAssertNil(envelope, "\(name): the envelope took a frame protobuf-c refuses")
+            }
+        }
+    }
+
     // MARK: flow control on the channel (ConnectionFlow's actions carried out)
 
     /// A next revision's write, so that checks waiting for it are answered.

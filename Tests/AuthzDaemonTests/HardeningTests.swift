@@ -218,6 +218,98 @@ final class HardeningTests: XCTestCase {
         XCTAssertTrue(tcp.isClosedByPeer())
     }
 
+    func testACallBehindAnOpenOneIsRefusedAndCounted() throws {
+        // protobuf-c keeps the last call of a request: Health then RotateSecrets (or Watch) is a
+        // RotateSecrets. The envelope must see it so, for every call number, and count it.
+        try start()
+        for call: UInt64 in [26, 27, 25] {
+            let tcp = try RawConnection(tcpPort: daemon.tcpPort!)
+            var codes: [AuthzError.Code?] = []
+            for i in 0..<6 {
+                let frame = PB.int(1, UInt64(i + 1)) + PB.field(21, []) + PB.field(call, [])
+                codes.append(failure(try tcp.roundTrip(frame))?.code)
+            }
+            XCTAssertEqual(Array(codes.prefix(5)), [AuthzError.Code?](repeating: .unauthenticated, count: 5), "call \(call)")
+            XCTAssertEqual(codes.last, .resourceExhausted, "call \(call)")
+            XCTAssertTrue(tcp.isClosedByPeer(), "call \(call)")
+        }
+    }
+
+    func testAPerRequestKeyAnswersForItsRequestOnly() async throws {
+        try start()
+        let (t, u) = try await seed()
+        let admin = daemon.client()
+        defer { admin.close() }
+        let (_, secret) = try await admin.createKey(tenant: t, role: .checker, name: "per-request", expiresAt: 0)
+        let tcp = try RawConnection(tcpPort: daemon.tcpPort!)
+        let check = PB.check(tenant: Array(t.description.utf8), user: Array(u.description.utf8), permission: Array("gmail.messages.read".utf8))
+        let keyed = try tcp.roundTrip(PB.request(id: 1, call: 10, check, key: secret))
+        XCTAssertNil(failure(keyed), "\(String(describing: failure(keyed)))")
+        // Keyless frames afterwards are still refused from their envelope and counted.
+        var codes: [AuthzError.Code?] = []
+        for i in 0..<6 { codes.append(failure(try tcp.roundTrip(PB.request(id: UInt64(i + 2), call: 10, check)))?.code) }
+        XCTAssertEqual(Array(codes.prefix(5)), [AuthzError.Code?](repeating: .unauthenticated, count: 5))
+        XCTAssertEqual(codes.last, .resourceExhausted)
+        XCTAssertTrue(tcp.isClosedByPeer())
+    }
+
+    func testLargeErrorAnswersToAPeerThatDoesNotReadAreBounded() throws {
+        // An empty frame (4 bytes) is answered INVALID_ARGUMENT naming every call (~250 bytes):
+        // such answers must stop being produced once the peer stops reading them.
+        try start()
+        let pid = daemon.process.processIdentifier
+        let before = residentBytes(pid)
+        let raw = try RawConnection(unixPath: daemon.socketPath)  // trusted by uid: authenticated
+        let burst = [UInt8](repeating: 0, count: 256 << 10)  // 65,536 empty frames
+        raw.setSendTimeout(seconds: 1)
+        var sent = 0
+        let deadline = Date().addingTimeInterval(8)
+        while Date() < deadline && sent < (32 << 20) {
+            let n = raw.sendSome(burst)
+            if n <= 0 { break }
+            sent += n
+        }
+        let grown = residentBytes(pid) - before
+        print("empty frames, never read: sent \(sent) bytes, resident grew \(grown) bytes")
+        XCTAssertGreaterThan(sent, 512 << 10, "the test did not exercise the daemon")
+        XCTAssertLessThan(grown, 24 << 20, "resident memory grew by \(grown) bytes for \(sent) bytes sent")
+        // The answers are all there once read, in order, and the daemon serves others meanwhile.
+        let other = try RawConnection(unixPath: daemon.socketPath)
+        XCTAssertNil(failure(try other.roundTrip(PB.request(id: 1, call: 21, []))))
+        guard let first = raw.receiveFrame(), let r = try? first.withUnsafeBytes({ try WireCodec.decodeResponse($0) }) else { return XCTFail("no answer") }
+        XCTAssertEqual(failure(r)?.code, .invalidArgument)
+    }
+
+    func testAClosedConnectionsRevisionWaitsAreWithdrawn() async throws {
+        try start(["--set", "revision-wait-ms=60000", "--metrics-address", "127.0.0.1:0"])
+        let (t, u) = try await seed()
+        guard let port = metricsPort() else { return XCTFail("no metrics port in log") }
+        func waiters() -> Int? {
+            let text = httpGet(port: port, path: "/metrics")?.body ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix("authzd_revision_waiters ") {
+                return Int(Double(line.split(separator: " ").last ?? "") ?? -1)
+            }
+            return nil
+        }
+        XCTAssertEqual(waiters(), 0)
+        let raw = try RawConnection(unixPath: daemon.socketPath)
+        let check = PB.check(tenant: Array(t.description.utf8), user: Array(u.description.utf8), permission: Array("gmail.messages.read".utf8))
+        for i in 0..<20 { raw.sendFrame(PB.request(id: UInt64(i + 1), call: 10, check + PB.int(5, 1 << 40))) }
+        var seen = 0
+        for _ in 0..<50 where seen < 20 {
+            seen = waiters() ?? 0
+            if seen < 20 { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        XCTAssertEqual(seen, 20, "the checks did not wait")
+        shutdown(raw.fd, Int32(SHUT_RDWR))
+        var left = seen
+        for _ in 0..<50 where left > 0 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            left = waiters() ?? -1
+        }
+        XCTAssertEqual(left, 0, "a closed connection's waits stayed registered")
+    }
+
     // MARK: item 5 — TCP cannot lock out the Unix socket; unauthenticated and metrics connections time out
 
     func testIdleTCPConnectionsDoNotLockOutTheUnixSocket() async throws {
