@@ -95,6 +95,27 @@ final class GatewayDecisionTests: XCTestCase {
         gateway.decide(method: method, path: path, principal: p) { headers[$0] }
     }
 
+    /// A path the application could resolve to another resource is never matched as written:
+    /// `/mail/../admin` is not a mail path (the route map's `..` bypass).
+    func testAmbiguousPathsAreDeniedNotMatched() {
+        let id = ["x-authz-tenant": t.description, "x-authz-user": u.description]
+        for path in ["/mail/../admin", "/mail/me/../../admin/users", "/mail/./inbox", "/mail/..;/admin", "/mail/.;x/inbox",
+                     "/mail/%2e%2e/admin", "/mail/%2E%2E/admin", "/mail%2f..%2fadmin", "/mail/%2F/x", "/mail\\..\\admin", "/mail/%5c/x",
+                     "/mail/..", "/.."] {
+            XCTAssertTrue(RouteMap.isAmbiguous(path), path)
+            let a = decide("GET", path, id, as: .superuser)
+            XCTAssertEqual(a.status, 403, path)
+            XCTAssertEqual(a.reason, "ambiguous_path", path)
+        }
+        // Dots inside a segment, other escapes and a query string holding dots are plain paths.
+        for path in ["/mail/inbox.json", "/mail/...", "/mail/a..b", "/mail/%20x", "/mail/inbox?next=/../admin", "/mail/.well-known", "/mail//inbox"] {
+            XCTAssertFalse(RouteMap.isAmbiguous(path), path)
+            XCTAssertEqual(decide("GET", path, id, as: .superuser).status, 200, path)
+        }
+        // A location that names its permission does not use the path at all.
+        XCTAssertEqual(decide("GET", "/mail/../admin", id.merging(["x-authz-permission": "gmail.messages.read"]) { $1 }, as: .superuser).status, 200)
+    }
+
     func testDecisionTable() {
         let id = ["x-authz-tenant": t.description, "x-authz-user": u.description]
         let cases: [(String, String, [String: String], Int, String)] = [
@@ -168,6 +189,28 @@ final class GatewayDecisionTests: XCTestCase {
         let first = try XCTUnwrap(r.range(of: "200 OK")), second = try XCTUnwrap(r.range(of: "403 Forbidden"))
         XCTAssertLessThan(first.lowerBound, second.lowerBound)
         XCTAssertTrue(ch.isActive, "keep-alive")
+    }
+
+    /// A header sent twice never decides as its first value (as Envoy folds repeated headers).
+    func testRepeatedHeadersFailClosed() throws {
+        let ch = try channel(transport: .superuser)
+        let id = "X-Authz-Tenant: \(t)\r\nX-Authz-User: \(u)\r\n"
+        let cases: [(String, String, String)] = [
+            ("X-Authz-User: \(u)\r\n", "401 Unauthorized", "malformed_identity"),
+            ("X-Authz-Tenant: \(other)\r\n", "401 Unauthorized", "malformed_identity"),
+            ("X-Original-URI: /mail/inbox\r\nX-Original-URI: /admin\r\n", "403 Forbidden", "ambiguous_path"),
+            ("X-Original-Method: GET\r\nX-Original-Method: POST\r\n", "403 Forbidden", "ambiguous_path"),
+            ("X-Authz-Scope: tenant\r\nX-Authz-Scope: global\r\nX-Authz-Permission: gmail.messages.read\r\n", "503 Service Unavailable", "malformed_permission"),
+        ]
+        for (extra, status, reason) in cases {
+            let r = try exchange(ch, "GET /check/mail/inbox HTTP/1.1\r\nHost: a\r\n\(id)\(extra)\r\n")
+            XCTAssertTrue(r.hasPrefix("HTTP/1.1 \(status)\r\n"), "\(extra): \(r)")
+            XCTAssertTrue(r.contains("x-authz-reason: \(reason)\r\n"), "\(extra): \(r)")
+        }
+        // Two keys are one invalid key.
+        let tcp = try channel(transport: .unauthenticated)
+        let r = try exchange(tcp, "GET /check/mail HTTP/1.1\r\nHost: a\r\n\(id)X-Authz-Api-Key: azk_a\r\nX-Authz-Api-Key: azk_b\r\n\r\n")
+        XCTAssertFalse(r.hasPrefix("HTTP/1.1 200"), r)
     }
 
     func testTCPWithoutKeyCannotDecideAndAWrongKeyIsRefused() throws {

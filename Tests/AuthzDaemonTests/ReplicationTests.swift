@@ -155,7 +155,8 @@ final class ReplicationTests: XCTestCase {
         _ = try await ca.write(s1.user(u1))
         let last = try await ca.write(s2.user(u2))
 
-        let sharded = try replica(cluster, keyring: keyring, extra: ["--log-tenants", s1.tenant.description])
+        let gatewaySocket = temporaryDirectory("authzd-gw") + "/http.sock"
+        let sharded = try replica(cluster, keyring: keyring, extra: ["--log-tenants", s1.tenant.description, "--http-socket", gatewaySocket])
         let full = try replica(cluster, keyring: keyring)
         defer { for d in [a, sharded, full] { d.stop(); d.remove() } }
         let cs = sharded.client(), cf = full.client()
@@ -169,6 +170,19 @@ final class ReplicationTests: XCTestCase {
             XCTAssertEqual(e.code, .failedPrecondition)
             XCTAssertTrue(e.message.contains("not held by this daemon") && e.message.contains("tenants \(s1.tenant)"), e.message)
         }
+        // Its gateway refuses the other shard's tenant too (503, never a decision from data it
+        // does not hold), and decides its own.
+        func gatewayStatus(_ tenant: ID, _ user: ID) throws -> String {
+            let c = try RawConnection(unixPath: gatewaySocket)
+            c.send(Array("GET /check HTTP/1.1\r\nHost: a\r\nX-Authz-Tenant: \(tenant)\r\nX-Authz-User: \(user)\r\nX-Authz-Permission: mail.read\r\n\r\n".utf8))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = buffer.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+            return String(decoding: buffer.prefix(max(0, n)), as: UTF8.self)
+        }
+        let otherShard = try gatewayStatus(s2.tenant, u2)
+        XCTAssertTrue(otherShard.hasPrefix("HTTP/1.1 503") && otherShard.contains("x-authz-reason: not_serving"), otherShard)
+        let own = try gatewayStatus(s1.tenant, u1)
+        XCTAssertTrue(own.hasPrefix("HTTP/1.1 200"), own)
         // Exactly its tenant: the export names s1's records and none of s2's.
         let text = String(decoding: try await export(cs), as: UTF8.self)
         XCTAssertTrue(text.contains(s1.tenant.description) && text.contains(u1.description))

@@ -182,23 +182,36 @@ enum GRPCExtAuthz {
     /// (`ExtAuthzRequest.combinedHeader`), so a duplicated identity is malformed, not the first.
     static func check(message: [UInt8], apiKey: String?, gateway: Gateway) -> Result<[UInt8], AuthzError> {
         let request: ExtAuthzRequest
+        switch decode(message) {
+        case .success(let r): request = r
+        case .failure(let e): return .failure(e)
+        }
+        switch gateway.principal(presentedKey: apiKey, transport: .unauthenticated) {
+        case .failure(let refused): return .success(response(for: refused))
+        case .success(let principal): return .success(response(for: decide(request, principal: principal, gateway: gateway)))
+        }
+    }
+
+    /// `check` for a caller whose key was resolved already (the stream handler does so at the
+    /// request's head, before it reads a byte of the body).
+    static func check(message: [UInt8], principal: Principal, gateway: Gateway) -> Result<[UInt8], AuthzError> {
+        decode(message).map { response(for: decide($0, principal: principal, gateway: gateway)) }
+    }
+
+    private static func decode(_ message: [UInt8]) -> Result<ExtAuthzRequest, AuthzError> {
         do {
-            request = try message.withUnsafeBytes { try ExtAuthzCodec.decodeCheckRequest($0) }
+            return .success(try message.withUnsafeBytes { try ExtAuthzCodec.decodeCheckRequest($0) })
         } catch let e as AuthzError {
             return .failure(e)
         } catch {
             return .failure(AuthzError.invalid("CheckRequest", "cannot be decoded"))
         }
-        let answer: GatewayAnswer
-        switch gateway.principal(presentedKey: apiKey, transport: .unauthenticated) {
-        case .failure(let refused):
-            answer = refused
-        case .success(let principal):
-            answer = gateway.decide(method: request.method, path: request.path, principal: principal,
-                                    permission: request.contextExtensions["permission"], scope: request.contextExtensions["scope"],
-                                    header: { request.combinedHeader($0) })
-        }
-        return .success(response(for: answer))
+    }
+
+    private static func decide(_ request: ExtAuthzRequest, principal: Principal, gateway: Gateway) -> GatewayAnswer {
+        gateway.decide(method: request.method, path: request.path, principal: principal,
+                       permission: request.contextExtensions["permission"], scope: request.contextExtensions["scope"],
+                       header: { request.combinedHeader($0) })
     }
 
     /// The CheckResponse for a gateway answer: 200 allows (status OK, the headers added
@@ -257,7 +270,7 @@ final class GRPCExtAuthzHandler: ChannelInboundHandler {
 
     private enum State {
         case awaitingHead
-        case reading(GRPCExtAuthz.UnaryMessageReader, apiKey: String?)
+        case reading(GRPCExtAuthz.UnaryMessageReader, principal: Principal)
         case answered
     }
 
@@ -301,22 +314,30 @@ final class GRPCExtAuthzHandler: ChannelInboundHandler {
             let keys = head.headers[gateway.options.apiKeyHeader]
             // Two keys are one invalid key: neither is chosen.
             let key = keys.isEmpty ? nil : keys.joined(separator: ",")
-            state = .reading(GRPCExtAuthz.UnaryMessageReader(), apiKey: key)
+            // The key is known from the head: a caller without a valid one is answered now,
+            // before the daemon buffers any of its body (up to 1 MiB a stream).
+            let peer = PeerInfo(remote: context.channel.parent?.remoteAddress ?? context.channel.remoteAddress, isUnix: false)
+            switch gateway.principal(presentedKey: key, transport: .unauthenticated, peer: peer, listener: "grpc") {
+            case .failure(let refused):
+                answer(.success(GRPCExtAuthz.response(for: refused)), context: context)
+            case .success(let principal):
+                state = .reading(GRPCExtAuthz.UnaryMessageReader(), principal: principal)
+            }
         case .body(let buffer):
-            guard case .reading(var reader, let key) = state else { return }
+            guard case .reading(var reader, let principal) = state else { return }
             if let problem = reader.append(buffer.readableBytesView) {
                 answer(.failure(problem), context: context)
                 return
             }
-            state = .reading(reader, apiKey: key)
+            state = .reading(reader, principal: principal)
         case .end:
             requestEnded = true
-            guard case .reading(let reader, let key) = state else { return }
+            guard case .reading(let reader, let principal) = state else { return }
             switch reader.finish() {
             case .failure(let problem):
                 answer(.failure(problem), context: context)
             case .success(let message):
-                let result = GRPCExtAuthz.check(message: message, apiKey: key, gateway: gateway)
+                let result = GRPCExtAuthz.check(message: message, principal: principal, gateway: gateway)
                 if case .failure(let e) = result {
                     gateway.logger.debug("ext_authz request refused", metadata: ["grpc.status": "\(e.code.name)", "error": "\(e.message)"])
                 }

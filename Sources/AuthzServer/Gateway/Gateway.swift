@@ -34,8 +34,9 @@ public struct GatewayAnswer: Error, Sendable, Equatable {
     /// 200 allow, 403 deny, 401 missing or malformed identity, 503 cannot decide.
     public var status: Int
     /// A `Reason` name (`granted`, `no_grant`, …) or one of the gateway's own:
-    /// `missing_identity`, `malformed_identity`, `no_route`, `malformed_permission`,
-    /// `key_tenant_mismatch`, `gateway_unauthenticated`, `gateway_not_permitted`.
+    /// `missing_identity`, `malformed_identity`, `no_route`, `ambiguous_path`,
+    /// `malformed_permission`, `key_tenant_mismatch`, `gateway_unauthenticated`,
+    /// `gateway_not_permitted`, `not_serving` (log mode: this replica refuses reads).
     public var reason: String
     /// Revision the decision was made at (0 when none was made).
     public var revision: UInt64
@@ -81,7 +82,7 @@ public final class Gateway: Sendable {
     /// one, else the connection's own principal (a trusted Unix peer, or everyone under
     /// `--insecure-no-auth`). A failure is the 503 to answer; a refused key is recorded in the
     /// audit trail (when it is on) as coming from `peer`.
-    func principal(presentedKey: String?, transport: Principal, peer: PeerInfo = .unknown) -> Result<Principal, GatewayAnswer> {
+    func principal(presentedKey: String?, transport: Principal, peer: PeerInfo = .unknown, listener: String = "gateway") -> Result<Principal, GatewayAnswer> {
         if dispatcher.config.insecureNoAuth { return .success(.superuser) }
         if let presented = presentedKey {
             switch dispatcher.keys.authenticate(presented) {
@@ -89,7 +90,7 @@ public final class Gateway: Sendable {
             case .failure(let r):
                 let e = r.error
                 dispatcher.metrics.error(.unauthenticated)
-                dispatcher.audit?.authRefused(r, who: dispatcher.actor(transport, peer), peer: peer, listener: "gateway")
+                dispatcher.audit?.authRefused(r, who: dispatcher.actor(transport, peer), peer: peer, listener: listener)
                 logger.warning("gateway key refused", metadata: ["error": "\(e.message)"])
                 return .failure(GatewayAnswer(status: 503, reason: "gateway_unauthenticated", revision: 0))
             }
@@ -113,6 +114,7 @@ public final class Gateway: Sendable {
             return GatewayAnswer(status: 401, reason: "malformed_identity", revision: 0)
         }
         if let refused = Gateway.mayCheck(principal, tenant: tenant) { return refused }
+        if let refused = readRefusal(tenant) { return refused }
         var routeLine = 0
         let permission: String, scope: Scope
         if let p = explicitPermission ?? header(options.permissionHeader) {
@@ -120,6 +122,10 @@ public final class Gateway: Sendable {
                 return GatewayAnswer(status: 503, reason: "malformed_permission", revision: 0)
             }
             (permission, scope) = (p, s)
+        } else if RouteMap.isAmbiguous(path) {
+            // The application may resolve `..`, `%2e` or `;` differently from a segment match:
+            // such a path is denied rather than matched as written.
+            return GatewayAnswer(status: 403, reason: "ambiguous_path", revision: dispatcher.engine.revision)
         } else if let r = routes.withLockedValue({ $0.match(method: method, path: path) }) {
             (permission, scope, routeLine) = (r.permission, r.scope, r.line)
         } else {
@@ -128,6 +134,17 @@ public final class Gateway: Sendable {
         let d = dispatcher.engine.withSnapshot { $0.decide(tenant: tenant, user: user, permission: permission, scope: scope) }
         dispatcher.metrics.gatewayDecisions(allowed: d.allowed)
         return GatewayAnswer(status: d.allowed ? 200 : 403, reason: d.reason.name, revision: d.revision, routeLine: routeLine)
+    }
+
+    /// In log mode, a 503 when this replica may not answer reads for `tenant` (behind or ahead
+    /// of its stream, or the tenant is another shard's), as binary checks are refused; nil
+    /// otherwise. Never answers from data the replica knows to be stale.
+    func readRefusal(_ tenant: ID) -> GatewayAnswer? {
+        guard let r = dispatcher.replicator else { return nil }
+        if r.readRefusal() != nil || !r.shard.holds(tenant) {
+            return GatewayAnswer(status: 503, reason: "not_serving", revision: 0)
+        }
+        return nil
     }
 
     /// nil when `principal` may check in `tenant`; else the answer to give. Checker and admin
@@ -156,6 +173,9 @@ public final class Gateway: Sendable {
             return refused.status == 503 && refused.reason == "gateway_unauthenticated"
                 ? (401, Gateway.errorJSON("UNAUTHENTICATED", "send a valid API key in \(options.apiKeyHeader)"))
                 : (403, Gateway.errorJSON("PERMISSION_DENIED", "this key may not read tenant \(tenant)"))
+        }
+        if readRefusal(tenant) != nil {
+            return (503, Gateway.errorJSON("UNAVAILABLE", "this replica does not serve tenant \(tenant) now (log mode: behind its stream, or another shard)"))
         }
         guard let r = try? dispatcher.engine.permissions(tenant: tenant, user: user) else {
             return (503, Gateway.errorJSON("UNAVAILABLE", "the index cannot answer"))

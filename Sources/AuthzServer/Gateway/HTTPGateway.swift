@@ -14,13 +14,17 @@ import Glibc
 /// `GET /v1/tenants/{t}/users/{u}/permissions`, and `GET /healthz`. HTTP/1.1 with keep-alive
 /// and pipelining; decisions are made on the connection's event loop from the compiled index.
 ///
-/// Bounded like the binary listeners: at most `maxConnections` at once (more are closed on
-/// accept), idle connections closed after `idleTimeout`, request heads limited by NIO's parser.
+/// Bounded like the binary listeners: at most `maxConnections` at once on TCP and as many on
+/// the Unix socket (more are closed on accept), idle connections closed after `idleTimeout`,
+/// request heads limited by NIO's parser.
 final class HTTPGatewayServer: Sendable {
     let gateway: Gateway
     let maxConnections: Int
     let idleTimeout: TimeAmount
-    private let open: Slots
+    /// Connection slots of the TCP listener and of the Unix socket, apart: TCP callers can
+    /// never fill the slots the local proxy needs (as on the binary listeners).
+    private let openTCP: Slots
+    private let openUnix: Slots
     private let channels = NIOLockedValueBox<[Channel]>([])
     /// Open connections, by identity (removed when they close).
     private let accepted = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
@@ -33,7 +37,8 @@ final class HTTPGatewayServer: Sendable {
         self.gateway = gateway
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
-        open = Slots(limit: maxConnections)
+        openTCP = Slots(limit: maxConnections)
+        openUnix = Slots(limit: maxConnections)
     }
 
     /// Binds TCP `host:port`; returns the bound address.
@@ -65,7 +70,7 @@ final class HTTPGatewayServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] ch in
-                guard open.admit(ch, refused: gateway.dispatcher.metrics.connectionsRefused) else { return ch.close() }
+                guard (isUnix ? openUnix : openTCP).admit(ch, refused: gateway.dispatcher.metrics.connectionsRefused) else { return ch.close() }
                 let id = ObjectIdentifier(ch)
                 accepted.withLockedValue { $0[id] = ch }
                 ch.closeFuture.whenComplete { [self] _ in accepted.withLockedValue { _ = $0.removeValue(forKey: id) } }
@@ -158,16 +163,26 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         if path == options.pathPrefix || path.hasPrefix(options.pathPrefix + "/") {
             let principal: Principal
-            switch resolve(h.headers.first(name: options.apiKeyHeader), context: context) {
+            // A header sent twice reads as its values joined with "," (as Envoy folds them), so
+            // two keys or two identities fail instead of silently becoming the first.
+            let headers = h.headers
+            func combined(_ name: String) -> String? {
+                let values = headers[name]
+                return values.isEmpty ? nil : values.joined(separator: ",")
+            }
+            switch resolve(combined(options.apiKeyHeader), context: context) {
             case .success(let p): principal = p
             case .failure(let refused): return respond(context: context, h, refused)
             }
-            let method = h.headers.first(name: options.methodHeader) ?? h.method.rawValue
-            let original = h.headers.first(name: options.uriHeader) ?? {
+            if headers[options.methodHeader].count > 1 || headers[options.uriHeader].count > 1 {
+                return respond(context: context, h, GatewayAnswer(status: 403, reason: "ambiguous_path", revision: gateway.dispatcher.engine.revision))
+            }
+            let method = headers.first(name: options.methodHeader) ?? h.method.rawValue
+            let original = headers.first(name: options.uriHeader) ?? {
                 let rest = uri.dropFirst(options.pathPrefix.count)
                 return rest.isEmpty || rest.hasPrefix("?") ? "/" + rest : String(rest)
             }()
-            let a = gateway.decide(method: method, path: original, principal: principal) { h.headers.first(name: $0) }
+            let a = gateway.decide(method: method, path: original, principal: principal) { combined($0) }
             return respond(context: context, h, a)
         }
         if path == "/v1/watch" {

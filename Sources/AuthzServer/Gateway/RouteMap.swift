@@ -74,6 +74,29 @@ public struct RouteMap: Sendable, Equatable {
         try self.init(text: text, origin: path)
     }
 
+    /// Whether `path` (its query string ignored) could name another resource once the
+    /// application resolves it: a `.` or `..` segment (also as `..;x`, which some servers
+    /// strip to `..`), a backslash, or a percent-encoded `.`, `/` or `\`. The route map
+    /// matches segments as written, so such a path is never matched (`ambiguous_path`).
+    public static func isAmbiguous(_ path: String) -> Bool {
+        let bare = path.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false).first ?? []
+        var i = bare.startIndex
+        while i < bare.endIndex {
+            let b = bare[i]
+            if b == UInt8(ascii: "\\") { return true }
+            if b == UInt8(ascii: "%"), bare.index(i, offsetBy: 2, limitedBy: bare.endIndex).map({ $0 < bare.endIndex }) == true {
+                let h = bare[bare.index(after: i)], l = bare[bare.index(i, offsetBy: 2)] | 0x20
+                if (h == UInt8(ascii: "2") && (l == UInt8(ascii: "e") || l == UInt8(ascii: "f"))) || (h == UInt8(ascii: "5") && l == UInt8(ascii: "c")) { return true }
+            }
+            i = bare.index(after: i)
+        }
+        for segment in bare.split(separator: UInt8(ascii: "/")) {
+            let name = segment.split(separator: UInt8(ascii: ";"), maxSplits: 1, omittingEmptySubsequences: false).first ?? []
+            if !name.isEmpty && name.allSatisfy({ $0 == UInt8(ascii: ".") }) && name.count <= 2 { return true }
+        }
+        return false
+    }
+
     /// The first route matching `method` and `path` (query string ignored), or nil.
     public func match(method: String, path: String) -> Route? {
         let bare = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
