@@ -15,8 +15,10 @@ public enum Timestamp {
 
     /// RFC 3339 text in UTC with microseconds: `2026-11-29T21:03:00.123456Z`.
     public static func format(_ micros: Int64) -> String {
-        let secs = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
-        let frac = micros - secs * 1_000_000
+        // Floor division and a non-negative remainder, without overflow for any Int64.
+        let secs = micros >= 0 ? micros / 1_000_000 : (micros + 1) / 1_000_000 - 1
+        var frac = micros % 1_000_000
+        if frac < 0 { frac += 1_000_000 }
         let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
         let rem = secs - days * 86400
         let (y, m, d) = civil(fromDays: days)

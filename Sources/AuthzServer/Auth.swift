@@ -196,8 +196,16 @@ final class KeyTable: @unchecked Sendable {  // keys: locked box, epoch: atomic;
     }
 
     /// A key record the replicated log applied (created, revoked or re-dated on any daemon).
+    /// A revocation is final here as in the store (`Store.applyLogged`): a record that does
+    /// not carry one (re-dated on a daemon that had not yet seen the revocation) keeps it.
     func applied(_ k: ApiKey) {
-        keys.withLockedValue { $0[k.id] = k }
+        keys.withLockedValue { keys in
+            var k = k
+            if let old = keys[k.id], old.revokedAt != 0 {
+                k.revokedAt = k.revokedAt == 0 ? old.revokedAt : min(k.revokedAt, old.revokedAt)
+            }
+            keys[k.id] = k
+        }
         epoch.wrappingIncrement(ordering: .releasing)
     }
 

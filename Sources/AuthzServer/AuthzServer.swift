@@ -205,6 +205,10 @@ public final class AuthzServer: Service, Sendable {
             logger.critical("--insecure-no-auth: EVERY CALLER, ON TCP TOO, IS A SUPERUSER. Never use this outside a benchmark or a laptop.")
         }
         if let settings = config.log {
+            // A re-send after the duplicate window would be stored twice (docs/scale-out.md).
+            guard Int64(config.logWriteTimeoutSeconds) < settings.duplicateWindowSeconds else {
+                throw ConfigError("log-write-timeout (\(config.logWriteTimeoutSeconds) s) must be shorter than log-duplicate-window (\(settings.duplicateWindowSeconds) s): a write re-sent after the window would be stored twice")
+            }
             try Replicator.adopt(engine: engine, stream: settings.stream, shard: config.logShard)
             let log = try JetStreamLog(settings: settings, name: "authzd")
             let replicator = try Replicator(log: log, engine: engine, keys: dispatcher.keys, shard: config.logShard,
@@ -226,7 +230,8 @@ public final class AuthzServer: Service, Sendable {
         }
         if let settings = config.events {
             let shard = config.log != nil ? config.logShard : .all
-            let ingestor = EventIngestor(engine: engine, holds: { shard.holds($0) })
+            let replicator = dispatcher.replicator
+            let ingestor = EventIngestor(engine: engine, holds: { shard.holds($0) }, refusing: { replicator?.readRefusal() })
             let source: any EventSource
             switch settings.transport {
             case .nats: source = try NATSEventSource(settings: settings, ingestor: ingestor, replicas: config.log?.replicas ?? 1, logger: logger)

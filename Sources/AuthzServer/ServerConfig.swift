@@ -310,11 +310,18 @@ public struct ServerConfig: Sendable {
             guard (1...5).contains(v) else { throw ConfigError("\(origin): log-replicas must be between 1 and 5 (got \"\(value)\")") }
             logSettings.replicas = v
             logReplicasSet = true
-        case "log-max-age": logSettings.maxAgeSeconds = Int64(try int())
+        case "log-max-age":
+            // JetStream takes nanoseconds in an Int64: at most about 292 years; 100 is plenty.
+            let v = try int()
+            guard v <= 3_153_600_000 else { throw ConfigError("\(origin): log-max-age must be at most 3153600000 seconds (100 years; 0 = unlimited) (got \"\(value)\")") }
+            logSettings.maxAgeSeconds = Int64(v)
         case "log-max-bytes": logSettings.maxBytes = Int64(try int())
         case "log-max-msgs": logSettings.maxMessages = Int64(try int())
         case "log-max-message-bytes": logSettings.maxMessageBytes = Int32(min(64 << 20, try int()))
-        case "log-duplicate-window": logSettings.duplicateWindowSeconds = Int64(max(1, try int()))
+        case "log-duplicate-window":
+            let v = try int()
+            guard (1...604_800).contains(v) else { throw ConfigError("\(origin): log-duplicate-window must be 1 to 604800 seconds (a week) (got \"\(value)\")") }
+            logSettings.duplicateWindowSeconds = Int64(v)
         case "log-tenants", "log-shard":
             if logShard != .all && (key == "log-tenants") != ({ if case .tenants = logShard { return true } else { return false } }()) {
                 throw ConfigError("\(origin): log-tenants and log-shard cannot be combined")
@@ -322,7 +329,10 @@ public struct ServerConfig: Sendable {
             do {
                 logShard = try key == "log-tenants" ? TenantShard.parse(tenants: value, shard: nil) : TenantShard.parse(tenants: nil, shard: value)
             } catch let e as AuthzError { throw ConfigError("\(origin): \(e.message)") }
-        case "log-write-timeout": logWriteTimeoutSeconds = max(1, try int())
+        case "log-write-timeout":
+            let v = try int()
+            guard (1...3_600).contains(v) else { throw ConfigError("\(origin): log-write-timeout must be 1 to 3600 seconds (got \"\(value)\")") }
+            logWriteTimeoutSeconds = v
         case "events":
             if value.isEmpty { events = nil; break }
             do {

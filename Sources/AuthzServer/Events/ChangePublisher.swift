@@ -129,6 +129,9 @@ final class ChangePublisher: @unchecked Sendable {  // its mutable state is touc
 
     private func run() {
         var delay = 0.5
+        // The wake armed by the pass in progress: withdrawn when that pass fails, so that
+        // retries while NATS is down leave no waiter behind in the engine's bounded table.
+        var armed: Wake?
         while !isStopped {
             do {
                 var at = try position()
@@ -151,6 +154,7 @@ final class ChangePublisher: @unchecked Sendable {  // its mutable state is touc
                     var pending: [(revision: UInt64, impact: [ID: Engine.ChangeImpact], order: [ID])] = []
                     // Registered before the read: a commit while it runs wakes the wait below.
                     let wake = armWake()
+                    armed = wake
                     var page = try engine.changes(after: .after(revision: at), limit: 4096, includeBeforeImages: true, where: { _, _ in true })
                     while true {
                         // A page's before-images come apart from its changes: merge them by revision.
@@ -187,6 +191,8 @@ final class ChangePublisher: @unchecked Sendable {  // its mutable state is touc
                     if page.atEnd { wait(wake, seconds: 5) } else { wake.cancel() }
                 }
             } catch {
+                armed?.cancel()
+                armed = nil
                 if isStopped { break }
                 logger.warning("push: cannot publish; retrying", metadata: ["error": "\(error)"])
                 lock.lock()

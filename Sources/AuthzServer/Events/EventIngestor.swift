@@ -29,12 +29,16 @@ final class EventIngestor: Sendable {
 
     let engine: Engine
     let holds: @Sendable (ID) -> Bool
+    let refusing: @Sendable () -> AuthzError?
     private let counters: [String: Counter]
 
-    /// `holds` says whether this daemon holds a tenant (always true outside log shards).
-    init(engine: Engine, holds: @escaping @Sendable (ID) -> Bool = { _ in true }) {
+    /// `holds` says whether this daemon holds a tenant (always true outside log shards);
+    /// `refusing` names why this replica refuses reads and writes now (log mode: behind its
+    /// stream's retention, or ahead of a recreated stream), nil when it serves.
+    init(engine: Engine, holds: @escaping @Sendable (ID) -> Bool = { _ in true }, refusing: @escaping @Sendable () -> AuthzError? = { nil }) {
         self.engine = engine
         self.holds = holds
+        self.refusing = refusing
         var c: [String: Counter] = [:]
         for o in ["applied", "duplicate", "not_held", "dead_lettered", "retried"] {
             c[o] = Counter(label: "authzd_events_total", dimensions: [("outcome", o)])
@@ -63,6 +67,10 @@ final class EventIngestor: Sendable {
             return .deadLetter(reason: "undecodable: \(error)", eventId: nil)
         }
         guard holds(event.tenantId) else { return .notHeld }
+        // A replica that refuses reads cannot judge the event (its copy of the user may be
+        // stale), and its writes are refused: the event waits instead of going to the dead
+        // letters, which are for events that can never apply.
+        if let refused = refusing() { return .retry("\(refused.code.name): \(refused.message)") }
         // A time far ahead would freeze the user against every later event (its own clock wins).
         let maxSkew: Int64 = 3600 * 1_000_000
         if event.occurredAt > Timestamp.now() + maxSkew {

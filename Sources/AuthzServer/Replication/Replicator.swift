@@ -404,8 +404,11 @@ final class Replicator: @unchecked Sendable {  // its mutable state is touched o
         guard let time = Int64(timeText) else { throw AuthzError.invalid("log", "message \(m.sequence) has no valid \(Replicator.timeHeader)") }
         // A replay (an old sealed message published again) is stored long after its sealed
         // time; the stream's own timestamp is the same on every replica, so all skip it alike.
-        let window = log.settings.duplicateWindowSeconds * 1_000_000
-        if m.storedAt > 0 && abs(m.storedAt - time) > window {
+        // Any Int64 may arrive in the header: the distance is computed without overflow.
+        let window = log.settings.duplicateWindowSeconds.multipliedReportingOverflow(by: 1_000_000)
+        let apart = m.storedAt.subtractingReportingOverflow(time)
+        let outside = apart.overflow || apart.partialValue.magnitude > (window.overflow ? UInt64.max : window.partialValue.magnitude)
+        if m.storedAt > 0 && outside {
             throw AuthzError.invalid("log", "message \(m.sequence) was sealed at \(Timestamp.format(time)) but stored at \(Timestamp.format(m.storedAt)), outside the \(log.settings.duplicateWindowSeconds) s duplicate window (a replay, or clocks too far apart)")
         }
         func open() throws -> [UInt8] {

@@ -1,0 +1,54 @@
+import AuthzEngine
+import AuthzModel
+import AuthzWire
+import Foundation
+import XCTest
+@testable import AuthzServer
+
+/// The key table as log mode feeds it (`KeyTable.applied`): a revocation is final in memory as
+/// it is in the store, whatever record the log delivers after it.
+final class KeyTableTests: XCTestCase {
+    func testARevocationSurvivesARecordThatDoesNotCarryIt() throws {
+        let dir = temporaryDirectory("authzd-keytable")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let table = try KeyTable(storage: KeyStorage(directory: dir + "/data", keyRingPath: nil))
+        let (key, secret) = try table.create(tenant: nil, role: .gateway, name: "g", expiresAt: 0, creator: .superuser)
+        guard case .success = table.authenticate(secret) else { return XCTFail("a fresh key did not authenticate") }
+        // Daemon A revokes the key; daemon B, which had not applied that yet, re-dates it: the
+        // log delivers the revocation, then B's record without it.
+        var revoked = key
+        revoked.revokedAt = Timestamp.now()
+        table.applied(revoked)
+        var redated = key
+        redated.expiresAt = Timestamp.now() + 3_600_000_000
+        table.applied(redated)
+        guard case .failure(let refusal) = table.authenticate(secret) else { return XCTFail("a revoked key authenticated again") }
+        XCTAssertEqual(refusal.error.code, .unauthenticated)
+        XCTAssertTrue(refusal.error.message.contains("revoked"), refusal.error.message)
+        let listed = table.list(tenant: nil).first { $0.id == key.id }
+        XCTAssertEqual(listed?.revokedAt, revoked.revokedAt)
+        XCTAssertEqual(listed?.expiresAt, redated.expiresAt, "the re-dating itself still applies")
+    }
+}
+
+/// A replica that refuses reads (log mode: behind its stream's retention) holds user events
+/// back for a retry instead of dead-lettering them: the dead letters are for events that can
+/// never apply.
+final class EventIngestorRefusalTests: XCTestCase {
+    func testARefusingReplicaRetriesEventsAndAServingOneAppliesThem() throws {
+        let dir = temporaryDirectory("authzd-ingest")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let engine = try Engine(directory: dir + "/data")
+        let t = ID.random()
+        try engine.write([.upsert(.tenant(Tenant(id: t, name: "acme")))])
+        let event = UserEvent(eventId: .random(), kind: .created, tenantId: t, userId: .random(), occurredAt: Timestamp.now(),
+                              user: UserEvent.Fields(email: "ana@acme.test"))
+        let payload = EventCodec.encodeProtobuf(event)
+        let refusing = EventIngestor(engine: engine, refusing: { AuthzError(.failedPrecondition, "behind the stream's retention") })
+        guard case .retry(let why) = refusing.handle(payload) else { return XCTFail("a refusing replica did not hold the event back") }
+        XCTAssertTrue(why.contains("retention"), why)
+        let revision = engine.revision
+        XCTAssertEqual(engine.revision, revision, "nothing was written")
+        guard case .applied = EventIngestor(engine: engine).handle(payload) else { return XCTFail("a serving replica did not apply the event") }
+    }
+}
