@@ -38,7 +38,8 @@ public struct ApiKey: Hashable, Sendable {
     public var createdAt: Int64
     /// 0 = never.
     public var expiresAt: Int64
-    /// 0 = not revoked.
+    /// 0 = not revoked; otherwise when it was revoked (a record, not a schedule: a revoked key
+    /// is unusable whatever the reader's clock says).
     public var revokedAt: Int64
     public var secretHash: [UInt8]
     /// Whether the key may read credential secrets (`include_secrets`). True only for an admin key
@@ -66,7 +67,9 @@ public struct ApiKey: Hashable, Sendable {
 
     /// Why the key cannot be used at `now`, or nil when it can.
     public func unusable(at now: Int64) -> String? {
-        if revokedAt != 0 && revokedAt <= now { return "revoked" }
+        // Revocation does not wait for the clock: a replica behind the revoking daemon's clock,
+        // or a clock stepped back, must not bring the key back.
+        if revokedAt != 0 { return "revoked" }
         if expiresAt != 0 && expiresAt <= now { return "expired" }
         return nil
     }

@@ -139,11 +139,15 @@ final class KeyTable: @unchecked Sendable {  // keys: locked box, epoch: atomic;
 
     /// PERMISSION_DENIED when `call` asks for credential secrets (`include_secrets` on a Get or
     /// List of platform credentials, or on an Export: `Command.secretsField`) and `principal` is
-    /// an API key whose record does not allow reading them (`ApiKey.maySeeSecrets`); nil otherwise. A superuser and an
-    /// allowlisted uid are configured by whoever runs the daemon and are not limited here.
-    /// Never touches the store: one locked dictionary lookup.
+    /// an API key whose record does not allow reading them (`ApiKey.maySeeSecrets`) or a
+    /// client certificate (whose admin role never reads secrets, docs/security.md); nil
+    /// otherwise. A superuser and an allowlisted uid are configured by whoever runs the daemon
+    /// and are not limited here. Never touches the store: one locked dictionary lookup.
     func secretsDenied(_ principal: Principal, _ call: Call) -> AuthzError? {
         guard let field = Commands.command(for: call).secretsField(call) else { return nil }
+        if case .certificate(let identity, _, _) = principal {
+            return AuthzError(.permissionDenied, "client certificate \(identity) may not read credential secrets (\(field)): certificate principals never may; omit include_secrets", field: field)
+        }
         guard case .key(let id, _, _) = principal else { return nil }
         if keys.withLockedValue({ $0[id] })?.maySeeSecrets == true { return nil }
         return AuthzError(.permissionDenied, "api_key \(id) may not read credential secrets (\(field)): only admin keys created by a local superuser may (keys an operator key created never can); omit include_secrets", field: field)

@@ -325,23 +325,30 @@ public final class AuthzServer: Service, Sendable {
     }
 
     /// SIGHUP: re-reads what can change while serving (the route map, the TLS certificate and
-    /// key). Connections already open keep their TLS session. A file that does not
-    /// validate leaves the old one in place; the error is logged and returned. Does nothing
-    /// unless serving. Blocking file reads: call it off the event loops.
+    /// key), each on its own: a route map that does not validate never holds back a renewed
+    /// certificate, nor the reverse. Connections already open keep their TLS session. A file
+    /// that does not validate leaves the old one in place; the error is logged and the first
+    /// one returned. Does nothing unless serving. Blocking file reads: call it off the event loops.
     @discardableResult
     public func reload() -> Error? {
         guard let running else { return nil }
+        var first: Error?
         do {
             try running.gateway?.reloadRoutes()
-            if let tls = running.tls {
+        } catch {
+            logger.error("route map reload refused; keeping the previous map", metadata: ["error": "\(error)"])
+            first = error
+        }
+        if let tls = running.tls {
+            do {
                 try tls.reload()
                 logger.info("TLS certificate reloaded", metadata: ["tls.cert": "\(config.tls.certPath ?? "")"])
+            } catch {
+                logger.error("TLS reload refused; keeping the previous certificate", metadata: ["error": "\(error)"])
+                first = first ?? error
             }
-            return nil
-        } catch {
-            logger.error("reload refused; keeping the previous configuration", metadata: ["error": "\(error)"])
-            return error
         }
+        return first
     }
 
     private func initialize(_ channel: Channel, dispatcher: Dispatcher, tls: TLSContextHolder?) -> EventLoopFuture<Void> {

@@ -203,6 +203,11 @@ final class TLSContextHolder: Sendable {
             c.trustRoots = .certificates(roots)
             c.certificateVerification = s.requireClientCertificate ? .noHostnameVerification : .optionalVerification
         } else {
+            // Requiring client certificates with nothing to verify them against would admit
+            // any certificate: refused rather than silently running without the check.
+            guard !s.requireClientCertificate else {
+                throw ConfigError("tls-client-auth = require needs tls-client-ca (the CA bundle client certificates are verified against)")
+            }
             c.certificateVerification = .none
         }
         do { return try NIOSSLContext(configuration: c) } catch {

@@ -27,12 +27,16 @@ extension Store {
         }
         do {
             let env = try LMDBEnvironment(path: directory, mapSize: 0, maxReaders: 1024, maxDatabases: 8, noSync: false, readOnly: true)
-            let txn = try LMDBTransaction(env: env, readOnly: true)
-            let meta = try txn.openDatabase("meta", create: false)
-            let revision = try txn.get(meta, Array("revision".utf8)) { raw in raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0 } ?? 0
-            txn.abort()
             try copyPrivately(env, to: destination)
-            return revision
+            // The copy is one snapshot taken while writes go on: its revision is read from the
+            // copy itself (no lock file: nothing else opens it), not from the source before.
+            let copy = try LMDBEnvironment(path: destination, mapSize: 0, maxReaders: 1, maxDatabases: 8, noSync: false, readOnly: true, noLock: true)
+            return try withExtendedLifetime(copy) {
+                let txn = try LMDBTransaction(env: copy, readOnly: true)
+                defer { txn.abort() }
+                let meta = try txn.openDatabase("meta", create: false)
+                return try txn.get(meta, Array("revision".utf8)) { raw in raw.count == 8 ? raw.loadUnaligned(as: UInt64.self).littleEndian : 0 } ?? 0
+            }
         } catch let e as LMDBError {
             throw translate(e, .backup, directory: directory)
         }

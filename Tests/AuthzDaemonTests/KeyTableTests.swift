@@ -29,6 +29,32 @@ final class KeyTableTests: XCTestCase {
         XCTAssertEqual(listed?.revokedAt, revoked.revokedAt)
         XCTAssertEqual(listed?.expiresAt, redated.expiresAt, "the re-dating itself still applies")
     }
+
+    func testARevocationDoesNotWaitForTheReadersClock() throws {
+        // Revoked by a daemon whose clock is ahead (or before this clock stepped back): the
+        // revocation time lies in this reader's future, and the key is revoked all the same.
+        let dir = temporaryDirectory("authzd-keytable")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let table = try KeyTable(storage: KeyStorage(directory: dir + "/data", keyRingPath: nil))
+        var (key, secret) = try table.create(tenant: nil, role: .gateway, name: "g", expiresAt: 0, creator: .superuser)
+        key.revokedAt = Timestamp.now() + 120_000_000
+        table.applied(key)
+        guard case .failure(let refusal) = table.authenticate(secret) else { return XCTFail("a key revoked by a clock ahead of this one authenticated") }
+        XCTAssertTrue(refusal.error.message.contains("revoked"), refusal.error.message)
+        XCTAssertNotNil(table.stillValid(key.id), "open connections must drop it too")
+    }
+
+    func testACertificateNeverReadsCredentialSecrets() throws {
+        let dir = temporaryDirectory("authzd-keytable")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let table = try KeyTable(storage: KeyStorage(directory: dir + "/data", keyRingPath: nil))
+        let t = ID.random()
+        let admin = Principal.certificate("spiffe://td/tenant/\(t)/role/admin", role: .admin, tenant: t)
+        let e = table.secretsDenied(admin, .export(tenantId: t, includeSecrets: true))
+        XCTAssertEqual(e?.code, .permissionDenied)
+        XCTAssertNil(table.secretsDenied(admin, .export(tenantId: t, includeSecrets: false)), "an export without secrets is the admin's")
+        XCTAssertNil(table.secretsDenied(.superuser, .export(tenantId: t, includeSecrets: true)))
+    }
 }
 
 /// A replica that refuses reads (log mode: behind its stream's retention) holds user events

@@ -21,7 +21,12 @@ final class Replicator: @unchecked Sendable {  // its mutable state is touched o
     let logger: Logger
     /// How long a write may take to be acknowledged by the stream and applied here.
     let writeTimeout: Double
-    private let sealer: LogSealer
+    /// The ring the log seals with at start, in case the store's is ever gone.
+    private let initialSealer: LogSealer
+    /// The key ring in use now: the store's, which `authzd keys rotate-data` (RotateSecrets)
+    /// reloads while serving, so that messages are sealed with the new active key and opened
+    /// with any key of the new ring without a restart.
+    private var sealer: LogSealer { engine.logSealer ?? initialSealer }
 
     private let cond = NSCondition()
     /// Deterministic failures of applied messages, by sequence (bounded; writers read theirs
@@ -58,7 +63,7 @@ final class Replicator: @unchecked Sendable {  // its mutable state is touched o
         self.shard = shard
         self.writeTimeout = writeTimeout
         self.logger = logger
-        self.sealer = sealer
+        self.initialSealer = sealer
     }
 
     /// Checks that this data directory was built from this stream and shard (recording them
