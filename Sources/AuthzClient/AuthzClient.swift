@@ -188,11 +188,18 @@ public final class AuthzClient: Sendable {
             future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host.isEmpty ? "127.0.0.1" : host, port: port)
         }
         let key = configuration.apiKey
+        // Hello waits no longer than a call would (nor than 10 s); a connection whose Hello
+        // failed is closed, never left open beside the pool.
+        let helloTimeout = min(configuration.defaultTimeout, .seconds(10))
         return future.flatMapThrowing { channel in
             try ClientConnection(channel: channel)
         }.flatMap { c -> EventLoopFuture<ClientConnection> in
             guard let key else { return c.channel.eventLoop.makeSucceededFuture(c) }
-            return c.send(.hello(apiKey: key, protocolVersion: protocolVersion), timeout: .seconds(10)).map { _ in c }
+            return c.send(.hello(apiKey: key, protocolVersion: protocolVersion), timeout: helloTimeout).map { _ in c }
+                .flatMapErrorThrowing { error in
+                    c.channel.close(promise: nil)
+                    throw error
+                }
         }
     }
 

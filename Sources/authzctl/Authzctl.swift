@@ -11,7 +11,9 @@ struct Authzctl: AsyncParsableCommand {
         commandName: "authzctl",
         abstract: "Command-line client of authzd.",
         discussion: """
-        Exit status: 0 success (check: allow), 1 check denied, 2 error.
+        Exit status: 0 success (check: allow), 1 check or explain denied, 2 error (check --file: \
+        a line that is an error), 64 a usage error the argument parser found (an unknown flag, a \
+        missing argument).
         Environment: AUTHZD_SOCKET, AUTHZD_ADDRESS, AUTHZD_KEY_FILE and AUTHZ_API_KEY stand in for \
         --socket, --address, --key-file and --key; a config file (AUTHZCTL_CONFIG, default \
         ~/.config/authzctl/config: `socket = PATH` lines) for the connection flags. Shell completions: \
@@ -37,7 +39,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
     func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+        cells.enumerated().map { i, c in i == cells.count - 1 || i >= widths.count ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
     }
     print(line(header))
     for r in rows { print(line(r)) }
@@ -71,7 +73,8 @@ struct Connection: ParsableArguments {
         var address = self.address ?? (self.socket == nil ? env["AUTHZD_ADDRESS"] : nil)
         if address == nil && self.socket == nil && env["AUTHZD_SOCKET"] == nil && file["socket"] == nil { address = file["address"] }
         let socket = self.socket ?? env["AUTHZD_SOCKET"] ?? file["socket"]
-        let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] ?? file["key-file"] : nil)
+        // The config file's key-file comes after both environment variables ($AUTHZ_API_KEY too).
+        let keyFile = self.keyFile ?? (key == nil ? env["AUTHZD_KEY_FILE"] ?? (env["AUTHZ_API_KEY"] == nil ? file["key-file"] : nil) : nil)
         if let address {
             guard let e = Endpoint(address), case .tcp = e else { throw usageError("--address must be HOST:PORT (an IPv6 host in brackets: [::1]:7000)") }
             endpoint = e
@@ -88,9 +91,20 @@ struct Connection: ParsableArguments {
         let tkey = tlsKey ?? env["AUTHZD_TLS_KEY"] ?? file["tls-key"]
         var tls: ClientTLS?
         if case .tcp = endpoint, ca != nil || cert != nil || tkey != nil { tls = ClientTLS(caPath: ca, certPath: cert, keyPath: tkey) }
+        // A deadline is a positive number of milliseconds, from the flag or the config file.
+        var timeout = 30_000
+        if let t = timeoutMs {
+            guard t > 0 else { throw usageError("--timeout-ms must be a positive number of milliseconds (got \(t))") }
+            timeout = t
+        } else if let text = file["timeout-ms"] {
+            guard let t = Int(text), t > 0 else { throw usageError("timeout-ms in the config file must be a positive number of milliseconds (got \"\(text)\")") }
+            timeout = t
+        }
+        if case .tcp = endpoint, tls == nil, apiKey != nil {
+            FileHandle.standardError.write(Data("warning: the API key goes to \(endpoint) in plain text (no --tls-ca/--tls-cert given); use TLS outside a trusted network\n".utf8))
+        }
         let configuration = AuthzClient.Configuration(
-            endpoint: endpoint, apiKey: apiKey, tls: tls,
-            defaultTimeout: .milliseconds(Int64(timeoutMs ?? file["timeout-ms"].flatMap { Int($0) } ?? 30_000)))
+            endpoint: endpoint, apiKey: apiKey, tls: tls, defaultTimeout: .milliseconds(Int64(timeout)))
         do { return try AuthzClient(configuration: configuration) } catch let e as AuthzError {
             throw usageError(e.message)
         }
@@ -129,7 +143,8 @@ enum CtlConfig {
     }
 }
 
-/// Runs `body` with a client; prints an `AuthzError` as `error: CODE: message` and exits 2.
+/// Runs `body` with a client; prints an `AuthzError` as `error: CODE: message`, and any other
+/// failure (a file that cannot be read, …) as `error: description`, and exits 2.
 func withClient<T>(_ conn: Connection, _ body: (AuthzClient) async throws -> T) async throws -> T {
     let client = try conn.client()
     defer { client.close() }
@@ -138,7 +153,25 @@ func withClient<T>(_ conn: Connection, _ body: (AuthzClient) async throws -> T) 
     } catch let e as AuthzError {
         FileHandle.standardError.write(Data("error: \(e.code.name): \(e.message)\n".utf8))
         throw ExitCode(2)
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        FileHandle.standardError.write(Data("error: \((error as NSError).localizedDescription)\n".utf8))
+        throw ExitCode(2)
     }
+}
+
+/// Writes `bytes` to standard output. False when the reader has gone (EPIPE: `| head`), so
+/// that a command stops quietly instead of dying on the closed pipe.
+func writeOut(_ bytes: [UInt8]) -> Bool {
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return false }
+        off += n
+    }
+    return true
 }
 
 /// Prints `error: INVALID_ARGUMENT: message` and returns the exit status 2 to throw.
@@ -175,7 +208,7 @@ func errorLine(_ e: AuthzError) -> String {
 }
 
 struct Check: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check one permission (exit 0 allow, 1 deny, 2 error), or a JSON Lines file of checks with --file.")
+    static let configuration = CommandConfiguration(abstract: "Check one permission (exit 0 allow, 1 deny, 2 error), or a JSON Lines file of checks with --file (exit 0 when every line was decided, allowed or denied; 2 when any line is an error).")
     @OptionGroup var conn: Connection
     @Option(name: .long, help: "JSON Lines of {tenant_id, user_id, permission, scope}; answers one a line, same order.")
     var file: String?
@@ -185,10 +218,13 @@ struct Check: AsyncParsableCommand {
 
     func run() async throws {
         if let file {
+            guard args.isEmpty else { throw usageError("give either --file or TENANT_ID USER_ID PERMISSION SCOPE, not both") }
             guard let data = FileManager.default.contents(atPath: file) else { throw usageError("cannot read \(file)") }
             var items: [Result<CheckCall, AuthzError>] = []
+            var lineOf: [Int] = []  // the file line of each item, for the daemon's errors
             for (i, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) { continue }
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+                lineOf.append(i + 1)
                 do {
                     let c = try CheckLine.decode(line: Array(line))
                     items.append(.success(CheckCall(tenantId: c.tenantId, userId: c.userId, permission: c.permission, scope: c.scope, minRevision: minRevision)))
@@ -197,6 +233,7 @@ struct Check: AsyncParsableCommand {
                     items.append(.failure(e))
                 }
             }
+            var failed = false
             try await withClient(conn) { client in
                 var answers = [Result<Decision, AuthzError>?](repeating: nil, count: items.count)
                 let valid = items.enumerated().compactMap { i, r -> (Int, CheckCall)? in
@@ -207,15 +244,26 @@ struct Check: AsyncParsableCommand {
                 for chunk in stride(from: 0, to: valid.count, by: 10_000) {
                     let part = Array(valid[chunk..<min(chunk + 10_000, valid.count)])
                     let results = try await client.batchCheck(part.map(\.1), minRevision: minRevision)
-                    for (k, r) in results.enumerated() { answers[part[k].0] = r }
+                    for (k, r) in results.enumerated() {
+                        let i = part[k].0
+                        // The daemon numbers the items of its batch; the file's line is what helps.
+                        answers[i] = r.mapError { e in
+                            var e = e
+                            e.message = "line \(lineOf[i]): \(e.message)"
+                            return e
+                        }
+                    }
                 }
                 for a in answers {
                     switch a! {
                     case .success(let d): print(decisionLine(d))
-                    case .failure(let e): print(errorLine(e))
+                    case .failure(let e):
+                        failed = true
+                        print(errorLine(e))
                     }
                 }
             }
+            if failed { throw ExitCode(2) }
             return
         }
         guard args.count == 4 else { throw usageError("usage: authzctl check TENANT_ID USER_ID PERMISSION SCOPE (or --file FILE.jsonl)") }
@@ -395,7 +443,8 @@ struct Export: AsyncParsableCommand {
         let t = try tenant.map { try parseID($0, "--tenant") }
         let revision = try await withClient(conn) { client in
             try await client.exportPaged(tenant: t, includeSecrets: includeSecrets, pageSize: pageSize) { bytes in
-                FileHandle.standardOutput.write(Data(bytes))
+                // The reader went away (`| head`): stop asking for pages, end quietly.
+                guard writeOut(bytes) else { throw ExitCode.success }
                 guard showProgress else { return }
                 records += bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
                 FileHandle.standardError.write(Data(String(format: "\rexported %d records, %.0f records/s   ", records, Double(records) / max(0.001, Date().timeIntervalSince(started))).utf8))
@@ -432,21 +481,27 @@ struct Watch: AsyncParsableCommand {
         let client = try conn.client()
         defer { client.close() }
         var delay: UInt64 = 100_000_000
+        // A stream that never opened (no daemon, a wrong socket) is an error; one that did
+        // and dropped is resumed (docs/watch.md).
+        var opened = false
         while true {
             do {
                 for try await batch in client.watch(call) {
+                    opened = true
                     delay = 100_000_000
+                    var text = ""
                     for c in batch.changes {
                         let e = c.entity
-                        print("{\"revision\":\(c.revision),\"kind\":\(JSONWriter.quoted(e.kind.name)),\"tenant_id\":\(JSONWriter.quoted(e.tenantId.description)),\"id\":\(JSONWriter.quoted(e.id.description)),\"record\":\(BulkFormat.encode(e))}")
+                        text += "{\"revision\":\(c.revision),\"kind\":\(JSONWriter.quoted(e.kind.name)),\"tenant_id\":\(JSONWriter.quoted(e.tenantId.description)),\"id\":\(JSONWriter.quoted(e.id.description)),\"record\":\(BulkFormat.encode(e))}\n"
                     }
-                    if progress { print("{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}") }
-                    fflush(nil)  // every output stream, stdout among them (Swift 6 refuses the global `stdout`)
+                    if progress { text += "{\"progress\":{\"revision\":\(batch.revision),\"caught_up\":\(batch.caughtUp)}}\n" }
+                    // The reader went away (`| head`): stop quietly.
+                    if !text.isEmpty && !writeOut(Array(text.utf8)) { return }
                     call.fromRevision = batch.revision
                     if untilCaughtUp && batch.caughtUp { return }
                 }
                 throw AuthzError(.unavailable, "the watch ended")
-            } catch let e as AuthzError where e.code == .unavailable {
+            } catch let e as AuthzError where e.code == .unavailable && opened {
                 FileHandle.standardError.write(Data("authzctl watch: \(e.message); resuming\(call.fromRevision.map { " after revision \($0)" } ?? "")\n".utf8))
                 try await Task.sleep(nanoseconds: delay)
                 delay = min(delay * 2, 5_000_000_000)
@@ -484,18 +539,22 @@ struct List: AsyncParsableCommand {
         let k = try parseKind(kind)
         let t = try tenant.map { try parseID($0, "TENANT_ID") } ?? .zero
         if k != .tenant && t == .zero { throw usageError("TENANT_ID is required for \(k.name)") }
+        let table = out.isTable
+        var rows: [[String]] = []
         try await withClient(conn) { client in
             var after: ID? = nil
             repeat {
                 let (items, next) = try await client.list(k, tenant: t, pageSize: 1000, after: after)
-                if out.isTable {
-                    printTable(after == nil ? ["ID", "ACTIVE", "DESCRIBES"] : [], items.map { [$0.id.description, $0.fields.isActive ? "yes" : "no", describe($0)] })
+                if table {
+                    // One table for every page: columns sized over all rows.
+                    rows += items.map { [$0.id.description, $0.fields.isActive ? "yes" : "no", describe($0)] }
                 } else {
                     for e in items { print(BulkFormat.encode(e)) }
                 }
                 after = next
             } while after != nil
         }
+        if table { printTable(["ID", "ACTIVE", "DESCRIBES"], rows) }
     }
 }
 
@@ -507,7 +566,9 @@ struct Put: AsyncParsableCommand {
     func run() async throws {
         var input = lines
         if input.isEmpty {
-            input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").map(String.init)
+            // Empty lines kept, so that an error names the line of the input it is on.
+            input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         }
         var ops: [WriteOp] = []
         for (i, l) in input.enumerated() where !l.trimmingCharacters(in: .whitespaces).isEmpty {

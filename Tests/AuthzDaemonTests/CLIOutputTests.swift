@@ -44,4 +44,60 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertEqual(s4, 0)
         XCTAssertEqual(version, "0.1.0\n")
     }
+
+    /// Found by a review of authzctl: a table over several pages, a reader that stops early,
+    /// a watch with no daemon, and line numbers of `put`.
+    func testPagesPipesAndErrorsEndCleanly() async throws {
+        let daemon = try DaemonProcess(tcp: false)
+        defer { daemon.stop(); daemon.remove() }
+        let t = ID.random()
+        let c = daemon.client()
+        defer { c.close() }
+        try await c.write([.upsert(.tenant(Tenant(id: t, name: "acme")))] + (0..<1_203).map { i in .upsert(.user(User(id: .random(), tenantId: t, email: "u\(i)@acme.test"))) })
+        let authzctl = productsDirectory().appendingPathComponent("authzctl").path
+        let base = ["--socket", daemon.socketPath]
+        // Two pages (1,000 a page), one table: a header, then a line per user.
+        let (s1, table) = try runProcess(authzctl, ["list", "user"] + base + ["--output", "table", t.description], mergeStderr: false)
+        XCTAssertEqual(s1, 0, table)
+        let lines = table.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1_204)
+        XCTAssertTrue(lines.first?.hasPrefix("ID") == true)
+        XCTAssertTrue(lines.dropFirst().allSatisfy { $0.contains("  yes  ") }, "every user a row of the one table")
+        // A reader that reads one line and goes away: export stops quietly.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: authzctl)
+        p.arguments = ["export"] + base + ["--page-size", "10"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        _ = out.fileHandleForReading.availableData
+        try out.fileHandleForReading.close()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, stderr)
+        XCTAssertFalse(stderr.contains("Fatal error"), stderr)
+        // A watch that never connects is an error at once, not "resuming" forever.
+        let started = Date()
+        let (s2, watchErr) = try runProcess(authzctl, ["watch", "--socket", daemon.dir + "/nowhere.sock", "--until-caught-up"])
+        XCTAssertEqual(s2, 2, watchErr)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+        XCTAssertTrue(watchErr.contains("error: UNAVAILABLE"), watchErr)
+        // put names the line of its input, blank lines counted.
+        let bad = "\n\n" + BulkFormat.encode(.user(User(id: .random(), tenantId: t))) + "\n{\"kind\":\"user\"}\n"
+        let put = Process()
+        put.executableURL = URL(fileURLWithPath: authzctl)
+        put.arguments = ["put"] + base
+        let input = Pipe(), putErr = Pipe()
+        put.standardInput = input
+        put.standardOutput = FileHandle.nullDevice
+        put.standardError = putErr
+        try put.run()
+        input.fileHandleForWriting.write(Data(bad.utf8))
+        try input.fileHandleForWriting.close()
+        let putText = String(decoding: putErr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        put.waitUntilExit()
+        XCTAssertEqual(put.terminationStatus, 2, putText)
+        XCTAssertTrue(putText.contains("line 4:"), putText)
+    }
 }

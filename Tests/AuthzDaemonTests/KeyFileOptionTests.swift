@@ -56,6 +56,7 @@ final class KeyFileOptionTests: XCTestCase {
         XCTAssertTrue(noneOut.contains("UNAUTHENTICATED"), noneOut)
         let (fromFile, fileOut) = try run("authzctl", check + ["--key-file", checkerFile])
         XCTAssertEqual(fromFile, 1, fileOut)
+        XCTAssertTrue(fileOut.contains("warning: the API key goes to") && fileOut.contains("plain text"), fileOut)
         let (fromEnv, envOut) = try run("authzctl", check, environment: ["AUTHZ_API_KEY": checker])
         XCTAssertEqual(fromEnv, 1, envOut)
         let (both, bothOut) = try run("authzctl", check + ["--key", checker, "--key-file", checkerFile])
