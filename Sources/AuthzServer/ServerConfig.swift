@@ -247,7 +247,7 @@ public struct ServerConfig: Sendable {
             // UID:ROLE:TENANT_ID, comma-separated for several.
             for item in value.split(separator: ",") {
                 let parts = item.split(separator: ":").map(String.init)
-                guard parts.count == 3, let uid = UInt32(parts[0]), let role = KeyRole(name: parts[1]), role != .operator, let t = ID(parts[2]) else {
+                guard parts.count == 3, let uid = UInt32(parts[0]), let role = KeyRole(name: parts[1]), role == .checker || role == .admin, let t = ID(parts[2]) else {
                     throw ConfigError("\(origin): allow-uid entries are UID:checker|admin:TENANT_ID (got \"\(item)\")")
                 }
                 allowUIDs[uid] = (role, t)

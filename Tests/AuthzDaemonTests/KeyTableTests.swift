@@ -78,3 +78,35 @@ final class EventIngestorRefusalTests: XCTestCase {
         guard case .applied = EventIngestor(engine: engine).handle(payload) else { return XCTFail("a serving replica did not apply the event") }
     }
 }
+
+/// Settings the reviews found unchecked: values that overflowed a conversion, or that the docs
+/// do not allow.
+final class ServerConfigBoundsTests: XCTestCase {
+    func testOutOfRangeSettingsAreRefusedNamingThem() throws {
+        var config = ServerConfig()
+        let t = ID.random()
+        for (key, value) in [("allow-uid", "1000:gateway:\(t)"), ("allow-uid", "1000:operator:\(t)"),
+                             ("log-max-age", "9300000000"), ("log-duplicate-window", "0"), ("log-duplicate-window", "9300000000"),
+                             ("log-write-timeout", "0"), ("log-write-timeout", "99999")] {
+            XCTAssertThrowsError(try config.set(key, value, origin: "test"), "\(key) = \(value)") { e in
+                XCTAssertTrue("\(e)".contains(key), "\(e)")
+            }
+        }
+        try config.set("allow-uid", "1000:checker:\(t),1001:admin:\(t)", origin: "test")
+        try config.set("log-max-age", "86400", origin: "test")
+        try config.set("log-duplicate-window", "120", origin: "test")
+        try config.set("log-write-timeout", "10", origin: "test")
+        XCTAssertEqual(config.allowUIDs.count, 2)
+    }
+
+    func testTimestampsFormatForEveryInt64() {
+        for v in [Int64.min, Int64.min + 1, -1_000_001, -1_000_000, -1, 0, 1, 999_999, Int64.max] {
+            let text = Timestamp.format(v)
+            XCTAssertTrue(text.hasSuffix("Z"), "\(v): \(text)")
+        }
+        XCTAssertEqual(Timestamp.format(-1), "1969-12-31T23:59:59.999999Z")
+        XCTAssertEqual(Timestamp.format(-1_000_000), "1969-12-31T23:59:59.000000Z")
+        XCTAssertEqual(Timestamp.format(0), "1970-01-01T00:00:00.000000Z")
+    }
+}
+
