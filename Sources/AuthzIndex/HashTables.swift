@@ -94,7 +94,10 @@ public final class IDTable: @unchecked Sendable {
         Int(truncatingIfNeeded: key.seededHash(seed)) & mask
     }
 
+    /// The value of `key`; nil when absent, and always for the nil UUID (`.zero`, which no
+    /// record may have: an empty slot is all zeros and must never match it).
     @inline(__always) public func find(_ key: ID) -> UInt32? {
+        if key.hi | key.lo == 0 { return nil }
         var i = slot(key)
         while true {
             let p = slots + i

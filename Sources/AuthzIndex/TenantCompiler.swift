@@ -114,7 +114,11 @@ public final class TenantCompiler {
         if let i = permIndex[id] {
             bit = i
             if perms[i].name != name {
-                permissionBits.removeValue(forKey: perms[i].name)
+                // The old name goes only if it still names this permission: in a batch that
+                // swaps two names, the other permission may already have taken it.
+                if let held = permissionBits[perms[i].name], Int(held & ~inactivePermissionBit) == i {
+                    permissionBits.removeValue(forKey: perms[i].name)
+                }
                 perms[i].name = name
                 permissionNames[i] = name
             }

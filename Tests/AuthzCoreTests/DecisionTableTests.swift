@@ -144,6 +144,49 @@ final class DecisionTableTests: XCTestCase {
         }
     }
 
+    /// Two permissions swapping names in one batch (the store allows it: names are unique
+    /// after each op). The index once removed the name the other permission had just taken.
+    func testPermissionsSwappingNamesInOneBatch() throws {
+        let b = TenantBuilder()
+        b.user("ana"); b.role("r")
+        b.permission("a.read"); b.permission("b.read")
+        b.bind("ana", "r", .tenant)
+        b.grant("r", "a.read", .global)
+        try b.commit(engine)
+        try expect(b, [("ana", "a.read", .tenant, .granted), ("ana", "b.read", .tenant, .noGrant)])
+        let p1 = b.id("a.read"), p2 = b.id("b.read")
+        func perm(_ id: ID, _ name: String) -> WriteOp { .upsert(.permission(Permission(id: id, tenantId: b.tenant, name: name, service: String(name.split(separator: ".")[0])))) }
+        try engine.write([perm(p1, "tmp.read"), perm(p2, "a.read"), perm(p1, "b.read")])
+        // P1 (granted to r) is now "b.read", P2 (not granted) "a.read".
+        try expect(b, [("ana", "b.read", .tenant, .granted), ("ana", "a.read", .tenant, .noGrant), ("ana", "tmp.read", .tenant, .unknownPermission)])
+        XCTAssertEqual(engine.snapshot.tenant(b.tenant)?.users(with: "b.read", scope: .tenant), [b.id("ana")])
+        // A new permission taking a name another gave up in the same batch.
+        let p3 = ID.random()
+        try engine.write([perm(p3, "tmp.read"), perm(p1, "c.read"), perm(p3, "b.read")])
+        try expect(b, [("ana", "c.read", .tenant, .granted), ("ana", "b.read", .tenant, .noGrant), ("ana", "tmp.read", .tenant, .unknownPermission)])
+        // A restart compiles the same answers from LMDB.
+        engine = nil
+        engine = try Engine(directory: dir)
+        try expect(b, [("ana", "c.read", .tenant, .granted), ("ana", "b.read", .tenant, .noGrant), ("ana", "a.read", .tenant, .noGrant)])
+    }
+
+    /// The nil UUID names no record: never a tenant or a user, even though the index's empty
+    /// hash slots are all zeros.
+    func testTheNilUUIDIsNeverATenantOrAUser() throws {
+        // An empty daemon: nothing to find, and nothing to crash on.
+        XCTAssertEqual(try engine.check(tenant: .zero, user: .zero, permission: "a.read", scope: .self).reason, .unknownTenant)
+        XCTAssertEqual(try engine.permissions(tenant: .zero, user: .random()).reason, .unknownTenant)
+        let b = TenantBuilder()
+        b.user("ana"); b.role("r"); b.permission("a.read")
+        b.bind("ana", "r", .tenant)
+        b.grant("r", "a.read", .global)
+        try b.commit(engine)
+        XCTAssertEqual(try engine.check(tenant: .zero, user: b.id("ana"), permission: "a.read", scope: .self).reason, .unknownTenant)
+        XCTAssertEqual(try engine.check(tenant: b.tenant, user: .zero, permission: "a.read", scope: .self).reason, .unknownUser)
+        XCTAssertEqual(try engine.permissions(tenant: b.tenant, user: .zero).reason, .unknownUser)
+        XCTAssertEqual(try engine.permissions(tenant: .zero, user: b.id("ana")).reason, .unknownTenant)
+    }
+
     func testCrossTenantReferencesRejected() throws {
         let a = TenantBuilder(name: "a")
         a.user("ana"); a.role("reader"); a.permission("gmail.messages.read")
