@@ -47,6 +47,8 @@ public final class AuthzServer: Service, Sendable {
         var dispatcher: Dispatcher
         var listeners: [Channel]
         var tls: TLSContextHolder?
+        /// `Dispatcher.sweepSessions` every few seconds.
+        var sweeper: RepeatedTask?
         var gateway: Gateway?
         var httpGateway: HTTPGatewayServer?
         var grpcGateway: GRPCExtAuthzServer?
@@ -254,6 +256,12 @@ public final class AuthzServer: Service, Sendable {
         dispatcher.rotator.resumeIfRecorded()
         let listenerTLS = tls
         var running = Running(dispatcher: dispatcher, listeners: [], tls: tls)
+        // Idle import and export sessions are discarded on time even when nothing else runs.
+        // On the reader pool: dropping a large staged import frees much memory at once.
+        let sweepLoop = group.next()
+        running.sweeper = sweepLoop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in
+            _ = dispatcher.readers.runIfActive(eventLoop: sweepLoop) { dispatcher.sweepSessions() }
+        }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -478,6 +486,7 @@ public final class AuthzServer: Service, Sendable {
 
     /// `shutdown`'s blocking part: on a thread-pool thread, never an event loop.
     private func drainAndClose(_ running: Running, drainTimeout: TimeAmount) {
+        running.sweeper?.cancel()
         for l in running.listeners { try? l.close().wait() }
         running.httpGateway?.stop()
         running.grpcGateway?.stop()

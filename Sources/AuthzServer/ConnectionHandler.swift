@@ -551,8 +551,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if denied.code == .unauthenticated { audited(AuthRefusal(reason: .noKey, error: denied), as: principal) }
             return respond(context: context, id: request.requestId, result: .failure(denied), flush: false)
         }
-        if case .importChunk(let session, _, _, let more) = call {
-            if more { importSessions[session] = principal } else { importSessions.removeValue(forKey: session) }
+        if case .importChunk(let session, _, _, _) = call {
+            // Kept until the connection closes, the last chunk included: a last chunk refused
+            // before it ran (its deadline passed in the queue) leaves the session staged, and
+            // the disconnect must still discard it (dropping a committed one does nothing).
+            importSessions[session] = principal
         }
         if case .watch(let w) = call {
             return startWatch(context: context, id: request.requestId, call: w, principal: principal)

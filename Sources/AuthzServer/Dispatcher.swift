@@ -111,6 +111,15 @@ public final class Dispatcher: @unchecked Sendable {  // the `var`s are set whil
     /// Closes every open paged export (daemon shutdown).
     func closeExports() { exports.closeAll() }
 
+    /// Discards chunked imports and closes paged exports idle past `import-idle-timeout`
+    /// (the server runs it every few seconds): a session whose caller went away frees its
+    /// memory and its LMDB snapshot on time, not at the next import or export.
+    func sweepSessions() {
+        let idle = TimeAmount.seconds(Int64(config.importIdleTimeoutSeconds))
+        imports.sweep(idle: idle)
+        exports.sweep(idle: idle)
+    }
+
     /// Forgets a chunked import (its connection closed, or a chunk failed) if `owner` started it.
     func dropImport(_ session: ID, owner: Principal) { imports.drop(session, owner: owner) }
 

@@ -155,7 +155,10 @@ extension StoreReader {
         }
         // Complete through the revision before the last one scanned, unless the log ended.
         let complete = ended ? head : (last.revision > 0 ? last.revision - 1 : 0)
+        // Never past the store's own revision: a position ahead of it (a watcher resuming on a
+        // daemon restored from an older backup) is complete only through what this store has,
+        // so that a resume repeats changes rather than skips them.
         return ChangePage(changes: out, beforeImages: images, position: ended ? .after(revision: head) : last,
-                          complete: max(complete, position.index == .max ? position.revision : position.revision &- 1), atEnd: ended)
+                          complete: min(head, max(complete, position.index == .max ? position.revision : position.revision &- 1)), atEnd: ended)
     }
 }

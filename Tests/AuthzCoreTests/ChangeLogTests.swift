@@ -57,6 +57,11 @@ final class ChangeLogTests: XCTestCase {
         let page = try store.read { try $0.changes(after: .after(revision: r4), limit: 10, where: all) }
         XCTAssertTrue(page.changes.isEmpty && page.atEnd)
         XCTAssertEqual(page.complete, r4)
+        // A position ahead of the store (a watcher resuming on a daemon restored from an older
+        // backup) is complete only through the store's own revision: a resume repeats, never skips.
+        let ahead = try store.read { try $0.changes(after: .after(revision: r4 + 50), limit: 10, where: all) }
+        XCTAssertTrue(ahead.changes.isEmpty)
+        XCTAssertEqual(ahead.complete, r4)
     }
 
     func testAFailedWriteRecordsNothing() throws {

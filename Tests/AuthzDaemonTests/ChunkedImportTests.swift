@@ -77,6 +77,25 @@ final class ChunkedImportTests: XCTestCase {
         XCTAssertFalse(first, "a chunk of a failed import was applied")
     }
 
+    /// first_line is required on every chunk: unset (0), a chunk of a discarded session would
+    /// start a new one and commit a partial import alone.
+    func testAChunkWithoutFirstLineIsRefused() async throws {
+        let (_, _, text) = file(users: 10)
+        let c = daemon.client()
+        defer { c.close() }
+        for more in [true, false] {
+            do {
+                _ = try await c.importChunk(session: .random(), jsonl: Array(text.utf8), firstLine: 0, more: more)
+                XCTFail("a chunk without first_line was taken (more: \(more))")
+            } catch let e as AuthzError {
+                XCTAssertEqual(e.code, .invalidArgument)
+                XCTAssertEqual(e.field, "import.first_line")
+            }
+        }
+        let revision = try await c.serverInfo().revision
+        XCTAssertEqual(revision, 0, "nothing was applied")
+    }
+
     func testADisconnectMidImportAppliesNothing() async throws {
         let (t, ids, text) = file(users: 2000)
         let bytes = Array(text.utf8)

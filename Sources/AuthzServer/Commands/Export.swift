@@ -75,6 +75,21 @@ final class ExportSessions: @unchecked Sendable {  // every OpenExport is reache
     /// Open paged exports (each holds an LMDB snapshot and a reader slot), one per caller.
     static let maxExports = 8
 
+    /// Closes every export idle past `idle` (no page being read), releasing its LMDB snapshot
+    /// even when no new export arrives to notice it (`Dispatcher.sweepSessions`).
+    func sweep(idle: TimeAmount) {
+        let now = NIODeadline.now()
+        let expired = table.withLockedValue { table -> [OpenExport] in
+            var out: [OpenExport] = []
+            for (k, v) in table where !v.busy && now - v.lastUsed > idle {
+                out.append(v)
+                table.removeValue(forKey: k)
+            }
+            return out
+        }
+        for e in expired { e.cursor.close() }
+    }
+
     /// Closes every open export (daemon shutdown).
     func closeAll() {
         let open = table.withLockedValue { table -> [OpenExport] in

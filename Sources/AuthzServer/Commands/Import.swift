@@ -68,6 +68,18 @@ final class ImportSessions: @unchecked Sendable {  // every StagedImport is reac
     /// At most this many chunked imports at once, each of at most `maxImportBytes`.
     static let maxImports = 4
 
+    /// Chunked imports in progress (tests and diagnostics).
+    var count: Int { table.withLockedValue { $0.count } }
+
+    /// Discards every import idle past `idle` (none of its chunks running): the timeout holds
+    /// even when no other chunk arrives to notice it (`Dispatcher.sweepSessions`).
+    func sweep(idle: TimeAmount) {
+        let now = NIODeadline.now()
+        table.withLockedValue { table in
+            for (k, v) in table where !v.busy && now - v.lastChunk > idle { table.removeValue(forKey: k) }
+        }
+    }
+
     /// Forgets a chunked import (its connection closed, or a chunk failed) if `owner` started it.
     func drop(_ session: ID, owner: Principal) {
         table.withLockedValue { table in
@@ -82,19 +94,24 @@ final class ImportSessions: @unchecked Sendable {  // every StagedImport is reac
     /// PERMISSION_DENIED for another caller's session. A failed chunk voids the whole import.
     func chunk(session: ID, bytes: [UInt8], firstLine: UInt64, more: Bool, principal: Principal, peer: PeerInfo, on d: Dispatcher) throws -> Reply {
         let idle = TimeAmount.seconds(Int64(d.config.importIdleTimeoutSeconds))
+        // first_line is how a chunk says where it belongs: unset (0) would let a chunk of a
+        // discarded session start a new one and commit a partial import alone.
+        guard firstLine >= 1 else {
+            throw AuthzError.invalid("import.first_line", "must be the 1-based number of the chunk's first line in the whole import (set on every chunk of a chunked import; 1 on the first)")
+        }
         let entry = try table.withLockedValue { table -> StagedImport in
             let now = NIODeadline.now()
             for (k, v) in table where !v.busy && now - v.lastChunk > idle { table.removeValue(forKey: k) }
             if let e = table[session] {
                 guard e.owner == principal else { throw AuthzError(.permissionDenied, "import.session \(session) was started by another caller", field: "import.session") }
                 guard !e.busy else { throw AuthzError(.failedPrecondition, "import.session \(session) is still applying its previous chunk; send chunks one at a time", field: "import.session") }
-                guard firstLine == 0 || firstLine == UInt64(e.staging.lastLine) + 1 else {
+                guard firstLine == UInt64(e.staging.lastLine) + 1 else {
                     throw AuthzError(.failedPrecondition, "import.first_line \(firstLine) does not follow line \(e.staging.lastLine) of import.session \(session)", field: "import.first_line")
                 }
                 e.busy = true
                 return e
             }
-            guard firstLine <= 1 else {
+            guard firstLine == 1 else {
                 throw AuthzError(.failedPrecondition, "import.session \(session) is not in progress (discarded after a failed chunk, a disconnect or import-idle-timeout); nothing of it was applied: start the import again", field: "import.session")
             }
             // One chunked import per caller, and a few in all: one tenant cannot hold them all.
