@@ -213,6 +213,25 @@ final class GatewayDecisionTests: XCTestCase {
         XCTAssertFalse(r.hasPrefix("HTTP/1.1 200"), r)
     }
 
+    /// Refused keys are limited per connection as on the binary listeners: the fifth within
+    /// the window is answered, then the connection closes.
+    func testRepeatedRefusedKeysCloseTheConnection() throws {
+        let ch = try channel(transport: .unauthenticated)
+        let id = "X-Authz-Tenant: \(t)\r\nX-Authz-User: \(u)\r\n"
+        for i in 1...5 {
+            let r = try exchange(ch, "GET /check/mail HTTP/1.1\r\nHost: a\r\n\(id)X-Authz-Api-Key: azk_nope\r\n\r\n")
+            XCTAssertTrue(r.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "\(i): \(r)")
+            if i < 5 {
+                XCTAssertFalse(r.lowercased().contains("connection: close"), "\(i): \(r)")
+                XCTAssertTrue(ch.isActive, "closed after \(i) refusals")
+            } else {
+                XCTAssertTrue(r.lowercased().contains("connection: close"), r)
+            }
+        }
+        ch.embeddedEventLoop.run()
+        XCTAssertFalse(ch.isActive, "the fifth refused key closes the connection")
+    }
+
     func testTCPWithoutKeyCannotDecideAndAWrongKeyIsRefused() throws {
         let ch = try channel(transport: .unauthenticated)
         let id = "X-Authz-Tenant: \(t)\r\nX-Authz-User: \(u)\r\n"

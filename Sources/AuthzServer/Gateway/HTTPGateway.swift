@@ -336,6 +336,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         if case .unixDomainSocket? = context.channel.localAddress { isUnix = true }
         let peer = PeerInfo(remote: context.channel.remoteAddress, isUnix: isUnix)
         let r = gateway.principal(presentedKey: presented, transport: transport, peer: peer)
+        if case .failure = r { keyRefused() }
         if case .success(let p) = r, case .key(let id, _, _) = p {
             cachedKey = presented
             cachedPrincipal = p
@@ -343,6 +344,22 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
             cachedExpiry = keys.expiry(of: id)
         }
         return r
+    }
+
+    /// Refused keys on this connection in the current window, as on the binary listeners: the
+    /// answer to the `ConnectionHandler.maxFailures`-th within `failureWindow` closes the
+    /// connection (each refusal is an audit line: one connection cannot flood the trail).
+    private var failures = 0
+    private var failureWindowStart = NIODeadline.now()
+    private var closeAfterAnswer = false
+
+    private func keyRefused() {
+        if NIODeadline.now() - failureWindowStart > ConnectionHandler.failureWindow {
+            failures = 0
+            failureWindowStart = .now()
+        }
+        failures += 1
+        if failures >= ConnectionHandler.maxFailures { closeAfterAnswer = true }
     }
 
     /// A decision: no body, the decision in headers.
@@ -354,7 +371,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
         headers.add(name: "x-authz-revision", value: String(a.revision))
         if a.routeLine > 0 { headers.add(name: "x-authz-route", value: String(a.routeLine)) }
         headers.add(name: "content-length", value: "0")
-        if !h.isKeepAlive { headers.add(name: "connection", value: "close") }
+        if !h.isKeepAlive || closeAfterAnswer { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: HTTPResponseStatus(statusCode: a.status), headers: headers))), promise: nil)
         finish(context: context, h)
     }
@@ -374,7 +391,7 @@ final class HTTPGatewayHandler: ChannelInboundHandler {
     }
 
     private func finish(context: ChannelHandlerContext, _ h: HTTPRequestHead) {
-        if h.isKeepAlive {
+        if h.isKeepAlive && !closeAfterAnswer {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
