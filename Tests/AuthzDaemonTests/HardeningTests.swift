@@ -271,8 +271,11 @@ final class HardeningTests: XCTestCase {
         }
         let grown = residentBytes(pid) - before
         print("empty frames, never read: sent \(sent) bytes, resident grew \(grown) bytes")
-        XCTAssertGreaterThan(sent, 512 << 10, "the test did not exercise the daemon")
-        XCTAssertLessThan(grown, 24 << 20, "resident memory grew by \(grown) bytes for \(sent) bytes sent")
+        // How much the daemon takes before it stops reading depends on timing; what must hold
+        // is the ratio. Unbounded, answers grew the daemon ~50 bytes per byte sent (49 MB for
+        // 1 MiB); bounded, a few MB of fixed cost and a few bytes per byte.
+        XCTAssertGreaterThan(sent, 128 << 10, "the test did not exercise the daemon")
+        XCTAssertLessThan(grown, (8 << 20) + 4 * sent, "resident memory grew by \(grown) bytes for \(sent) bytes sent")
         // The answers are all there once read, in order, and the daemon serves others meanwhile.
         let other = try RawConnection(unixPath: daemon.socketPath)
         XCTAssertNil(failure(try other.roundTrip(PB.request(id: 1, call: 21, []))))
