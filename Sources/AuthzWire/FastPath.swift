@@ -61,19 +61,12 @@ enum FastPath {
             return nil
         }
 
-        /// A key or length of two bytes or more, at most 5 (a truncated or longer one: nil).
+        /// A key or length of two bytes or more, at most 5 (a truncated or longer one: nil):
+        /// `longVarint`, refused when it took more than 5 bytes.
         mutating func longKey() -> UInt64? {
-            var v: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < end {
-                let b = p[i]
-                i += 1
-                v |= UInt64(b & 0x7F) << shift
-                if b < 0x80 { return v }
-                shift += 7
-                if shift >= 35 { return nil }
-            }
-            return nil
+            let start = i
+            guard let v = longVarint(), i - start <= 5 else { return nil }
+            return v
         }
 
         /// A length-delimited field's bounds.
@@ -84,8 +77,7 @@ enum FastPath {
                 i += 1
             } else {
                 // At most 5 bytes, as protobuf-c reads a length prefix.
-                let start = i
-                guard let long = longVarint(), i - start <= 5 else { return nil }
+                guard let long = longKey() else { return nil }
                 n = long
             }
             guard n <= UInt64(end - i) else { return nil }
